@@ -1,0 +1,75 @@
+/*
+ * sandpitd's configuration: a small line grammar, one directive per line,
+ * "name value" with '#' comments and optional double quotes around a value.
+ * Core directives fill struct config; provider directives (declared in each
+ * provider's ops->directives, "docker.socket") are validated by type and kept
+ * as text for config_get(). A file is parsed into a fresh struct, which the
+ * caller swaps in only when the parse succeeded (SIGHUP).
+ */
+#ifndef SANDPIT_CONFIG_H
+#define SANDPIT_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+#include <sandpit/provider.h>
+
+struct config_kv {
+	char *name;
+	char *value;
+};
+
+struct config {
+	char *file;			/* the file parsed, or NULL for the embedded defaults */
+
+	char *state_dir;		/* state_dir: database, certificates, per-sandbox files */
+	char *socket_path;		/* socket: the control socket */
+	char *socket_group;		/* socket_group: group allowed besides root, or NULL */
+	gid_t socket_gid;		/* resolved socket_group, or (gid_t)-1 */
+	unsigned max_clients;		/* max_clients: concurrent control connections */
+	size_t max_body;		/* max_body: request body bytes */
+	size_t max_header;		/* max_header: request head bytes */
+	int log_level;			/* log_level: err | warning | info | debug (LOG_*) */
+
+	char *default_provider;		/* provider: backend for new sandboxes */
+	unsigned max_sandboxes;		/* max_sandboxes: per host, starting + running */
+	uint64_t reconcile_interval_ms;	/* reconcile_interval */
+
+	char *worker_image;		/* worker_image: "sandpit/worker:<version>" */
+	char *worker_binary;		/* worker_binary: path, default next to sandpitd */
+	uint16_t worker_port;		/* worker_port: UDP port of the worker channel */
+
+	/* Sandbox limits: the defaults a request gets, and the most it may ask for. */
+	int64_t sandbox_memory, sandbox_memory_max;	/* bytes */
+	int64_t sandbox_cpus, sandbox_cpus_max;		/* nano-CPUs */
+	int64_t sandbox_pids, sandbox_pids_max;
+	int64_t sandbox_nofile;
+	int64_t sandbox_tmp, sandbox_work;		/* tmpfs bytes */
+	uint64_t exec_timeout_ms, exec_timeout_max_ms;
+
+	struct config_kv *kv;		/* provider directives, as given or defaulted */
+	size_t nkv;
+};
+
+/*
+ * Parse path (or only the embedded defaults when path is NULL) into a new
+ * struct. Directives of the given providers are accepted and type-checked.
+ * On error returns SP_ECONFIG with "file:line: message" in err, and *ret is
+ * untouched. Defaults that depend on the user (root or not) are applied here.
+ */
+int config_load(const char *path, const struct sp_provider_ops *const *providers,
+		struct config **ret, char *err, size_t errlen);
+void config_free(struct config *c);
+
+/* A provider directive's value (or its default), or NULL. */
+const char *config_get(const struct config *c, const char *name);
+
+/* Parse "64m", "1g", "512k", "1024" into bytes; 0 or SP_ECONFIG. */
+int config_parse_size(const char *s, int64_t *ret);
+/* Parse "30s", "500ms", "5m", "1h" into milliseconds; 0 or SP_ECONFIG. */
+int config_parse_duration(const char *s, uint64_t *ret);
+
+#endif

@@ -1,0 +1,6 @@
+/* sandpit-worker (scaffold). */
+int
+main(void)
+{
+	return 1;
+}
