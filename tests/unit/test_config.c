@@ -551,6 +551,70 @@ test_example_file(void **state)
 	free(text);
 }
 
+/*
+ * config/sandpitd.service: the lines the daemon relies on are there, and
+ * `systemd-analyze verify` (when installed) has nothing to say about it. The
+ * binary is not installed here, so ExecStart is pointed at /bin/true.
+ */
+static void
+test_service_file(void **state)
+{
+	static const char *const need[] = {
+		"Type=notify\n", "ExecStart=/usr/local/bin/sandpitd -f /etc/sandpit/sandpitd.conf\n",
+		"ExecReload=/bin/kill -HUP $MAINPID\n", "WatchdogSec=30s\n", "Restart=on-failure\n",
+		"RuntimeDirectory=sandpit\n", "StateDirectory=sandpit\n", "NoNewPrivileges=yes\n",
+		"ProtectSystem=strict\n", "MemoryDenyWriteExecute=yes\n",
+		"RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK\n",
+		"CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW CAP_CHOWN CAP_DAC_OVERRIDE CAP_FOWNER\n",
+	};
+	const char *src = getenv("SANDPIT_SOURCE_DIR");
+	char path[PATH_MAX], unit[PATH_MAX], cmd[PATH_MAX * 2], out[4096];
+	char *text, *exec;
+	size_t i, n;
+	FILE *f;
+
+	if (src == NULL)
+		skip();
+	snprintf(path, sizeof(path), "%s/config/sandpitd.service", src);
+	f = fopen(path, "r");
+	assert_non_null(f);
+	text = calloc(1, 65536);
+	assert_non_null(text);
+	n = fread(text, 1, 65535, f);
+	fclose(f);
+	assert_true(n > 0);
+	for (i = 0; i < sizeof(need) / sizeof(need[0]); i++)
+		if (strstr(text, need[i]) == NULL)
+			fail_msg("sandpitd.service lacks %s", need[i]);
+
+	if (access("/usr/bin/systemd-analyze", X_OK) != 0) {
+		free(text);
+		skip();
+	}
+	exec = strstr(text, "ExecStart=/usr/local/bin/sandpitd");
+	assert_non_null(exec);
+	/* Write the unit with that one line replaced. */
+	snprintf(unit, sizeof(unit), "%s/sp-test.service", tmpdir);
+	f = fopen(unit, "w");
+	assert_non_null(f);
+	*exec = '\0';
+	fputs(text, f);
+	fputs("ExecStart=/bin/true\n", f);
+	fputs(strchr(exec + 1, '\n') + 1, f);
+	assert_int_equal(fclose(f), 0);
+
+	snprintf(cmd, sizeof(cmd), "cd %s && systemd-analyze verify %s 2>&1", tmpdir, unit);
+	f = popen(cmd, "r");
+	assert_non_null(f);
+	n = fread(out, 1, sizeof(out) - 1, f);
+	out[n] = '\0';
+	assert_int_equal(pclose(f), 0);
+	unlink(unit);
+	if (n != 0)
+		fail_msg("systemd-analyze verify: %s", out);
+	free(text);
+}
+
 /* xorshift64*: deterministic, so a failure reproduces. */
 static uint64_t
 rng(uint64_t *s)
@@ -623,6 +687,7 @@ main(void)
 		cmocka_unit_test(test_parse_size),
 		cmocka_unit_test(test_parse_duration),
 		cmocka_unit_test(test_example_file),
+		cmocka_unit_test(test_service_file),
 		cmocka_unit_test(test_random_input),
 	};
 
