@@ -149,6 +149,36 @@ store_step_done(struct store *s, sqlite3_stmt *st, const char *what)
 int
 store_open(const char *path, struct store **ret)
 {
+	return store_open_err(path, ret, NULL, 0);
+}
+
+/* PRAGMA journal_mode=WAL answers the mode in force; anything else is a failure. */
+static int
+store_set_wal(struct store *s)
+{
+	sqlite3_stmt *st;
+	const char *mode;
+	int r = 0;
+
+	if (sqlite3_prepare_v2(s->db, "PRAGMA journal_mode=WAL", -1, &st, NULL) != SQLITE_OK)
+		return store_fail(s, "journal_mode");
+	if (sqlite3_step(st) != SQLITE_ROW) {
+		r = store_fail(s, "journal_mode");
+	} else {
+		mode = (const char *)sqlite3_column_text(st, 0);
+		if (mode == NULL || strcmp(mode, "wal") != 0) {
+			snprintf(s->errmsg, sizeof(s->errmsg),
+				 "journal_mode: WAL refused (mode is '%s')", mode ? mode : "?");
+			r = SP_EDB;
+		}
+	}
+	sqlite3_finalize(st);
+	return r;
+}
+
+int
+store_open_err(const char *path, struct store **ret, char *err, size_t errlen)
+{
 	struct store *s;
 	int fd, r;
 
@@ -157,11 +187,17 @@ store_open(const char *path, struct store **ret)
 	 * holds tenants' specs and the instance id. SQLite's -wal and -shm
 	 * files take the main file's permissions.
 	 */
+	if (err != NULL && errlen > 0)
+		err[0] = '\0';
 	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0) {
-		/* A read-only file is reported by SQLite below, not here. */
-		if (errno != EACCES && errno != EROFS)
-			return -errno;
+		/* A read-only file is reported below with SQLite's words, not here. */
+		if (errno != EACCES && errno != EROFS) {
+			r = -errno;
+			if (err != NULL && errlen > 0)
+				snprintf(err, errlen, "%s: %s", path, strerror(-r));
+			return r;
+		}
 	} else {
 		close(fd);
 	}
@@ -173,14 +209,24 @@ store_open(const char *path, struct store **ret)
 		goto out_close;
 	}
 	sqlite3_extended_result_codes(s->db, 1);
-	/* Another process (the CLI, sqlite3 by hand) may hold a lock briefly. */
+	/*
+	 * Another process (sqlite3 by hand, a backup) may hold a lock briefly;
+	 * the loop thread waits at most this long before the call fails.
+	 */
 	sqlite3_busy_timeout(s->db, 5000);
 
 	/*
-	 * journal_mode answers a row; a corrupt or non-database file fails
-	 * here with SQLITE_NOTADB, which comes back as SP_EDB.
+	 * SQLite silently falls back to read-only when it cannot write the
+	 * file; the daemon cannot work like that, so say so now rather than at
+	 * the first insert.
 	 */
-	if ((r = store_exec(s, "PRAGMA journal_mode=WAL")) < 0)
+	if (sqlite3_db_readonly(s->db, "main") == 1) {
+		snprintf(s->errmsg, sizeof(s->errmsg), "open: %s is read-only", path);
+		r = SP_EDB;
+		goto out_close;
+	}
+	/* A corrupt or non-database file fails here with SQLITE_NOTADB. */
+	if ((r = store_set_wal(s)) < 0)
 		goto out_close;
 	if ((r = store_exec(s, "PRAGMA synchronous=NORMAL;"
 				"PRAGMA foreign_keys=ON;")) < 0)
@@ -197,7 +243,8 @@ store_open(const char *path, struct store **ret)
 	return 0;
 
 out_close:
-	/* Keep the message for nobody: the caller has no struct to ask. */
+	if (err != NULL && errlen > 0)
+		snprintf(err, errlen, "%s", s->errmsg);
 	store_close(s);
 	return r;
 }

@@ -32,6 +32,12 @@ struct sandbox_row {
 
 /* Open (create) the database at path, set WAL, apply migrations. 0 or SP_EDB/-errno. */
 int store_open(const char *path, struct store **ret);
+/*
+ * The same, and on failure a message for the edges to log in err (SQLite's
+ * words: "file is not a database", "... is read-only"), since there is no
+ * struct store to ask store_errmsg(). err may be NULL.
+ */
+int store_open_err(const char *path, struct store **ret, char *err, size_t errlen);
 void store_close(struct store *s);		/* accepts NULL */
 struct sqlite3 *store_db(struct store *s);
 /* The last SQLite error message for the edges to log. */

@@ -13,7 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <grp.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
@@ -305,6 +307,57 @@ test_corrupt_file(void **state)
 	close(fd);
 	assert_int_equal(store_open(f->path, &s), SP_EDB);
 	assert_null(s);
+	{
+		char err[256];
+
+		assert_int_equal(store_open_err(f->path, &s, err, sizeof(err)), SP_EDB);
+		assert_null(s);
+		assert_non_null(strstr(err, "not a database"));
+	}
+}
+
+/* As a user who may read but not write the file (root may write anything). */
+static int
+child_readonly(const char *path)
+{
+	struct store *s = NULL;
+	char err[256];
+	int r;
+
+	if (setgroups(0, NULL) != 0 || setresgid(65534, 65534, 65534) != 0 ||
+	    setresuid(65534, 65534, 65534) != 0)
+		return 9;
+	r = store_open_err(path, &s, err, sizeof(err));
+	if (r != SP_EDB || s != NULL)
+		return 10;
+	if (strstr(err, "read-only") == NULL)
+		return 11;
+	return 0;
+}
+
+static void
+test_readonly_file(void **state)
+{
+	struct fixture *f = *state;
+	struct store *s = NULL;
+	pid_t pid;
+	int st;
+
+	if (geteuid() != 0)
+		skip();		/* the child must become another user */
+	assert_int_equal(store_open(f->path, &s), 0);
+	assert_int_equal(store_meta_set(s, "k", "v"), 0);
+	store_close(s);
+	/* Readable by everyone, writable by root only; the directory too. */
+	assert_int_equal(chmod(f->path, 0644), 0);
+	assert_int_equal(chmod(f->dir, 0755), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(child_readonly(f->path));
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
 }
 
 static void
@@ -317,6 +370,12 @@ test_missing_dir(void **state)
 	snprintf(p, sizeof(p), "%s/no/such/dir/db", f->dir);
 	assert_int_equal(store_open(p, &s), -ENOENT);
 	assert_null(s);
+	{
+		char err[256];
+
+		assert_int_equal(store_open_err(p, &s, err, sizeof(err)), -ENOENT);
+		assert_non_null(strstr(err, "No such file"));
+	}
 	assert_string_equal(store_errmsg(NULL), "no database");
 	store_close(NULL);
 }
@@ -332,6 +391,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_sandboxes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reopen_keeps_data, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_file, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_readonly_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_missing_dir, setup, teardown),
 	};
 
