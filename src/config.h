@@ -64,7 +64,12 @@ int config_load(const char *path, const struct sp_provider_ops *const *providers
 		struct config **ret, char *err, size_t errlen);
 void config_free(struct config *c);
 
-/* A provider directive's value (or its default), or NULL. */
+/*
+ * A provider directive's value (or its default), or NULL. Values are
+ * normalised when parsed: SP_DIR_SIZE and SP_DIR_INT as plain decimal
+ * ("64m" -> "67108864"), SP_DIR_BOOL as "true" or "false" (from yes/no,
+ * true/false, on/off, 1/0), SP_DIR_PATH absolute, strings as written.
+ */
 const char *config_get(const struct config *c, const char *name);
 
 /* Parse "64m", "1g", "512k", "1024" into bytes; 0 or SP_ECONFIG. */
