@@ -54,7 +54,11 @@ struct sp_host {
 	void *core;			/* the core's own pointer; providers must not touch it */
 };
 
-/* A provider-specific configuration directive, validated by the core's config parser. */
+/*
+ * A provider-specific configuration directive, validated by the core's config
+ * parser. host->conf() answers it normalised: SIZE and INT as plain decimal
+ * (parse with strtoll), BOOL as "true" or "false", PATH absolute.
+ */
 enum sp_directive_type { SP_DIR_STRING, SP_DIR_INT, SP_DIR_BOOL, SP_DIR_SIZE, SP_DIR_PATH };
 struct sp_directive {
 	const char *name;		/* full name, "docker.socket" */
