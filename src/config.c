@@ -625,8 +625,11 @@ config_read(struct config_parse *p, FILE *f)
 			return r;
 		if (name != NULL && (r = config_directive(p, name, value)) < 0)
 			return r;
-		if (ch == EOF)
+		if (ch == EOF) {
+			if (ferror(f))
+				return config_error(p, p->line, "read error: %s", strerror(errno));
 			return 0;
+		}
 	}
 }
 

@@ -333,6 +333,9 @@ test_long_line_and_nul(void **state)
 	assert_int_equal(config_load("/nonexistent/sandpitd.conf", NULL, &c, err, sizeof(err)),
 			 SP_ECONFIG);
 	assert_string_equal(err, "/nonexistent/sandpitd.conf: No such file or directory");
+	/* A directory opens but cannot be read. */
+	assert_int_equal(config_load(tmpdir, NULL, &c, err, sizeof(err)), SP_ECONFIG);
+	assert_non_null(strstr(err, "read error: Is a directory"));
 	/* A NULL or tiny error buffer is fine. */
 	assert_int_equal(load("bogus 1\n", NULL, &c, NULL, 0), SP_ECONFIG);
 	assert_int_equal(load("bogus 1\n", NULL, &c, err, 4), SP_ECONFIG);
