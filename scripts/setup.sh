@@ -7,7 +7,7 @@ PKGS=(build-essential cmake pkg-config
       libuv1-dev libcurl4-openssl-dev libjansson-dev libsqlite3-dev libseccomp-dev
       libarchive-dev libssl-dev libhttp-parser-dev libcmocka-dev
       libngtcp2-dev libngtcp2-crypto-gnutls-dev libnghttp3-dev libgnutls28-dev
-      busybox-static docker.io iptables ngtcp2-client curl jq sqlite3)
+      busybox-static docker.io iptables ngtcp2-client curl jq sqlite3 python3)
 
 missing=()
 for p in "${PKGS[@]}"; do

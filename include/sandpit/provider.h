@@ -7,8 +7,9 @@
  * asynchronous: it returns 0 when it has started (the callback then fires
  * exactly once, later, from the loop, never inside the call) or a negative
  * error when it could not start (no callback fires). Optional hooks may be
- * NULL; the core calls them through the sp_provider_*() wrappers below, which
- * answer -ENOTSUP for a missing hook, so callers never check for NULL.
+ * NULL; the core calls every hook through the wrappers of its provider module
+ * (src/provider.h), which answer -ENOTSUP for a missing one, so callers never
+ * check for NULL.
  *
  * Strings handed to a callback are valid only during the callback.
  */

@@ -1,0 +1,89 @@
+/*
+ * The sandbox manager: the core's owner of sandboxes. It validates creation
+ * specs against the configured limits, records every sandbox in the store
+ * before its provider creates it and as it changes, runs commands in it,
+ * destroys it, and reconciles the store with what the providers report (at
+ * start and on a timer). It owns the provider instances: it initialises them,
+ * retries a provider that is down, and closes them at shutdown.
+ *
+ * Calls that take a callback return 0 when the operation started (the
+ * callback then fires exactly once, later, from the loop) or a negative error
+ * with a message in err (no callback). Rows handed to callbacks are valid only
+ * during the callback.
+ */
+#ifndef SANDPIT_SANDBOX_H
+#define SANDPIT_SANDBOX_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <jansson.h>
+#include <uv.h>
+
+#include <sandpit/provider.h>
+
+#include "config.h"
+#include "store.h"
+
+struct sandbox_mgr;
+struct sandbox_exec;
+
+/* Sandbox ids are "sb-" and 12 lower-case hex digits. */
+#define SANDBOX_ID_LEN 15
+bool sandbox_id_valid(const char *id);
+
+typedef void (*sandbox_cb)(void *arg, int status, const struct sandbox_row *row,
+			   const char *detail);
+typedef int (*sandbox_output_cb)(void *arg, int fd, const char *data, size_t len);
+typedef void (*sandbox_exec_cb)(void *arg, int status, const struct sp_exec_result *res,
+				uint64_t duration_ms, const char *detail);
+
+/*
+ * host is lent to every provider (its loop, http client and config lookup);
+ * cfg is the configuration in force (replaced with sandbox_mgr_set_config).
+ * Providers are instantiated from sp_providers[] and initialised by start().
+ */
+int sandbox_mgr_new(uv_loop_t *loop, struct store *store, const struct config *cfg,
+		    const struct sp_host *host, struct sandbox_mgr **ret);
+void sandbox_mgr_set_config(struct sandbox_mgr *mgr, const struct config *cfg);
+/* Initialise the providers, reconcile once each is up, then on a timer. */
+void sandbox_mgr_start(struct sandbox_mgr *mgr);
+/* Refuse new operations and cancel running execs (shutdown, first step). */
+void sandbox_mgr_stop(struct sandbox_mgr *mgr);
+/* Operations (create, destroy, exec) still in flight. */
+size_t sandbox_mgr_inflight(const struct sandbox_mgr *mgr);
+/* Close every provider (cancelling what is pending) and free; cb fires at the end. */
+void sandbox_mgr_close(struct sandbox_mgr *mgr, void (*cb)(void *arg), void *arg);
+
+/* The providers, for GET /v1/info. */
+size_t sandbox_mgr_providers(const struct sandbox_mgr *mgr, struct sp_provider *const **ret);
+/* Whether provider p is initialised, and the last init error if not. */
+bool sandbox_mgr_provider_ready(const struct sandbox_mgr *mgr, const struct sp_provider *p,
+				const char **detail);
+/* Counts of sandboxes by state for metrics, via the store. */
+int sandbox_mgr_count(struct sandbox_mgr *mgr, const char *state, long *ret);
+
+/* Create and start a sandbox for tenant from spec (a JSON object, see docs/api.md). */
+int sandbox_create(struct sandbox_mgr *mgr, const char *tenant, json_t *spec,
+		   sandbox_cb cb, void *arg, char *err, size_t errlen);
+/* Destroy a sandbox of tenant; destroying a destroyed one answers its row. */
+int sandbox_destroy(struct sandbox_mgr *mgr, const char *tenant, const char *id,
+		    sandbox_cb cb, void *arg, char *err, size_t errlen);
+/* Synchronous reads from the store; SP_ENOTFOUND for another tenant's sandbox. */
+int sandbox_get(struct sandbox_mgr *mgr, const char *tenant, const char *id,
+		struct sandbox_row *ret);
+int sandbox_list(struct sandbox_mgr *mgr, const char *tenant, bool all,
+		 struct sandbox_row **ret, size_t *n);
+/*
+ * Run body ({"cmd":[…],"env":{…},"timeout_ms":N,"workdir":"…"}) in a running
+ * sandbox; output streams through out, then done fires. *ret allows
+ * sandbox_exec_cancel() until done has fired.
+ */
+int sandbox_exec(struct sandbox_mgr *mgr, const char *tenant, const char *id, json_t *body,
+		 sandbox_output_cb out, sandbox_exec_cb done, void *arg,
+		 struct sandbox_exec **ret, char *err, size_t errlen);
+void sandbox_exec_cancel(struct sandbox_exec *ex);
+/* Build the worker image with the default provider; detail names the image. */
+int sandbox_build_image(struct sandbox_mgr *mgr, sp_done_cb cb, void *arg,
+			char *err, size_t errlen);
+
+#endif
