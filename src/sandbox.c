@@ -35,6 +35,7 @@ struct mgr_provider {
 	enum mgr_provider_state state;
 	char *detail;			/* why it is down */
 	bool reconciling;
+	int64_t list_started_ms;	/* when the reconcile's list was asked for */
 	bool watching;
 	bool closed;
 };
@@ -454,6 +455,11 @@ mgr_reconcile_done(void *arg, int status, const struct sp_instance *items, size_
 			reap(mp, in->ref, NULL);
 			continue;
 		}
+		if (state_is(row, "failed") || state_is(row, "lost")) {
+			/* Settled rows keep their story; a container behind one goes. */
+			reap(mp, in->ref, NULL);
+			continue;
+		}
 		if (row->ref == NULL || strcmp(row->ref, in->ref) != 0)
 			row_set_ref(row, in->ref);
 		if (state_is(row, "destroying")) {
@@ -480,7 +486,10 @@ mgr_reconcile_done(void *arg, int status, const struct sp_instance *items, size_
 		struct sandbox_row *row = &rows[j];
 
 		if (seen[j] || strcmp(row->provider, provider_name(mp->p)) != 0 ||
-		    op_holds(mgr, row->id))
+		    op_holds(mgr, row->id) || state_is(row, "failed") || state_is(row, "lost"))
+			continue;
+		/* Changed after the list was asked for: the list cannot show it yet. */
+		if (row->updated_ms >= mp->list_started_ms)
 			continue;
 		if (state_is(row, "destroying"))
 			row_set(mgr, row, "destroyed", NULL);
@@ -503,6 +512,7 @@ mgr_reconcile(struct mgr_provider *mp)
 	if (mp->reconciling || mp->state != PROV_READY || mp->mgr->stopping)
 		return;
 	mp->reconciling = true;
+	mp->list_started_ms = now_ms();
 	r = provider_list(mp->p, mgr_reconcile_done, mp);
 	if (r < 0)
 		mp->reconciling = false;
