@@ -4,7 +4,6 @@
  * bodies, errors printed once here as "sandpit: <server message>".
  */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,18 +29,6 @@ struct xfer {
 	volatile const sig_atomic_t *stop;
 	bool stopped;
 };
-
-void
-cli_err(const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("sandpit: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-}
 
 static void
 buf_add(struct xfer *x, const char *data, size_t n)

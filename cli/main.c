@@ -3,7 +3,6 @@
  * the global options and the command table; each command group lives in its
  * own file and joins with one line in commands[] below.
  */
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,20 +18,6 @@ static const struct cli_cmd *const commands[] = {
 	&cli_cmd_image,
 	NULL,
 };
-
-int
-cli_usage(const char *cmd, const char *args, const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("sandpit: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\nusage: sandpit [global options] %s%s%s\n", cmd,
-	    args != NULL && *args != '\0' ? " " : "", args != NULL ? args : "");
-	return CLI_EXIT_USAGE;
-}
 
 static void
 help_group(FILE *f, const struct cli_cmd *g)

@@ -29,6 +29,7 @@ catch_signals(void)
 {
 	struct sigaction sa;
 
+	cli_signal = 0;
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_signal;
 	sa.sa_flags = SA_RESETHAND;	/* no SA_RESTART: let curl's poll return */

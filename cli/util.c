@@ -1,7 +1,8 @@
 /*
  * The CLI's pure parts: socket path defaults, size and duration parsing, the
  * option parser shared by run/exec/create, NDJSON framing, base64 and table
- * rendering. Nothing here talks to the network or exits; test_cli covers it.
+ * rendering, and the two message printers. Nothing here talks to the network
+ * or exits; test_cli covers it.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -15,6 +16,32 @@
 #include <unistd.h>
 
 #include "cli.h"
+
+void
+cli_err(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("sandpit: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+int
+cli_usage(const char *cmd, const char *args, const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("sandpit: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nusage: sandpit [global options] %s%s%s\n", cmd,
+	    args != NULL && *args != '\0' ? " " : "", args != NULL ? args : "");
+	return CLI_EXIT_USAGE;
+}
 
 const char *
 cli_default_socket(char *buf, size_t len)
