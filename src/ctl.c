@@ -566,13 +566,75 @@ req_send(struct ctl_req *r, int status, const char *ctype, const char *extra,
 	req_finish(r);
 }
 
+/* Length of the valid UTF-8 sequence at s (1-4), or 0 when it is not one. */
+static size_t
+utf8_seq(const unsigned char *s)
+{
+	size_t n;
+	uint32_t cp;
+
+	if (s[0] < 0x80)
+		return 1;
+	if (s[0] >= 0xc2 && s[0] <= 0xdf)
+		n = 2, cp = s[0] & 0x1f;
+	else if (s[0] >= 0xe0 && s[0] <= 0xef)
+		n = 3, cp = s[0] & 0x0f;
+	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+		n = 4, cp = s[0] & 0x07;
+	else
+		return 0;
+	for (size_t i = 1; i < n; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (s[i] & 0x3f);
+	}
+	if ((n == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+	    (n == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+		return 0;
+	return n;
+}
+
+static bool
+utf8_valid(const char *s)
+{
+	while (*s != '\0') {
+		size_t n = utf8_seq((const unsigned char *)s);
+
+		if (n == 0)
+			return false;
+		s += n;
+	}
+	return true;
+}
+
+/*
+ * Error messages may quote the peer's bytes (a path, a handler's detail);
+ * jansson refuses invalid UTF-8, so replace such bytes with '?'.
+ */
+static void
+utf8_sanitize(char *s)
+{
+	while (*s != '\0') {
+		size_t n = utf8_seq((const unsigned char *)s);
+
+		if (n == 0) {
+			*s++ = '?';
+			continue;
+		}
+		s += n;
+	}
+}
+
 static void
 reply_error_extra(struct ctl_req *r, int status, const char *code, const char *extra,
-		  const char *msg)
+		  const char *text)
 {
+	char msg[1024];
 	json_t *j;
 	char *s;
 
+	snprintf(msg, sizeof(msg), "%s", text);
+	utf8_sanitize(msg);
 	j = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", msg);
 	s = json_dumps(j, JSON_COMPACT);
 	json_decref(j);
@@ -973,6 +1035,12 @@ query_parse(struct ctl_req *r, const char *q)
 				}
 			} else
 				value = xstrdup("");
+			/* Handlers put these in JSON, which must be UTF-8. */
+			if (!utf8_valid(name) || !utf8_valid(value)) {
+				free(name);
+				free(value);
+				return -EINVAL;
+			}
 			r->query = xreallocarray(r->query, r->nquery + 1, sizeof(*r->query));
 			r->query[r->nquery].name = name;
 			r->query[r->nquery].value = value;
@@ -1001,6 +1069,8 @@ path_split(const char *path, char **segs, unsigned *nsegs)
 		if (ctl_pct_decode(p, len, false, &segs[*nsegs]) < 0)
 			return -EINVAL;
 		(*nsegs)++;
+		if (!utf8_valid(segs[*nsegs - 1]))
+			return -EINVAL;
 		if (strstr(segs[*nsegs - 1], "..") != NULL || strchr(segs[*nsegs - 1], '/') != NULL)
 			return -EINVAL;
 		if (slash == NULL)

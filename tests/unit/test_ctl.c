@@ -660,6 +660,17 @@ client_routing(struct fx *f)
 	cc_sends(cc, "GET /v1/echo/a/x?q=%zz HTTP/1.1\r\n\r\n");
 	CHECK(f, cc_resp(cc, r) == 0 && r->status == 400);
 	CHECK(f, strcmp(err_code(r->body, s, sizeof(s)), "bad_request") == 0);
+	/* Bytes that are not UTF-8 (raw or escaped) are refused, with a JSON body. */
+	cc_sends(cc, "GET /v1/\xbd\xbd/x HTTP/1.1\r\n\r\n");
+	CHECK(f, cc_resp(cc, r) == 0 && r->status == 400);
+	CHECK(f, strcmp(err_code(r->body, s, sizeof(s)), "bad_request") == 0);
+	cc_sends(cc, "GET /v1/echo/%ff/x HTTP/1.1\r\n\r\n");
+	CHECK(f, cc_resp(cc, r) == 0 && r->status == 400);
+	cc_sends(cc, "GET /v1/echo/a/x?q=%c3%28 HTTP/1.1\r\n\r\n");
+	CHECK(f, cc_resp(cc, r) == 0 && r->status == 400);
+	cc_sends(cc, "GET /v1/echo/%C3%A9/x HTTP/1.1\r\n\r\n");
+	CHECK(f, cc_resp(cc, r) == 0 && r->status == 200);
+	CHECK(f, strcmp(json_str(r->body, "id", s, sizeof(s)), "\xc3\xa9") == 0);
 	/* Still alive after all of that: keep-alive held. */
 	cc_sends(cc, "GET /v1/echo/last/x HTTP/1.1\r\n\r\n");
 	CHECK(f, cc_resp(cc, r) == 0 && r->status == 200);
@@ -740,6 +751,10 @@ client_bad_input(struct fx *f)
 	cc_sends(cc, "POST /v1/json HTTP/1.1\r\nContent-Length: 14\r\n\r\n{\"a\":1,\"a\":2} ");
 	CHECK(f, cc_resp(cc, r) == 0 && r->status == 400);
 	CHECK(f, strstr(r->body, "duplicate") != NULL);
+	/* jansson quotes the offending bytes; the message must still be JSON. */
+	cc_sends(cc, "POST /v1/json HTTP/1.1\r\nContent-Length: 3\r\n\r\n\xff\xfe{");
+	CHECK(f, cc_resp(cc, r) == 0 && r->status == 400);
+	CHECK(f, strcmp(err_code(r->body, s, sizeof(s)), "bad_request") == 0);
 	cc_sends(cc, "POST /v1/json HTTP/1.1\r\nContent-Length: 2\r\n\r\n[]");
 	CHECK(f, cc_resp(cc, r) == 0 && r->status == 400);
 	cc_sends(cc, "POST /v1/json HTTP/1.1\r\nContent-Length: 80\r\n\r\n"
