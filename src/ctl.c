@@ -108,6 +108,7 @@ struct ctl {
 	int lfd;
 	uv_poll_t lpoll;
 	bool lpoll_init;
+	bool lpoll_closing;
 	uv_timer_t backoff;
 	struct route *routes;
 	size_t nroutes;
@@ -1619,6 +1620,23 @@ ctl_route_add(struct ctl *ctl, const char *method, const char *pattern,
 	}
 }
 
+static void ctl_handle_closed(uv_handle_t *h);
+
+/*
+ * Close the listening socket itself, not just stop polling it: new clients
+ * then get ECONNREFUSED at once instead of waiting in the backlog.
+ */
+static void
+ctl_close_listener(struct ctl *ctl)
+{
+	if (!ctl->lpoll_init || ctl->lpoll_closing)
+		return;
+	ctl->lpoll_closing = true;
+	uv_close((uv_handle_t *)&ctl->lpoll, ctl_handle_closed);
+	if (ctl->path != NULL)
+		unlink(ctl->path);
+}
+
 void
 ctl_stop_accepting(struct ctl *ctl)
 {
@@ -1626,8 +1644,7 @@ ctl_stop_accepting(struct ctl *ctl)
 		return;
 	ctl->stopping = true;
 	ctl->accepting = false;
-	if (ctl->lpoll_init)
-		uv_poll_stop(&ctl->lpoll);
+	ctl_close_listener(ctl);
 	uv_timer_stop(&ctl->backoff);
 	/* Idle or half-received connections go now; in-flight ones after their reply. */
 	for (struct conn *c = ctl->conns; c != NULL; c = c->next) {
@@ -1660,10 +1677,5 @@ ctl_close(struct ctl *ctl, void (*cb)(void *arg), void *arg)
 	ctl->close_arg = arg;
 	for (struct conn *c = ctl->conns; c != NULL; c = c->next)
 		conn_gone(c);
-	if (ctl->lpoll_init) {
-		uv_close((uv_handle_t *)&ctl->lpoll, ctl_handle_closed);
-		if (ctl->path != NULL)
-			unlink(ctl->path);
-	}
 	uv_close((uv_handle_t *)&ctl->backoff, ctl_handle_closed);
 }

@@ -49,6 +49,8 @@ struct fx {
 	int aborts;
 	int aborts_at_end;
 	int last_rc;
+	bool stop_in_delay;
+	size_t pending_at_stop;
 	bool wait_server;
 	bool server_done;
 	bool client_done;
@@ -313,6 +315,10 @@ h_delay(struct ctl_req *req, void *arg)
 
 	f->dreq = req;
 	uv_timer_start(&f->delay, delay_done, 20, 0);
+	if (f->stop_in_delay) {
+		ctl_stop_accepting(f->ctl);
+		f->pending_at_stop = ctl_pending(f->ctl);
+	}
 }
 
 static void
@@ -1020,6 +1026,45 @@ test_timeouts(void **state)
 	fx_run(&f);
 }
 
+static void
+client_stop(struct fx *f)
+{
+	struct cc *c1 = calloc(1, sizeof(*c1)), *c2 = calloc(1, sizeof(*c2));
+	struct resp *r = calloc(1, sizeof(*r));
+	char s[64];
+
+	CHECK(f, cc_open(c2, f->path) == 0);
+	cc_sends(c2, "GET /v1/echo/1/x HTTP/1.1\r\n\r\n");
+	CHECK(f, cc_resp(c2, r) == 0 && r->status == 200);
+	/* The handler stops accepting while this request is in flight. */
+	CHECK(f, cc_open(c1, f->path) == 0);
+	cc_sends(c1, "GET /v1/delay HTTP/1.1\r\n\r\n");
+	CHECK(f, cc_resp(c1, r) == 0 && r->status == 200);
+	CHECK(f, strcmp(json_str(r->body, "id", s, sizeof(s)), "delayed") == 0);
+	CHECK(f, strstr(r->head, "Connection: close\r\n") != NULL);
+	CHECK(f, cc_closed(c1));
+	/* The idle connection was closed; new ones are refused at once. */
+	CHECK(f, cc_closed(c2));
+	close(c1->fd);
+	close(c2->fd);
+	CHECK(f, cc_open(c1, f->path) < 0);
+	free(c1);
+	free(c2);
+	free(r);
+}
+
+static void
+test_stop_accepting(void **state)
+{
+	struct fx f;
+
+	fx_setup(&f, NULL, (gid_t)-1, client_stop);
+	f.stop_in_delay = true;
+	fx_go(&f);
+	fx_run(&f);
+	assert_int_equal(f.pending_at_stop, 1);
+}
+
 int
 main(void)
 {
@@ -1034,6 +1079,7 @@ main(void)
 		cmocka_unit_test(test_max_clients),
 		cmocka_unit_test(test_peer_check),
 		cmocka_unit_test(test_timeouts),
+		cmocka_unit_test(test_stop_accepting),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
