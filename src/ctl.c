@@ -346,6 +346,9 @@ ctl_req_on_abort(struct ctl_req *req, void (*cb)(void *arg), void *arg)
 {
 	req->abort_cb = cb;
 	req->abort_arg = arg;
+	/* Registered after the client left: tell the handler now. */
+	if (req->aborted && cb != NULL)
+		cb(arg);
 }
 
 /*
@@ -1244,6 +1247,11 @@ conn_process(struct conn *c)
 			conn_parse_error(c, e);
 			break;
 		}
+		if (n == 0) {
+			/* No progress without an error: never loop on it. */
+			conn_close(c);
+			break;
+		}
 	}
 	c->processing = false;
 	/*
@@ -1285,10 +1293,17 @@ conn_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 
 	if (nread < 0) {
 		/*
-		 * EOF with a request in flight means the client is gone: HTTP
-		 * clients do not half-close, and an exec must not outlive its
-		 * caller's interest.
+		 * A client that half-closes after its request still gets the
+		 * answers already queued. With a request in flight, though, EOF
+		 * means the client is gone: an exec must not outlive its
+		 * caller's interest (curl and the CLI never half-close).
 		 */
+		if (nread == UV_EOF && c->active == NULL && c->wq_count > 0) {
+			uv_read_stop(s);
+			c->reading = false;
+			c->close_when_flushed = true;
+			return;
+		}
 		conn_gone(c);
 		return;
 	}

@@ -81,7 +81,11 @@ const char *ctl_req_tenant(const struct ctl_req *req);
  * NULL; the handler must then return without replying.
  */
 json_t *ctl_req_json(struct ctl_req *req);
-/* Called once if the client goes away before the reply is finished. */
+/*
+ * Called once if the client goes away before the reply is finished (or at
+ * once, inside this call, when it already has). A client that closes its
+ * write side while a request is in flight counts as gone.
+ */
 void ctl_req_on_abort(struct ctl_req *req, void (*cb)(void *arg), void *arg);
 
 /* --- the reply: exactly one per request --- */

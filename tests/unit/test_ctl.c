@@ -771,6 +771,21 @@ client_bad_input(struct fx *f)
 	CHECK(f, cc_resp(cc, r) == 0 && r->status == 201);
 	CHECK(f, strstr(r->body, "\"keys\":2") != NULL);
 
+	/* A client that half-closes after its request still gets the answer. */
+	{
+		struct cc *h = calloc(1, sizeof(*h));
+
+		CHECK(f, cc_open(h, f->path) == 0);
+		cc_sends(h, "GET /v1/echo/half/x HTTP/1.1\r\n\r\nGET /v1/echo/2/x HTTP/1.1\r\n\r\n");
+		shutdown(h->fd, SHUT_WR);
+		CHECK(f, cc_resp(h, r) == 0 && r->status == 200);
+		CHECK(f, strcmp(json_str(r->body, "id", s, sizeof(s)), "half") == 0);
+		CHECK(f, cc_resp(h, r) == 0 && r->status == 200);
+		CHECK(f, cc_closed(h));
+		close(h->fd);
+		free(h);
+	}
+
 	/* Expect: 100-continue is answered before the body is sent. */
 	cc_sends(cc, "POST /v1/json HTTP/1.1\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n");
 	CHECK(f, cc_resp(cc, r) == 0 && r->status == 100);
