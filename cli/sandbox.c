@@ -21,7 +21,7 @@ on_signal(int sig)
 }
 
 /*
- * The first SIGINT/SIGTERM stops the stream so the sandbox can be destroyed;
+ * The first SIGINT/SIGTERM/SIGHUP stops the stream so the sandbox can be destroyed;
  * a second one (SA_RESETHAND) kills us the usual way.
  */
 static void
@@ -36,6 +36,9 @@ catch_signals(void)
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+	/* A closed output pipe must not kill us before the sandbox is gone. */
+	signal(SIGPIPE, SIG_IGN);
 }
 
 static const char *

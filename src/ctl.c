@@ -668,6 +668,13 @@ ctl_reply_json(struct ctl_req *req, int status, json_t *body)
 }
 
 void
+ctl_reply_data(struct ctl_req *req, int status, const char *content_type,
+	       const void *data, size_t len)
+{
+	req_send(req, status, content_type, NULL, data != NULL ? data : "", data != NULL ? len : 0);
+}
+
+void
 ctl_reply_error(struct ctl_req *req, int status, const char *code, const char *fmt, ...)
 {
 	char msg[1024];

@@ -102,7 +102,11 @@ void ctl_stream_begin(struct ctl_req *req, int status, const char *content_type)
 int ctl_stream_write(struct ctl_req *req, const void *data, size_t len);
 void ctl_stream_end(struct ctl_req *req);
 
-/* --- additions: tuning and the pure helpers, exposed for tests --- */
+/* --- additions --- */
+/* Send len bytes of data (copied) as the body, for non-JSON answers (/metrics). */
+void ctl_reply_data(struct ctl_req *req, int status, const char *content_type,
+		    const void *data, size_t len);
+/* Tuning and the pure helpers, exposed for tests: */
 /*
  * Idle keep-alive timeout and the time a request (head and body) may take to
  * arrive once started, also the time a new connection has to start one.

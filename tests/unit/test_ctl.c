@@ -293,6 +293,12 @@ h_json(struct ctl_req *req, void *arg)
 }
 
 static void
+h_text(struct ctl_req *req, void *arg)
+{
+	ctl_reply_data(req, 200, "text/plain; version=0.0.4", "up 1\n", 5);
+}
+
+static void
 h_err(struct ctl_req *req, void *arg)
 {
 	ctl_reply_err(req, SP_ECONFLICT, NULL);
@@ -442,6 +448,7 @@ fx_setup(struct fx *f, const struct ctl_limits *lim, gid_t gid, client_fn fn)
 	ctl_route_add(f->ctl, "POST", "/v1/json", h_json, f);
 	ctl_route_add(f->ctl, "GET", "/v1/delay", h_delay, f);
 	ctl_route_add(f->ctl, "GET", "/v1/stream", h_stream, f);
+	ctl_route_add(f->ctl, "GET", "/metrics", h_text, f);
 	ctl_route_add(f->ctl, "GET", "/v1/slow", h_slow, f);
 	assert_int_equal(ctl_listen(f->ctl, f->path, gid), 0);
 	uv_async_init(&f->loop, &f->done, on_client_done);
@@ -677,6 +684,11 @@ client_routing(struct fx *f)
 	cc_sends(cc, "GET /v1/echo/%C3%A9/x HTTP/1.1\r\n\r\n");
 	CHECK(f, cc_resp(cc, r) == 0 && r->status == 200);
 	CHECK(f, strcmp(json_str(r->body, "id", s, sizeof(s)), "\xc3\xa9") == 0);
+	/* A non-JSON answer. */
+	cc_sends(cc, "GET /metrics HTTP/1.1\r\n\r\n");
+	CHECK(f, cc_resp(cc, r) == 0 && r->status == 200);
+	CHECK(f, strcmp(r->body, "up 1\n") == 0);
+	CHECK(f, strcasestr(r->head, "Content-Type: text/plain; version=0.0.4\r\n") != NULL);
 	/* Still alive after all of that: keep-alive held. */
 	cc_sends(cc, "GET /v1/echo/last/x HTTP/1.1\r\n\r\n");
 	CHECK(f, cc_resp(cc, r) == 0 && r->status == 200);
