@@ -36,6 +36,7 @@
 #define CTL_EMFILE_BACKOFF_MS	100
 #define CTL_IDLE_TIMEOUT_MS	60000
 #define CTL_REQUEST_TIMEOUT_MS	10000
+#define CTL_LINGER_MS		2000
 
 struct route {
 	char *method;
@@ -87,6 +88,7 @@ struct conn {
 	struct conn *next, *prev;
 	uv_pipe_t pipe;
 	uv_timer_t timer;
+	uv_shutdown_t shut;
 	http_parser parser;
 	struct ctl_peer peer;
 	struct ctl_req *cur;		/* being parsed */
@@ -99,6 +101,8 @@ struct conn {
 	bool processing;
 	bool closing;
 	bool close_when_flushed;
+	bool lingering;
+	bool eof;
 	char rbuf[CTL_READ_BUF];
 };
 
@@ -468,6 +472,42 @@ conn_gone(struct conn *c)
 	}
 }
 
+static void conn_arm_timer(struct conn *c, uint64_t ms);
+
+static void
+conn_shut_done(uv_shutdown_t *sh, int status)
+{
+	struct conn *c = sh->data;
+
+	if (status < 0)
+		conn_close(c);
+}
+
+/*
+ * Close after a final answer, gracefully: send FIN, then read and discard
+ * until the client closes too (bounded by a timer). Closing with the
+ * client's unread bytes in our queue would reset the connection, and the
+ * client might never see the answer (a 403, or a 413 while it still sends).
+ */
+static void
+conn_linger(struct conn *c)
+{
+	if (c->closing || c->lingering)
+		return;
+	if (c->eof) {
+		conn_close(c);
+		return;
+	}
+	c->lingering = true;
+	c->shut.data = c;
+	if (uv_shutdown(&c->shut, (uv_stream_t *)&c->pipe, conn_shut_done) < 0) {
+		conn_close(c);
+		return;
+	}
+	conn_arm_timer(c, CTL_LINGER_MS);
+	conn_resume(c);
+}
+
 static void
 write_done(uv_write_t *w, int status)
 {
@@ -481,7 +521,7 @@ write_done(uv_write_t *w, int status)
 		return;
 	}
 	if (c->close_when_flushed && c->wq_count == 0)
-		conn_close(c);
+		conn_linger(c);
 }
 
 /* Queue bufs as one write (copied). Returns 0 or -EPIPE when the client is gone. */
@@ -819,7 +859,7 @@ req_finish(struct ctl_req *r)
 			if (req_closes(r)) {
 				c->close_when_flushed = true;
 				if (c->wq_count == 0)
-					conn_close(c);
+					conn_linger(c);
 			} else {
 				conn_arm_timer(c, ctl->idle_ms);
 				conn_process(c);
@@ -1305,9 +1345,10 @@ conn_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 		 * means the client is gone: an exec must not outlive its
 		 * caller's interest (curl and the CLI never half-close).
 		 */
-		if (nread == UV_EOF && c->active == NULL && c->wq_count > 0) {
+		if (nread == UV_EOF && c->active == NULL && c->wq_count > 0 && !c->lingering) {
 			uv_read_stop(s);
 			c->reading = false;
+			c->eof = true;
 			c->close_when_flushed = true;
 			return;
 		}
@@ -1447,6 +1488,8 @@ ctl_accept_fd(struct ctl *ctl, int fd)
 		bufs[1] = uv_buf_init((char *)forbidden, sizeof(forbidden) - 1);
 		c->close_when_flushed = true;
 		conn_writev(c, bufs, 2);
+		conn_arm_timer(c, CTL_LINGER_MS);
+		conn_resume(c);		/* discards whatever the peer sends */
 		return;
 	}
 	log_debug("ctl: peer pid %ld uid %lu connected", (long)uc.pid, (unsigned long)uc.uid);
