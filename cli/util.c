@@ -132,6 +132,9 @@ cli_parse_duration(const char *s, int64_t *ret)
 	return -EINVAL;
 }
 
+static int opt_err(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
 static int
 opt_err(char *err, size_t errlen, const char *fmt, ...)
 {

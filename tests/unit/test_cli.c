@@ -500,9 +500,9 @@ slurp(FILE *fp, char *buf, size_t len)
 /* Run a command the way main() does, with stdout and stderr captured. */
 static void
 run_cmd(struct fake *f, struct out *o, const struct cli_cmd *cmd, const char *tenant,
-	bool json, ...)
+	int json, ...)
 {
-	struct cli cli = { .socket = f->path, .tenant = tenant, .json = json };
+	struct cli cli = { .socket = f->path, .tenant = tenant, .json = json != 0 };
 	char *argv[32];
 	int argc = 0, so, se;
 	FILE *fo = tmpfile(), *fe = tmpfile();

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -1092,6 +1093,161 @@ test_stop_accepting(void **state)
 	assert_int_equal(f.pending_at_stop, 1);
 }
 
+/* --- EMFILE: the child process runs the server with no descriptor left --- */
+
+struct emfile {
+	struct ctl *ctl;
+	uv_check_t check;
+	uv_timer_t release;
+	unsigned long iterations;
+	unsigned long at_release;
+	int fillers[4096];
+	int nfillers;
+	bool answered;
+};
+
+static void
+emfile_count(uv_check_t *c)
+{
+	((struct emfile *)c->data)->iterations++;
+}
+
+static void
+emfile_release(uv_timer_t *t)
+{
+	struct emfile *e = t->data;
+
+	e->at_release = e->iterations;
+	while (e->nfillers > 0)
+		close(e->fillers[--e->nfillers]);
+}
+
+static void
+emfile_closed(void *arg)
+{
+}
+
+static void
+emfile_answer(struct ctl_req *req, void *arg)
+{
+	struct emfile *e = arg;
+
+	e->answered = true;
+	ctl_reply_json(req, 200, json_pack("{s:s}", "id", "served"));
+	ctl_stop_accepting(e->ctl);
+}
+
+static void
+emfile_idle_check(uv_timer_t *t)
+{
+	struct emfile *e = t->data;
+
+	if (e->answered && ctl_pending(e->ctl) == 0) {
+		uv_timer_stop(t);
+		ctl_close(e->ctl, emfile_closed, NULL);
+		uv_close((uv_handle_t *)&e->check, NULL);
+		uv_close((uv_handle_t *)&e->release, NULL);
+		uv_close((uv_handle_t *)t, NULL);
+	}
+}
+
+static int
+emfile_child(const char *path, int ready)
+{
+	static struct emfile e;
+	struct rlimit rl;
+	uv_timer_t poll_done;
+	uv_loop_t loop;
+	int fd;
+
+	if (uv_loop_init(&loop) != 0 || ctl_new(&loop, &default_limits, &e.ctl) != 0)
+		return 10;
+	ctl_route_add(e.ctl, "GET", "/v1/echo/{id}/x", emfile_answer, &e);
+	if (ctl_listen(e.ctl, path, (gid_t)-1) != 0)
+		return 11;
+	uv_check_init(&loop, &e.check);
+	e.check.data = &e;
+	uv_check_start(&e.check, emfile_count);
+	uv_timer_init(&loop, &e.release);
+	e.release.data = &e;
+	uv_timer_init(&loop, &poll_done);
+	poll_done.data = &e;
+	/* Use up every descriptor under a low limit. */
+	getrlimit(RLIMIT_NOFILE, &rl);
+	rl.rlim_cur = 256;
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return 12;
+	while (e.nfillers < 4096 && (fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0)
+		e.fillers[e.nfillers++] = fd;
+	if (errno != EMFILE)
+		return 13;
+	/* The parent connects now; accept fails until the release. */
+	if (write(ready, "r", 1) != 1)
+		return 14;
+	close(ready);
+	e.fillers[e.nfillers++] = ready;	/* its number is free again: refill it */
+	e.fillers[e.nfillers - 1] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	uv_timer_start(&e.release, emfile_release, 300, 0);
+	uv_timer_start(&poll_done, emfile_idle_check, 10, 10);
+	if (uv_run(&loop, UV_RUN_DEFAULT) != 0 || uv_loop_close(&loop) != 0)
+		return 15;
+	if (!e.answered)
+		return 16;
+	/* A loop spinning on a readable listener turns thousands of times in 300 ms. */
+	return e.at_release < 100 ? 0 : 17;
+}
+
+static void
+test_emfile_backoff(void **state)
+{
+	char dir[] = "/tmp/sp-emfile-XXXXXX", path[128], logpath[128], log[4096], cmd[160];
+	struct cc *cc = calloc(1, sizeof(*cc));
+	struct resp *r = calloc(1, sizeof(*r));
+	int pfd[2], st;
+	char ch;
+	pid_t pid;
+	FILE *fp;
+	size_t n;
+
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/s.sock", dir);
+	snprintf(logpath, sizeof(logpath), "%s/log", dir);
+	assert_int_equal(pipe(pfd), 0);
+	fflush(stderr);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		close(pfd[0]);
+		if (freopen(logpath, "w", stderr) == NULL)
+			_exit(9);
+		setvbuf(stderr, NULL, _IONBF, 0);	/* _exit() flushes nothing */
+		_exit(emfile_child(path, pfd[1]));
+	}
+	close(pfd[1]);
+	assert_int_equal(read(pfd[0], &ch, 1), 1);
+	close(pfd[0]);
+	assert_int_equal(cc_open(cc, path), 0);
+	assert_int_equal(cc_sends(cc, "GET /v1/echo/1/x HTTP/1.1\r\n\r\n"), 0);
+	assert_int_equal(cc_resp(cc, r), 0);
+	assert_int_equal(r->status, 200);
+	close(cc->fd);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	/* And it did hit EMFILE, and paused rather than spun. */
+	fp = fopen(logpath, "r");
+	assert_non_null(fp);
+	n = fread(log, 1, sizeof(log) - 1, fp);
+	log[n] = '\0';
+	fclose(fp);
+	if (strstr(log, "Too many open files; pausing") == NULL)
+		fail_msg("log: %s", log);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+	free(cc);
+	free(r);
+}
+
 int
 main(void)
 {
@@ -1107,6 +1263,7 @@ main(void)
 		cmocka_unit_test(test_peer_check),
 		cmocka_unit_test(test_timeouts),
 		cmocka_unit_test(test_stop_accepting),
+		cmocka_unit_test(test_emfile_backoff),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
