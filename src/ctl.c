@@ -698,8 +698,13 @@ ctl_reply_json(struct ctl_req *req, int status, json_t *body)
 	if (body != NULL) {
 		s = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY);
 		json_decref(body);
-		if (s == NULL)
-			fatalx("ctl: json_dumps failed");
+		if (s == NULL) {
+			/* A handler built something unencodable: its bug, not the peer's. */
+			log_err("ctl: %s %s: reply not encodable as JSON", req->method,
+			    ctl_req_path(req));
+			reply_error_extra(req, 500, "internal", NULL, "reply not encodable");
+			return;
+		}
 		len = strlen(s);
 		str_append(&s, &len, "\n", 1);
 	}
