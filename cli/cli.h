@@ -28,6 +28,7 @@ struct cli {
 	const char *socket;		/* the resolved socket path */
 	const char *tenant;		/* or NULL */
 	bool json;			/* print raw JSON */
+	const char *progress;		/* label of a progress line on a terminal, or NULL */
 };
 
 /*

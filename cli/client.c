@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -28,6 +29,10 @@ struct xfer {
 	int line_rc;
 	volatile const sig_atomic_t *stop;
 	bool stopped;
+	/* progress on a terminal, for slow buffered calls */
+	const char *progress;
+	time_t started;
+	long shown;
 };
 
 static void
@@ -72,6 +77,16 @@ on_progress(void *arg, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t u
 	if (x->stop != NULL && *x->stop) {
 		x->stopped = true;
 		return 1;
+	}
+	/* curl calls this about once a second while it waits. */
+	if (x->progress != NULL) {
+		long secs = (long)(time(NULL) - x->started);
+
+		if (secs >= 1 && secs != x->shown) {
+			fprintf(stderr, "\r%s… %lds", x->progress, secs);
+			fflush(stderr);
+			x->shown = secs;
+		}
 	}
 	return 0;
 }
@@ -142,7 +157,13 @@ perform(struct cli *cli, const char *method, const char *path, json_t *body,
 		curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(payload));
 	}
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+	if (cli->progress != NULL && isatty(STDERR_FILENO)) {
+		x->progress = cli->progress;
+		x->started = time(NULL);
+	}
 	rc = curl_easy_perform(c);
+	if (x->shown > 0)
+		fputs("\r\033[K", stderr);	/* erase the progress line */
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
 	curl_slist_free_all(hdrs);
 	free(payload);

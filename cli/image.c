@@ -19,10 +19,10 @@ image_build(struct cli *cli, int argc, char **argv)
 		else
 			return cli_usage("image build", "", "unexpected argument '%s'", argv[k]);
 	}
-	if (!cli->json)
-		fprintf(stderr, "building the worker image…\n");
 	body = json_object();
+	cli->progress = "building the worker image";
 	r = cli_call(cli, "POST", "/v1/images/build", body, &res);
+	cli->progress = NULL;
 	json_decref(body);
 	if (r != 0)
 		return r;

@@ -195,7 +195,10 @@ run_main(struct cli *cli, int argc, char **argv)
 		return cli_usage("run", cli_cmd_run.args, "%s", err);
 	}
 	catch_signals();
+	/* The first run on a fresh install also builds the worker image. */
+	cli->progress = "creating a sandbox";
 	r = cli_call(cli, "POST", "/v1/sandboxes", o.spec, &sb);
+	cli->progress = NULL;
 	if (r != 0)
 		goto out;
 	if (str(sb, "id") == NULL) {
@@ -240,7 +243,9 @@ sandbox_create(struct cli *cli, int argc, char **argv)
 		cli_run_opts_done(&o);
 		return cli_usage("sandbox create", "[limit options]", "%s", err);
 	}
+	cli->progress = "creating a sandbox";
 	r = cli_call(cli, "POST", "/v1/sandboxes", o.spec, &sb);
+	cli->progress = NULL;
 	if (r == 0) {
 		if (cli->json)
 			print_json(sb);
