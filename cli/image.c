@@ -32,8 +32,10 @@ image_build(struct cli *cli, int argc, char **argv)
 	} else {
 		json_t *img = json_object_get(res, "image"), *id = json_object_get(res, "id");
 
-		printf("%s %s\n", json_is_string(img) ? json_string_value(img) : "?",
-		    json_is_string(id) ? json_string_value(id) : "");
+		printf("%s", json_is_string(img) ? json_string_value(img) : "?");
+		if (json_is_string(id))
+			printf(" %s", json_string_value(id));
+		printf("\n");
 	}
 	json_decref(res);
 	return 0;

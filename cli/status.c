@@ -1,6 +1,7 @@
 /*
  * sandpit status: GET /v1/health and /v1/info as a short summary. It only
- * reads; it changes nothing on the daemon.
+ * reads; it changes nothing on the daemon. It exits 0 whenever the daemon
+ * answers, degraded or not (scripts use it to ask "is sandpitd up?").
  */
 #include <stdio.h>
 #include <string.h>
@@ -66,6 +67,8 @@ status_main(struct cli *cli, int argc, char **argv)
 	printf("instance:   %s\n", str(info, "instance"));
 	printf("socket:     %s\n", str(info, "socket"));
 	printf("state dir:  %s\n", str(info, "state_dir"));
+	if (json_is_string(json_object_get(info, "worker_image")))
+		printf("image:      %s\n", str(info, "worker_image"));
 	a = json_object_get(info, "providers");
 	printf("providers: ");
 	if (json_array_size(a) == 0)
@@ -74,7 +77,14 @@ status_main(struct cli *cli, int argc, char **argv)
 		json_t *caps = json_object_get(v, "caps"), *c;
 		size_t j;
 
-		printf("%s %s [", i > 0 ? "\n           " : "", str(v, "name"));
+		json_t *ready = json_object_get(v, "ready");
+
+		printf("%s %s", i > 0 ? "\n           " : "", str(v, "name"));
+		if (json_is_boolean(ready))
+			printf(" %s", json_is_true(ready) ? "ready" : "down");
+		if (json_is_false(ready) && json_is_string(json_object_get(v, "detail")))
+			printf(" (%s)", str(v, "detail"));
+		printf(" [");
 		json_array_foreach(caps, j, c)
 			printf("%s%s", j > 0 ? "," : "", json_is_string(c) ? json_string_value(c) : "?");
 		printf("]");
