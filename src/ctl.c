@@ -36,6 +36,7 @@
 #define CTL_EMFILE_BACKOFF_MS	100
 #define CTL_IDLE_TIMEOUT_MS	60000
 #define CTL_REQUEST_TIMEOUT_MS	10000
+#define CTL_LINGER_MS		2000
 
 struct route {
 	char *method;
@@ -87,6 +88,7 @@ struct conn {
 	struct conn *next, *prev;
 	uv_pipe_t pipe;
 	uv_timer_t timer;
+	uv_shutdown_t shut;
 	http_parser parser;
 	struct ctl_peer peer;
 	struct ctl_req *cur;		/* being parsed */
@@ -99,6 +101,8 @@ struct conn {
 	bool processing;
 	bool closing;
 	bool close_when_flushed;
+	bool lingering;
+	bool eof;
 	char rbuf[CTL_READ_BUF];
 };
 
@@ -108,6 +112,7 @@ struct ctl {
 	int lfd;
 	uv_poll_t lpoll;
 	bool lpoll_init;
+	bool lpoll_closing;
 	uv_timer_t backoff;
 	struct route *routes;
 	size_t nroutes;
@@ -345,6 +350,9 @@ ctl_req_on_abort(struct ctl_req *req, void (*cb)(void *arg), void *arg)
 {
 	req->abort_cb = cb;
 	req->abort_arg = arg;
+	/* Registered after the client left: tell the handler now. */
+	if (req->aborted && cb != NULL)
+		cb(arg);
 }
 
 /*
@@ -464,6 +472,42 @@ conn_gone(struct conn *c)
 	}
 }
 
+static void conn_arm_timer(struct conn *c, uint64_t ms);
+
+static void
+conn_shut_done(uv_shutdown_t *sh, int status)
+{
+	struct conn *c = sh->data;
+
+	if (status < 0)
+		conn_close(c);
+}
+
+/*
+ * Close after a final answer, gracefully: send FIN, then read and discard
+ * until the client closes too (bounded by a timer). Closing with the
+ * client's unread bytes in our queue would reset the connection, and the
+ * client might never see the answer (a 403, or a 413 while it still sends).
+ */
+static void
+conn_linger(struct conn *c)
+{
+	if (c->closing || c->lingering)
+		return;
+	if (c->eof) {
+		conn_close(c);
+		return;
+	}
+	c->lingering = true;
+	c->shut.data = c;
+	if (uv_shutdown(&c->shut, (uv_stream_t *)&c->pipe, conn_shut_done) < 0) {
+		conn_close(c);
+		return;
+	}
+	conn_arm_timer(c, CTL_LINGER_MS);
+	conn_resume(c);
+}
+
 static void
 write_done(uv_write_t *w, int status)
 {
@@ -477,7 +521,7 @@ write_done(uv_write_t *w, int status)
 		return;
 	}
 	if (c->close_when_flushed && c->wq_count == 0)
-		conn_close(c);
+		conn_linger(c);
 }
 
 /* Queue bufs as one write (copied). Returns 0 or -EPIPE when the client is gone. */
@@ -566,13 +610,75 @@ req_send(struct ctl_req *r, int status, const char *ctype, const char *extra,
 	req_finish(r);
 }
 
+/* Length of the valid UTF-8 sequence at s (1-4), or 0 when it is not one. */
+static size_t
+utf8_seq(const unsigned char *s)
+{
+	size_t n;
+	uint32_t cp;
+
+	if (s[0] < 0x80)
+		return 1;
+	if (s[0] >= 0xc2 && s[0] <= 0xdf)
+		n = 2, cp = s[0] & 0x1f;
+	else if (s[0] >= 0xe0 && s[0] <= 0xef)
+		n = 3, cp = s[0] & 0x0f;
+	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+		n = 4, cp = s[0] & 0x07;
+	else
+		return 0;
+	for (size_t i = 1; i < n; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (s[i] & 0x3f);
+	}
+	if ((n == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+	    (n == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+		return 0;
+	return n;
+}
+
+static bool
+utf8_valid(const char *s)
+{
+	while (*s != '\0') {
+		size_t n = utf8_seq((const unsigned char *)s);
+
+		if (n == 0)
+			return false;
+		s += n;
+	}
+	return true;
+}
+
+/*
+ * Error messages may quote the peer's bytes (a path, a handler's detail);
+ * jansson refuses invalid UTF-8, so replace such bytes with '?'.
+ */
+static void
+utf8_sanitize(char *s)
+{
+	while (*s != '\0') {
+		size_t n = utf8_seq((const unsigned char *)s);
+
+		if (n == 0) {
+			*s++ = '?';
+			continue;
+		}
+		s += n;
+	}
+}
+
 static void
 reply_error_extra(struct ctl_req *r, int status, const char *code, const char *extra,
-		  const char *msg)
+		  const char *text)
 {
+	char msg[1024];
 	json_t *j;
 	char *s;
 
+	snprintf(msg, sizeof(msg), "%s", text);
+	utf8_sanitize(msg);
 	j = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", msg);
 	s = json_dumps(j, JSON_COMPACT);
 	json_decref(j);
@@ -592,13 +698,25 @@ ctl_reply_json(struct ctl_req *req, int status, json_t *body)
 	if (body != NULL) {
 		s = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY);
 		json_decref(body);
-		if (s == NULL)
-			fatalx("ctl: json_dumps failed");
+		if (s == NULL) {
+			/* A handler built something unencodable: its bug, not the peer's. */
+			log_err("ctl: %s %s: reply not encodable as JSON", req->method,
+			    ctl_req_path(req));
+			reply_error_extra(req, 500, "internal", NULL, "reply not encodable");
+			return;
+		}
 		len = strlen(s);
 		str_append(&s, &len, "\n", 1);
 	}
 	req_send(req, status, "application/json", NULL, s != NULL ? s : "", len);
 	free(s);
+}
+
+void
+ctl_reply_data(struct ctl_req *req, int status, const char *content_type,
+	       const void *data, size_t len)
+{
+	req_send(req, status, content_type, NULL, data != NULL ? data : "", data != NULL ? len : 0);
 }
 
 void
@@ -746,7 +864,7 @@ req_finish(struct ctl_req *r)
 			if (req_closes(r)) {
 				c->close_when_flushed = true;
 				if (c->wq_count == 0)
-					conn_close(c);
+					conn_linger(c);
 			} else {
 				conn_arm_timer(c, ctl->idle_ms);
 				conn_process(c);
@@ -973,6 +1091,12 @@ query_parse(struct ctl_req *r, const char *q)
 				}
 			} else
 				value = xstrdup("");
+			/* Handlers put these in JSON, which must be UTF-8. */
+			if (!utf8_valid(name) || !utf8_valid(value)) {
+				free(name);
+				free(value);
+				return -EINVAL;
+			}
 			r->query = xreallocarray(r->query, r->nquery + 1, sizeof(*r->query));
 			r->query[r->nquery].name = name;
 			r->query[r->nquery].value = value;
@@ -1001,6 +1125,8 @@ path_split(const char *path, char **segs, unsigned *nsegs)
 		if (ctl_pct_decode(p, len, false, &segs[*nsegs]) < 0)
 			return -EINVAL;
 		(*nsegs)++;
+		if (!utf8_valid(segs[*nsegs - 1]))
+			return -EINVAL;
 		if (strstr(segs[*nsegs - 1], "..") != NULL || strchr(segs[*nsegs - 1], '/') != NULL)
 			return -EINVAL;
 		if (slash == NULL)
@@ -1173,6 +1299,11 @@ conn_process(struct conn *c)
 			conn_parse_error(c, e);
 			break;
 		}
+		if (n == 0) {
+			/* No progress without an error: never loop on it. */
+			conn_close(c);
+			break;
+		}
 	}
 	c->processing = false;
 	/*
@@ -1214,10 +1345,18 @@ conn_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 
 	if (nread < 0) {
 		/*
-		 * EOF with a request in flight means the client is gone: HTTP
-		 * clients do not half-close, and an exec must not outlive its
-		 * caller's interest.
+		 * A client that half-closes after its request still gets the
+		 * answers already queued. With a request in flight, though, EOF
+		 * means the client is gone: an exec must not outlive its
+		 * caller's interest (curl and the CLI never half-close).
 		 */
+		if (nread == UV_EOF && c->active == NULL && c->wq_count > 0 && !c->lingering) {
+			uv_read_stop(s);
+			c->reading = false;
+			c->eof = true;
+			c->close_when_flushed = true;
+			return;
+		}
 		conn_gone(c);
 		return;
 	}
@@ -1354,6 +1493,8 @@ ctl_accept_fd(struct ctl *ctl, int fd)
 		bufs[1] = uv_buf_init((char *)forbidden, sizeof(forbidden) - 1);
 		c->close_when_flushed = true;
 		conn_writev(c, bufs, 2);
+		conn_arm_timer(c, CTL_LINGER_MS);
+		conn_resume(c);		/* discards whatever the peer sends */
 		return;
 	}
 	log_debug("ctl: peer pid %ld uid %lu connected", (long)uc.pid, (unsigned long)uc.uid);
@@ -1549,6 +1690,23 @@ ctl_route_add(struct ctl *ctl, const char *method, const char *pattern,
 	}
 }
 
+static void ctl_handle_closed(uv_handle_t *h);
+
+/*
+ * Close the listening socket itself, not just stop polling it: new clients
+ * then get ECONNREFUSED at once instead of waiting in the backlog.
+ */
+static void
+ctl_close_listener(struct ctl *ctl)
+{
+	if (!ctl->lpoll_init || ctl->lpoll_closing)
+		return;
+	ctl->lpoll_closing = true;
+	uv_close((uv_handle_t *)&ctl->lpoll, ctl_handle_closed);
+	if (ctl->path != NULL)
+		unlink(ctl->path);
+}
+
 void
 ctl_stop_accepting(struct ctl *ctl)
 {
@@ -1556,8 +1714,7 @@ ctl_stop_accepting(struct ctl *ctl)
 		return;
 	ctl->stopping = true;
 	ctl->accepting = false;
-	if (ctl->lpoll_init)
-		uv_poll_stop(&ctl->lpoll);
+	ctl_close_listener(ctl);
 	uv_timer_stop(&ctl->backoff);
 	/* Idle or half-received connections go now; in-flight ones after their reply. */
 	for (struct conn *c = ctl->conns; c != NULL; c = c->next) {
@@ -1590,10 +1747,5 @@ ctl_close(struct ctl *ctl, void (*cb)(void *arg), void *arg)
 	ctl->close_arg = arg;
 	for (struct conn *c = ctl->conns; c != NULL; c = c->next)
 		conn_gone(c);
-	if (ctl->lpoll_init) {
-		uv_close((uv_handle_t *)&ctl->lpoll, ctl_handle_closed);
-		if (ctl->path != NULL)
-			unlink(ctl->path);
-	}
 	uv_close((uv_handle_t *)&ctl->backoff, ctl_handle_closed);
 }

@@ -81,7 +81,11 @@ const char *ctl_req_tenant(const struct ctl_req *req);
  * NULL; the handler must then return without replying.
  */
 json_t *ctl_req_json(struct ctl_req *req);
-/* Called once if the client goes away before the reply is finished. */
+/*
+ * Called once if the client goes away before the reply is finished (or at
+ * once, inside this call, when it already has). A client that closes its
+ * write side while a request is in flight counts as gone.
+ */
 void ctl_req_on_abort(struct ctl_req *req, void (*cb)(void *arg), void *arg);
 
 /* --- the reply: exactly one per request --- */
@@ -98,7 +102,11 @@ void ctl_stream_begin(struct ctl_req *req, int status, const char *content_type)
 int ctl_stream_write(struct ctl_req *req, const void *data, size_t len);
 void ctl_stream_end(struct ctl_req *req);
 
-/* --- additions: tuning and the pure helpers, exposed for tests --- */
+/* --- additions --- */
+/* Send len bytes of data (copied) as the body, for non-JSON answers (/metrics). */
+void ctl_reply_data(struct ctl_req *req, int status, const char *content_type,
+		    const void *data, size_t len);
+/* Tuning and the pure helpers, exposed for tests: */
 /*
  * Idle keep-alive timeout and the time a request (head and body) may take to
  * arrive once started, also the time a new connection has to start one.

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -49,6 +50,8 @@ struct fx {
 	int aborts;
 	int aborts_at_end;
 	int last_rc;
+	bool stop_in_delay;
+	size_t pending_at_stop;
 	bool wait_server;
 	bool server_done;
 	bool client_done;
@@ -291,6 +294,12 @@ h_json(struct ctl_req *req, void *arg)
 }
 
 static void
+h_text(struct ctl_req *req, void *arg)
+{
+	ctl_reply_data(req, 200, "text/plain; version=0.0.4", "up 1\n", 5);
+}
+
+static void
 h_err(struct ctl_req *req, void *arg)
 {
 	ctl_reply_err(req, SP_ECONFLICT, NULL);
@@ -313,6 +322,10 @@ h_delay(struct ctl_req *req, void *arg)
 
 	f->dreq = req;
 	uv_timer_start(&f->delay, delay_done, 20, 0);
+	if (f->stop_in_delay) {
+		ctl_stop_accepting(f->ctl);
+		f->pending_at_stop = ctl_pending(f->ctl);
+	}
 }
 
 static void
@@ -436,6 +449,7 @@ fx_setup(struct fx *f, const struct ctl_limits *lim, gid_t gid, client_fn fn)
 	ctl_route_add(f->ctl, "POST", "/v1/json", h_json, f);
 	ctl_route_add(f->ctl, "GET", "/v1/delay", h_delay, f);
 	ctl_route_add(f->ctl, "GET", "/v1/stream", h_stream, f);
+	ctl_route_add(f->ctl, "GET", "/metrics", h_text, f);
 	ctl_route_add(f->ctl, "GET", "/v1/slow", h_slow, f);
 	assert_int_equal(ctl_listen(f->ctl, f->path, gid), 0);
 	uv_async_init(&f->loop, &f->done, on_client_done);
@@ -660,6 +674,22 @@ client_routing(struct fx *f)
 	cc_sends(cc, "GET /v1/echo/a/x?q=%zz HTTP/1.1\r\n\r\n");
 	CHECK(f, cc_resp(cc, r) == 0 && r->status == 400);
 	CHECK(f, strcmp(err_code(r->body, s, sizeof(s)), "bad_request") == 0);
+	/* Bytes that are not UTF-8 (raw or escaped) are refused, with a JSON body. */
+	cc_sends(cc, "GET /v1/\xbd\xbd/x HTTP/1.1\r\n\r\n");
+	CHECK(f, cc_resp(cc, r) == 0 && r->status == 400);
+	CHECK(f, strcmp(err_code(r->body, s, sizeof(s)), "bad_request") == 0);
+	cc_sends(cc, "GET /v1/echo/%ff/x HTTP/1.1\r\n\r\n");
+	CHECK(f, cc_resp(cc, r) == 0 && r->status == 400);
+	cc_sends(cc, "GET /v1/echo/a/x?q=%c3%28 HTTP/1.1\r\n\r\n");
+	CHECK(f, cc_resp(cc, r) == 0 && r->status == 400);
+	cc_sends(cc, "GET /v1/echo/%C3%A9/x HTTP/1.1\r\n\r\n");
+	CHECK(f, cc_resp(cc, r) == 0 && r->status == 200);
+	CHECK(f, strcmp(json_str(r->body, "id", s, sizeof(s)), "\xc3\xa9") == 0);
+	/* A non-JSON answer. */
+	cc_sends(cc, "GET /metrics HTTP/1.1\r\n\r\n");
+	CHECK(f, cc_resp(cc, r) == 0 && r->status == 200);
+	CHECK(f, strcmp(r->body, "up 1\n") == 0);
+	CHECK(f, strcasestr(r->head, "Content-Type: text/plain; version=0.0.4\r\n") != NULL);
 	/* Still alive after all of that: keep-alive held. */
 	cc_sends(cc, "GET /v1/echo/last/x HTTP/1.1\r\n\r\n");
 	CHECK(f, cc_resp(cc, r) == 0 && r->status == 200);
@@ -740,6 +770,10 @@ client_bad_input(struct fx *f)
 	cc_sends(cc, "POST /v1/json HTTP/1.1\r\nContent-Length: 14\r\n\r\n{\"a\":1,\"a\":2} ");
 	CHECK(f, cc_resp(cc, r) == 0 && r->status == 400);
 	CHECK(f, strstr(r->body, "duplicate") != NULL);
+	/* jansson quotes the offending bytes; the message must still be JSON. */
+	cc_sends(cc, "POST /v1/json HTTP/1.1\r\nContent-Length: 3\r\n\r\n\xff\xfe{");
+	CHECK(f, cc_resp(cc, r) == 0 && r->status == 400);
+	CHECK(f, strcmp(err_code(r->body, s, sizeof(s)), "bad_request") == 0);
 	cc_sends(cc, "POST /v1/json HTTP/1.1\r\nContent-Length: 2\r\n\r\n[]");
 	CHECK(f, cc_resp(cc, r) == 0 && r->status == 400);
 	cc_sends(cc, "POST /v1/json HTTP/1.1\r\nContent-Length: 80\r\n\r\n"
@@ -749,6 +783,21 @@ client_bad_input(struct fx *f)
 	cc_sends(cc, "POST /v1/json HTTP/1.1\r\nContent-Length: 13\r\n\r\n{\"a\":1,\"b\":2}");
 	CHECK(f, cc_resp(cc, r) == 0 && r->status == 201);
 	CHECK(f, strstr(r->body, "\"keys\":2") != NULL);
+
+	/* A client that half-closes after its request still gets the answer. */
+	{
+		struct cc *h = calloc(1, sizeof(*h));
+
+		CHECK(f, cc_open(h, f->path) == 0);
+		cc_sends(h, "GET /v1/echo/half/x HTTP/1.1\r\n\r\nGET /v1/echo/2/x HTTP/1.1\r\n\r\n");
+		shutdown(h->fd, SHUT_WR);
+		CHECK(f, cc_resp(h, r) == 0 && r->status == 200);
+		CHECK(f, strcmp(json_str(r->body, "id", s, sizeof(s)), "half") == 0);
+		CHECK(f, cc_resp(h, r) == 0 && r->status == 200);
+		CHECK(f, cc_closed(h));
+		close(h->fd);
+		free(h);
+	}
 
 	/* Expect: 100-continue is answered before the body is sent. */
 	cc_sends(cc, "POST /v1/json HTTP/1.1\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n");
@@ -1005,6 +1054,200 @@ test_timeouts(void **state)
 	fx_run(&f);
 }
 
+static void
+client_stop(struct fx *f)
+{
+	struct cc *c1 = calloc(1, sizeof(*c1)), *c2 = calloc(1, sizeof(*c2));
+	struct resp *r = calloc(1, sizeof(*r));
+	char s[64];
+
+	CHECK(f, cc_open(c2, f->path) == 0);
+	cc_sends(c2, "GET /v1/echo/1/x HTTP/1.1\r\n\r\n");
+	CHECK(f, cc_resp(c2, r) == 0 && r->status == 200);
+	/* The handler stops accepting while this request is in flight. */
+	CHECK(f, cc_open(c1, f->path) == 0);
+	cc_sends(c1, "GET /v1/delay HTTP/1.1\r\n\r\n");
+	CHECK(f, cc_resp(c1, r) == 0 && r->status == 200);
+	CHECK(f, strcmp(json_str(r->body, "id", s, sizeof(s)), "delayed") == 0);
+	CHECK(f, strstr(r->head, "Connection: close\r\n") != NULL);
+	CHECK(f, cc_closed(c1));
+	/* The idle connection was closed; new ones are refused at once. */
+	CHECK(f, cc_closed(c2));
+	close(c1->fd);
+	close(c2->fd);
+	CHECK(f, cc_open(c1, f->path) < 0);
+	free(c1);
+	free(c2);
+	free(r);
+}
+
+static void
+test_stop_accepting(void **state)
+{
+	struct fx f;
+
+	fx_setup(&f, NULL, (gid_t)-1, client_stop);
+	f.stop_in_delay = true;
+	fx_go(&f);
+	fx_run(&f);
+	assert_int_equal(f.pending_at_stop, 1);
+}
+
+/* --- EMFILE: the child process runs the server with no descriptor left --- */
+
+struct emfile {
+	struct ctl *ctl;
+	uv_check_t check;
+	uv_timer_t release;
+	unsigned long iterations;
+	unsigned long at_release;
+	int fillers[4096];
+	int nfillers;
+	bool answered;
+};
+
+static void
+emfile_count(uv_check_t *c)
+{
+	((struct emfile *)c->data)->iterations++;
+}
+
+static void
+emfile_release(uv_timer_t *t)
+{
+	struct emfile *e = t->data;
+
+	e->at_release = e->iterations;
+	while (e->nfillers > 0)
+		close(e->fillers[--e->nfillers]);
+}
+
+static void
+emfile_closed(void *arg)
+{
+}
+
+static void
+emfile_answer(struct ctl_req *req, void *arg)
+{
+	struct emfile *e = arg;
+
+	e->answered = true;
+	ctl_reply_json(req, 200, json_pack("{s:s}", "id", "served"));
+	ctl_stop_accepting(e->ctl);
+}
+
+static void
+emfile_idle_check(uv_timer_t *t)
+{
+	struct emfile *e = t->data;
+
+	if (e->answered && ctl_pending(e->ctl) == 0) {
+		uv_timer_stop(t);
+		ctl_close(e->ctl, emfile_closed, NULL);
+		uv_close((uv_handle_t *)&e->check, NULL);
+		uv_close((uv_handle_t *)&e->release, NULL);
+		uv_close((uv_handle_t *)t, NULL);
+	}
+}
+
+static int
+emfile_child(const char *path, int ready)
+{
+	static struct emfile e;
+	struct rlimit rl;
+	uv_timer_t poll_done;
+	uv_loop_t loop;
+	int fd;
+
+	if (uv_loop_init(&loop) != 0 || ctl_new(&loop, &default_limits, &e.ctl) != 0)
+		return 10;
+	ctl_route_add(e.ctl, "GET", "/v1/echo/{id}/x", emfile_answer, &e);
+	if (ctl_listen(e.ctl, path, (gid_t)-1) != 0)
+		return 11;
+	uv_check_init(&loop, &e.check);
+	e.check.data = &e;
+	uv_check_start(&e.check, emfile_count);
+	uv_timer_init(&loop, &e.release);
+	e.release.data = &e;
+	uv_timer_init(&loop, &poll_done);
+	poll_done.data = &e;
+	/* Use up every descriptor under a low limit. */
+	getrlimit(RLIMIT_NOFILE, &rl);
+	rl.rlim_cur = 256;
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return 12;
+	while (e.nfillers < 4096 && (fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0)
+		e.fillers[e.nfillers++] = fd;
+	if (errno != EMFILE)
+		return 13;
+	/* The parent connects now; accept fails until the release. */
+	if (write(ready, "r", 1) != 1)
+		return 14;
+	close(ready);
+	e.fillers[e.nfillers++] = ready;	/* its number is free again: refill it */
+	e.fillers[e.nfillers - 1] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	uv_timer_start(&e.release, emfile_release, 300, 0);
+	uv_timer_start(&poll_done, emfile_idle_check, 10, 10);
+	if (uv_run(&loop, UV_RUN_DEFAULT) != 0 || uv_loop_close(&loop) != 0)
+		return 15;
+	if (!e.answered)
+		return 16;
+	/* A loop spinning on a readable listener turns thousands of times in 300 ms. */
+	return e.at_release < 100 ? 0 : 17;
+}
+
+static void
+test_emfile_backoff(void **state)
+{
+	char dir[] = "/tmp/sp-emfile-XXXXXX", path[128], logpath[128], log[4096], cmd[160];
+	struct cc *cc = calloc(1, sizeof(*cc));
+	struct resp *r = calloc(1, sizeof(*r));
+	int pfd[2], st;
+	char ch;
+	pid_t pid;
+	FILE *fp;
+	size_t n;
+
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/s.sock", dir);
+	snprintf(logpath, sizeof(logpath), "%s/log", dir);
+	assert_int_equal(pipe(pfd), 0);
+	fflush(stderr);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		close(pfd[0]);
+		if (freopen(logpath, "w", stderr) == NULL)
+			_exit(9);
+		setvbuf(stderr, NULL, _IONBF, 0);	/* _exit() flushes nothing */
+		_exit(emfile_child(path, pfd[1]));
+	}
+	close(pfd[1]);
+	assert_int_equal(read(pfd[0], &ch, 1), 1);
+	close(pfd[0]);
+	assert_int_equal(cc_open(cc, path), 0);
+	assert_int_equal(cc_sends(cc, "GET /v1/echo/1/x HTTP/1.1\r\n\r\n"), 0);
+	assert_int_equal(cc_resp(cc, r), 0);
+	assert_int_equal(r->status, 200);
+	close(cc->fd);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	/* And it did hit EMFILE, and paused rather than spun. */
+	fp = fopen(logpath, "r");
+	assert_non_null(fp);
+	n = fread(log, 1, sizeof(log) - 1, fp);
+	log[n] = '\0';
+	fclose(fp);
+	if (strstr(log, "Too many open files; pausing") == NULL)
+		fail_msg("log: %s", log);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+	free(cc);
+	free(r);
+}
+
 int
 main(void)
 {
@@ -1019,6 +1262,8 @@ main(void)
 		cmocka_unit_test(test_max_clients),
 		cmocka_unit_test(test_peer_check),
 		cmocka_unit_test(test_timeouts),
+		cmocka_unit_test(test_stop_accepting),
+		cmocka_unit_test(test_emfile_backoff),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
