@@ -240,6 +240,20 @@ cc_closed(struct cc *cc)
 	return n == 0 || n == -ECONNRESET;
 }
 
+/* Read to EOF keeping what arrived (it must fit); whether the server closed. */
+static bool
+cc_closed_keep(struct cc *cc)
+{
+	ssize_t n;
+
+	do
+		n = cc_fill(cc);
+	while (n > 0);
+	if (cc->len < sizeof(cc->buf))
+		cc->buf[cc->len] = '\0';
+	return n == 0 || n == -ECONNRESET;
+}
+
 static const char *
 json_str(const char *body, const char *key, char *out, size_t outlen)
 {
@@ -695,6 +709,18 @@ client_routing(struct fx *f)
 	CHECK(f, cc_resp(cc, r) == 0 && r->status == 200);
 	CHECK(f, strstr(r->head, "Connection: close") == NULL);
 	/* HTTP/1.0 without keep-alive gets its answer and a close. */
+	{
+		struct cc *h = calloc(1, sizeof(*h));
+
+		/* A stream to an HTTP/1.0 client is not chunked and ends with the close. */
+		CHECK(f, cc_open(h, f->path) == 0);
+		cc_sends(h, "GET /v1/stream HTTP/1.0\r\n\r\n");
+		CHECK(f, cc_closed_keep(h));
+		CHECK(f, strstr(h->buf, "Transfer-Encoding") == NULL);
+		CHECK(f, h->len > 6 && memcmp(h->buf + h->len - 6, "a\nb\nc\n", 6) == 0);
+		close(h->fd);
+		free(h);
+	}
 	cc_sends(cc, "GET /v1/echo/old/x HTTP/1.0\r\n\r\n");
 	CHECK(f, cc_resp(cc, r) == 0 && r->status == 200);
 	CHECK(f, cc_closed(cc));
