@@ -313,6 +313,35 @@ h_text(struct ctl_req *req, void *arg)
 	ctl_reply_data(req, 200, "text/plain; version=0.0.4", "up 1\n", 5);
 }
 
+static const struct {
+	int err;
+	int status;
+	const char *code;
+} err_map[] = {
+	{ SP_EINVAL, 400, "bad_request" },
+	{ -EINVAL, 400, "bad_request" },
+	{ SP_ENOTFOUND, 404, "not_found" },
+	{ -ENOENT, 404, "not_found" },
+	{ SP_ECONFLICT, 409, "conflict" },
+	{ SP_ELIMIT, 429, "limit_reached" },
+	{ SP_EUNAVAIL, 503, "unavailable" },
+	{ SP_EPROVIDER, 502, "provider_error" },
+	{ SP_EPROTO, 502, "provider_error" },
+	{ SP_ETIMEDOUT, 504, "timeout" },
+	{ -E2BIG, 413, "too_large" },
+	{ SP_EDB, 500, "database_error" },
+	{ -EIO, 500, "internal" },
+	{ SP_ECANCELED, 500, "internal" },
+};
+
+static void
+h_errmap(struct ctl_req *req, void *arg)
+{
+	int i = atoi(ctl_req_param(req, "n"));
+
+	ctl_reply_err(req, err_map[i].err, i == 0 ? "the detail" : NULL);
+}
+
 static void
 h_err(struct ctl_req *req, void *arg)
 {
@@ -464,6 +493,7 @@ fx_setup(struct fx *f, const struct ctl_limits *lim, gid_t gid, client_fn fn)
 	ctl_route_add(f->ctl, "GET", "/v1/delay", h_delay, f);
 	ctl_route_add(f->ctl, "GET", "/v1/stream", h_stream, f);
 	ctl_route_add(f->ctl, "GET", "/metrics", h_text, f);
+	ctl_route_add(f->ctl, "GET", "/v1/errmap/{n}", h_errmap, f);
 	ctl_route_add(f->ctl, "GET", "/v1/slow", h_slow, f);
 	assert_int_equal(ctl_listen(f->ctl, f->path, gid), 0);
 	uv_async_init(&f->loop, &f->done, on_client_done);
@@ -699,6 +729,18 @@ client_routing(struct fx *f)
 	cc_sends(cc, "GET /v1/echo/%C3%A9/x HTTP/1.1\r\n\r\n");
 	CHECK(f, cc_resp(cc, r) == 0 && r->status == 200);
 	CHECK(f, strcmp(json_str(r->body, "id", s, sizeof(s)), "\xc3\xa9") == 0);
+	/* ctl_reply_err's mapping; the message is the detail, else sp_strerror(). */
+	for (size_t i = 0; i < sizeof(err_map) / sizeof(err_map[0]); i++) {
+		char req[64], m[128];
+
+		snprintf(req, sizeof(req), "GET /v1/errmap/%zu HTTP/1.1\r\n\r\n", i);
+		cc_sends(cc, req);
+		CHECK(f, cc_resp(cc, r) == 0 && r->status == err_map[i].status);
+		CHECK(f, strcmp(err_code(r->body, s, sizeof(s)), err_map[i].code) == 0);
+		snprintf(m, sizeof(m), "\"message\":\"%s\"",
+		    i == 0 ? "the detail" : sp_strerror(err_map[i].err));
+		CHECK(f, strstr(r->body, m) != NULL);
+	}
 	/* A non-JSON answer. */
 	cc_sends(cc, "GET /metrics HTTP/1.1\r\n\r\n");
 	CHECK(f, cc_resp(cc, r) == 0 && r->status == 200);
