@@ -1031,7 +1031,7 @@ test_max_clients(void **state)
 
 /* Connect as uid/gid in a child; returns the status code it read, 0 if none. */
 static int
-child_request(const char *path, uid_t uid, gid_t gid)
+child_request(const char *path, uid_t uid, gid_t gid, gid_t supplementary)
 {
 	pid_t pid = fork();
 	int st;
@@ -1043,7 +1043,8 @@ child_request(const char *path, uid_t uid, gid_t gid)
 		ssize_t n;
 		int fd, code = 0;
 
-		if (setgroups(0, NULL) < 0 || setgid(gid) < 0 || setuid(uid) < 0)
+		if (setgroups(supplementary != (gid_t)-1 ? 1 : 0, &supplementary) < 0 ||
+		    setgid(gid) < 0 || setuid(uid) < 0)
 			_exit(1);
 		fd = socket(AF_UNIX, SOCK_STREAM, 0);
 		snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
@@ -1072,9 +1073,11 @@ client_peers(struct fx *f)
 	/* Let everyone reach the socket, so the server's check is what decides. */
 	snprintf(run, sizeof(run), "%s/run", f->dir);
 	CHECK(f, chmod(f->dir, 0755) == 0 && chmod(run, 0755) == 0 && chmod(f->path, 0666) == 0);
-	/* Not root, not in group 4321: 403. In it (primary gid): allowed. */
-	CHECK(f, child_request(f->path, 65534, 65534) == 43);
-	CHECK(f, child_request(f->path, 65534, 4321) == 20);
+	/* Not root, not in group 4321: 403. In it (primary or supplementary): allowed. */
+	CHECK(f, child_request(f->path, 65534, 65534, (gid_t)-1) == 43);
+	CHECK(f, child_request(f->path, 65534, 65534, 4320) == 43);
+	CHECK(f, child_request(f->path, 65534, 4321, (gid_t)-1) == 20);
+	CHECK(f, child_request(f->path, 65534, 65534, 4321) == 20);
 }
 
 static void
