@@ -19,7 +19,7 @@ print_scalars(json_t *obj)
 	json_object_foreach(obj, k, v) {
 		char *s;
 
-		if (json_is_object(v) || json_is_array(v))
+		if (json_is_object(v) || json_is_array(v) || json_is_null(v))
 			continue;
 		s = json_dumps(v, JSON_ENCODE_ANY);
 		if (s == NULL)

@@ -77,6 +77,7 @@ struct ctl_req {
 	bool keep_alive;
 	bool complete;
 	bool streaming;
+	bool http10;			/* no chunked encoding: the stream ends with a close */
 	bool finished;
 	bool aborted;
 	void (*abort_cb)(void *);
@@ -783,10 +784,14 @@ ctl_stream_begin(struct ctl_req *req, int status, const char *content_type)
 	if (req->finished || req->streaming)
 		fatalx("ctl: second reply to %s %s", req->method, ctl_req_path(req));
 	req->streaming = true;
+	/* HTTP/1.0 has no chunked encoding: the body then ends with the connection. */
+	if (req->http10)
+		req->keep_alive = false;
 	n = snprintf(head, sizeof(head),
-	    "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nTransfer-Encoding: chunked\r\n"
+	    "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n%s"
 	    "Cache-Control: no-store\r\n%s\r\n",
 	    status, status_text(status), content_type,
+	    req->http10 ? "" : "Transfer-Encoding: chunked\r\n",
 	    req_closes(req) ? "Connection: close\r\n" : "");
 	b = uv_buf_init(head, (unsigned)n);
 	if (req->conn != NULL && !req->aborted)
@@ -813,6 +818,10 @@ ctl_stream_write(struct ctl_req *req, const void *data, size_t len)
 		conn_gone(c);
 		return -ENOBUFS;
 	}
+	if (req->http10) {
+		bufs[0] = uv_buf_init((char *)data, (unsigned)len);
+		return conn_writev(c, bufs, 1);
+	}
 	n = snprintf(size, sizeof(size), "%zx\r\n", len);
 	bufs[0] = uv_buf_init(size, (unsigned)n);
 	bufs[1] = uv_buf_init((char *)data, (unsigned)len);
@@ -827,7 +836,7 @@ ctl_stream_end(struct ctl_req *req)
 
 	if (!req->streaming || req->finished)
 		fatalx("ctl: stream end outside a stream");
-	if (req->conn != NULL && !req->conn->closing && !req->aborted)
+	if (req->conn != NULL && !req->conn->closing && !req->aborted && !req->http10)
 		conn_writev(req->conn, &b, 1);
 	req_finish(req);
 }
@@ -964,6 +973,7 @@ on_headers_complete(http_parser *p)
 	snprintf(r->method, sizeof(r->method), "%s", http_method_str(p->method));
 	/* Our error bodies would break HEAD framing; close after any HEAD instead. */
 	r->keep_alive = http_should_keep_alive(p) != 0 && p->method != HTTP_HEAD;
+	r->http10 = p->http_major == 1 && p->http_minor == 0;
 	if (p->upgrade) {
 		r->fail_status = 501;
 		return -1;	/* 1 and 2 mean skip-body and upgrade */

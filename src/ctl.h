@@ -45,7 +45,10 @@ void ctl_set_limits(struct ctl *ctl, const struct ctl_limits *limits);
 /*
  * Listen on path (a stale socket file is replaced, the parent directory made),
  * mode 0660, group gid unless (gid_t)-1. Peers whose uid is not 0 and whose
- * primary or supplementary groups do not include gid are answered 403.
+ * primary or supplementary groups do not include gid are answered 403 (the
+ * daemon's own euid is also allowed, for the unprivileged ./var set-up).
+ * Errors: -EADDRINUSE when a live server answers on path, -EEXIST when path
+ * is not a socket, -ENAMETOOLONG, or the errno of mkdir/bind/chmod/chown.
  */
 int ctl_listen(struct ctl *ctl, const char *path, gid_t gid);
 /*
@@ -55,11 +58,19 @@ int ctl_listen(struct ctl *ctl, const char *path, gid_t gid);
  */
 void ctl_route_add(struct ctl *ctl, const char *method, const char *pattern,
 		   ctl_handler fn, void *arg);
-/* Stop accepting new connections and new requests (shutdown, first step). */
+/*
+ * Stop accepting new connections and new requests (shutdown, first step):
+ * the listening socket is closed and its path unlinked, idle connections are
+ * closed, in-flight requests finish and their connections close after them.
+ */
 void ctl_stop_accepting(struct ctl *ctl);
 /* Number of requests whose reply is not finished. */
 size_t ctl_pending(const struct ctl *ctl);
-/* Close the listener and every connection; cb fires once all handles are closed. */
+/*
+ * Close the listener and every connection (in-flight requests get their abort
+ * callback); cb fires once all handles are closed. A handler may still finish
+ * its reply later (it is discarded); the struct is freed after that.
+ */
 void ctl_close(struct ctl *ctl, void (*cb)(void *arg), void *arg);
 
 /* --- the request --- */

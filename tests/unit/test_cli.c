@@ -267,7 +267,7 @@ h_info(struct ctl_req *req, void *arg)
 {
 	ctl_reply_json(req, 200, json_loads("{\"version\":\"0.1.0\",\"instance\":\"i-1\","
 	    "\"state_dir\":\"/var/lib/sandpit\",\"socket\":\"/s\",\"providers\":[{\"name\":"
-	    "\"docker\",\"caps\":[\"exec\",\"list\"],\"ready\":true,\"info\":{\"api\":\"1.41\"}},"
+	    "\"docker\",\"caps\":[\"exec\",\"list\"],\"ready\":true,\"info\":{\"api\":\"1.41\",\"runtime\":null}},"
 	    "{\"name\":\"e2b\",\"caps\":[],\"ready\":false,\"detail\":\"no API key\"}],"
 	    "\"worker_endpoints\":[\"127.0.0.1:7443\"]}", 0, NULL));
 }
@@ -672,7 +672,7 @@ test_cmd_status_image(void **state)
 	run_cmd(f, &o, &cli_cmd_status, NULL, false, "status", NULL);
 	assert_int_equal(o.rc, 0);
 	assert_non_null(strstr(o.out, "sandpitd 0.1.0: ok\n"));
-	assert_non_null(strstr(o.out, "docker ready [exec,list] api=1.41"));
+	assert_non_null(strstr(o.out, "docker ready [exec,list] api=1.41\n"));
 	assert_non_null(strstr(o.out, "e2b down (no API key) []"));
 	assert_non_null(strstr(o.out, "127.0.0.1:7443"));
 	run_cmd(f, &o, &cli_cmd_image, NULL, false, "build", NULL);

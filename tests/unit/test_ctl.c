@@ -240,6 +240,20 @@ cc_closed(struct cc *cc)
 	return n == 0 || n == -ECONNRESET;
 }
 
+/* Read to EOF keeping what arrived (it must fit); whether the server closed. */
+static bool
+cc_closed_keep(struct cc *cc)
+{
+	ssize_t n;
+
+	do
+		n = cc_fill(cc);
+	while (n > 0);
+	if (cc->len < sizeof(cc->buf))
+		cc->buf[cc->len] = '\0';
+	return n == 0 || n == -ECONNRESET;
+}
+
 static const char *
 json_str(const char *body, const char *key, char *out, size_t outlen)
 {
@@ -297,6 +311,35 @@ static void
 h_text(struct ctl_req *req, void *arg)
 {
 	ctl_reply_data(req, 200, "text/plain; version=0.0.4", "up 1\n", 5);
+}
+
+static const struct {
+	int err;
+	int status;
+	const char *code;
+} err_map[] = {
+	{ SP_EINVAL, 400, "bad_request" },
+	{ -EINVAL, 400, "bad_request" },
+	{ SP_ENOTFOUND, 404, "not_found" },
+	{ -ENOENT, 404, "not_found" },
+	{ SP_ECONFLICT, 409, "conflict" },
+	{ SP_ELIMIT, 429, "limit_reached" },
+	{ SP_EUNAVAIL, 503, "unavailable" },
+	{ SP_EPROVIDER, 502, "provider_error" },
+	{ SP_EPROTO, 502, "provider_error" },
+	{ SP_ETIMEDOUT, 504, "timeout" },
+	{ -E2BIG, 413, "too_large" },
+	{ SP_EDB, 500, "database_error" },
+	{ -EIO, 500, "internal" },
+	{ SP_ECANCELED, 500, "internal" },
+};
+
+static void
+h_errmap(struct ctl_req *req, void *arg)
+{
+	int i = atoi(ctl_req_param(req, "n"));
+
+	ctl_reply_err(req, err_map[i].err, i == 0 ? "the detail" : NULL);
 }
 
 static void
@@ -450,6 +493,7 @@ fx_setup(struct fx *f, const struct ctl_limits *lim, gid_t gid, client_fn fn)
 	ctl_route_add(f->ctl, "GET", "/v1/delay", h_delay, f);
 	ctl_route_add(f->ctl, "GET", "/v1/stream", h_stream, f);
 	ctl_route_add(f->ctl, "GET", "/metrics", h_text, f);
+	ctl_route_add(f->ctl, "GET", "/v1/errmap/{n}", h_errmap, f);
 	ctl_route_add(f->ctl, "GET", "/v1/slow", h_slow, f);
 	assert_int_equal(ctl_listen(f->ctl, f->path, gid), 0);
 	uv_async_init(&f->loop, &f->done, on_client_done);
@@ -685,6 +729,18 @@ client_routing(struct fx *f)
 	cc_sends(cc, "GET /v1/echo/%C3%A9/x HTTP/1.1\r\n\r\n");
 	CHECK(f, cc_resp(cc, r) == 0 && r->status == 200);
 	CHECK(f, strcmp(json_str(r->body, "id", s, sizeof(s)), "\xc3\xa9") == 0);
+	/* ctl_reply_err's mapping; the message is the detail, else sp_strerror(). */
+	for (size_t i = 0; i < sizeof(err_map) / sizeof(err_map[0]); i++) {
+		char req[64], m[128];
+
+		snprintf(req, sizeof(req), "GET /v1/errmap/%zu HTTP/1.1\r\n\r\n", i);
+		cc_sends(cc, req);
+		CHECK(f, cc_resp(cc, r) == 0 && r->status == err_map[i].status);
+		CHECK(f, strcmp(err_code(r->body, s, sizeof(s)), err_map[i].code) == 0);
+		snprintf(m, sizeof(m), "\"message\":\"%s\"",
+		    i == 0 ? "the detail" : sp_strerror(err_map[i].err));
+		CHECK(f, strstr(r->body, m) != NULL);
+	}
 	/* A non-JSON answer. */
 	cc_sends(cc, "GET /metrics HTTP/1.1\r\n\r\n");
 	CHECK(f, cc_resp(cc, r) == 0 && r->status == 200);
@@ -695,6 +751,18 @@ client_routing(struct fx *f)
 	CHECK(f, cc_resp(cc, r) == 0 && r->status == 200);
 	CHECK(f, strstr(r->head, "Connection: close") == NULL);
 	/* HTTP/1.0 without keep-alive gets its answer and a close. */
+	{
+		struct cc *h = calloc(1, sizeof(*h));
+
+		/* A stream to an HTTP/1.0 client is not chunked and ends with the close. */
+		CHECK(f, cc_open(h, f->path) == 0);
+		cc_sends(h, "GET /v1/stream HTTP/1.0\r\n\r\n");
+		CHECK(f, cc_closed_keep(h));
+		CHECK(f, strstr(h->buf, "Transfer-Encoding") == NULL);
+		CHECK(f, h->len > 6 && memcmp(h->buf + h->len - 6, "a\nb\nc\n", 6) == 0);
+		close(h->fd);
+		free(h);
+	}
 	cc_sends(cc, "GET /v1/echo/old/x HTTP/1.0\r\n\r\n");
 	CHECK(f, cc_resp(cc, r) == 0 && r->status == 200);
 	CHECK(f, cc_closed(cc));
@@ -963,7 +1031,7 @@ test_max_clients(void **state)
 
 /* Connect as uid/gid in a child; returns the status code it read, 0 if none. */
 static int
-child_request(const char *path, uid_t uid, gid_t gid)
+child_request(const char *path, uid_t uid, gid_t gid, gid_t supplementary)
 {
 	pid_t pid = fork();
 	int st;
@@ -975,7 +1043,8 @@ child_request(const char *path, uid_t uid, gid_t gid)
 		ssize_t n;
 		int fd, code = 0;
 
-		if (setgroups(0, NULL) < 0 || setgid(gid) < 0 || setuid(uid) < 0)
+		if (setgroups(supplementary != (gid_t)-1 ? 1 : 0, &supplementary) < 0 ||
+		    setgid(gid) < 0 || setuid(uid) < 0)
 			_exit(1);
 		fd = socket(AF_UNIX, SOCK_STREAM, 0);
 		snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
@@ -1004,9 +1073,11 @@ client_peers(struct fx *f)
 	/* Let everyone reach the socket, so the server's check is what decides. */
 	snprintf(run, sizeof(run), "%s/run", f->dir);
 	CHECK(f, chmod(f->dir, 0755) == 0 && chmod(run, 0755) == 0 && chmod(f->path, 0666) == 0);
-	/* Not root, not in group 4321: 403. In it (primary gid): allowed. */
-	CHECK(f, child_request(f->path, 65534, 65534) == 43);
-	CHECK(f, child_request(f->path, 65534, 4321) == 20);
+	/* Not root, not in group 4321: 403. In it (primary or supplementary): allowed. */
+	CHECK(f, child_request(f->path, 65534, 65534, (gid_t)-1) == 43);
+	CHECK(f, child_request(f->path, 65534, 65534, 4320) == 43);
+	CHECK(f, child_request(f->path, 65534, 4321, (gid_t)-1) == 20);
+	CHECK(f, child_request(f->path, 65534, 65534, 4321) == 20);
 }
 
 static void
