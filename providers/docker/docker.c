@@ -459,6 +459,7 @@ docker_init_deferred_fail(uv_timer_t *t)
 	struct docker *d = t->data;
 
 	docker_init_fail(d, d->init_status, d->init_detail);
+	docker_unref(d);
 }
 
 static int
@@ -488,6 +489,8 @@ docker_init(struct sp_provider *p, sp_done_cb cb, void *arg)
 		/* Through the callback, later, so the detail reaches the log. */
 		d->init_status = rc;
 		snprintf(d->init_detail, sizeof(d->init_detail), "%s", detail);
+		/* Held so a close() meanwhile waits for this callback. */
+		docker_ref(d);
 		uv_timer_start(&d->defer, docker_init_deferred_fail, 0, 0);
 		return 0;
 	}

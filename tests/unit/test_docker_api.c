@@ -46,8 +46,8 @@ static struct {
 	int fd;
 	pthread_t thread;
 	pthread_mutex_t mu;
-	const struct route *routes;
-	char seen[64][160];		/* request lines, in order */
+	struct route routes[16];	/* copied: a late request may outlive a test */
+	char seen[64][1024];		/* request lines, in order */
 	int nseen;
 	bool stop;
 	char *allocs[64];		/* answers, freed once the server thread is gone */
@@ -60,6 +60,18 @@ static struct {
 #define NET_GOOD "{\"Id\":\"0123456789abcdef\",\"Internal\":true,\"Options\":" \
 	"{\"com.docker.network.bridge.enable_icc\":\"false\"}," \
 	"\"IPAM\":{\"Config\":[{\"Subnet\":\"10.9.0.0/24\",\"Gateway\":\"10.9.0.1\"}]}}"
+
+static void
+set_routes(const struct route *r)
+{
+	size_t n = 0;
+
+	pthread_mutex_lock(&eng.mu);
+	for (; r[n].prefix != NULL && n < 15; n++)
+		eng.routes[n] = r[n];
+	memset(&eng.routes[n], 0, sizeof(eng.routes[n]));
+	pthread_mutex_unlock(&eng.mu);
+}
 
 static char *
 http_json(const char *status, const char *body)
@@ -80,10 +92,12 @@ static void *
 conn_main(void *arg)
 {
 	int fd = (int)(intptr_t)arg;
-	char buf[16384], line[160];
+	char buf[16384], line[1024];
 	size_t len = 0, clen = 0;
 	char *end, *p;
 	const struct route *r;
+	const char *resp;
+	size_t rlen;
 
 	for (;;) {
 		ssize_t n = recv(fd, buf + len, sizeof(buf) - 1 - len, 0);
@@ -105,26 +119,28 @@ conn_main(void *arg)
 			goto out;
 		have += (size_t)n;
 	}
-	sscanf(buf, "%159[^\r]", line);
-	*strrchr(line, ' ') = '\0';	/* drop " HTTP/1.1" */
+	sscanf(buf, "%1023[^\r]", line);
+	if ((p = strstr(line, " HTTP/1.")) != NULL)
+		*p = '\0';
 	pthread_mutex_lock(&eng.mu);
 	if (eng.nseen < 64)
 		snprintf(eng.seen[eng.nseen++], sizeof(eng.seen[0]), "%s", line);
 	pthread_mutex_unlock(&eng.mu);
-	for (r = eng.routes; r != NULL && r->prefix != NULL; r++) {
+	pthread_mutex_lock(&eng.mu);
+	for (r = eng.routes; r->prefix != NULL; r++) {
 		bool ok = r->after == NULL;
 
-		pthread_mutex_lock(&eng.mu);
 		for (int i = 0; i < eng.nseen && !ok; i++)
 			ok = strncmp(eng.seen[i], r->after, strlen(r->after)) == 0;
-		pthread_mutex_unlock(&eng.mu);
-		if (ok && strncmp(line, r->prefix, strlen(r->prefix)) == 0) {
-			size_t l = r->len != 0 ? r->len : strlen(r->resp);
-
-			(void)!send(fd, r->resp, l, MSG_NOSIGNAL);
+		if (ok && strncmp(line, r->prefix, strlen(r->prefix)) == 0)
 			break;
-		}
 	}
+	resp = r->resp;
+	rlen = r->resp == NULL ? 0 : r->len != 0 ? r->len : strlen(r->resp);
+	pthread_mutex_unlock(&eng.mu);
+	/* Answers are literals or live until the server stops. */
+	if (resp != NULL)
+		(void)!send(fd, resp, rlen, MSG_NOSIGNAL);
 out:
 	close(fd);
 	return NULL;
@@ -187,6 +203,7 @@ static struct sp_httpc *http;
 static struct sp_host host;
 static struct sp_provider prov;
 static char logbuf[4096];
+static const char *conf_firewall = "off";
 
 static const char *
 conf(const struct sp_host *h, const char *name)
@@ -194,7 +211,7 @@ conf(const struct sp_host *h, const char *name)
 	if (strcmp(name, "docker.socket") == 0)
 		return eng.path;
 	if (strcmp(name, "docker.firewall") == 0)
-		return "off";
+		return conf_firewall;
 	if (strcmp(name, "docker.network") == 0)
 		return "testnet";
 	return NULL;
@@ -336,7 +353,7 @@ test_old_engine(void **state)
 	};
 	struct wait w;
 
-	eng.routes = routes;
+	set_routes(routes);
 	assert_int_equal(init(&w), SP_EPROVIDER);
 	assert_non_null(strstr(w.detail, "1.40"));
 }
@@ -350,7 +367,7 @@ test_garbage_ping(void **state)
 	};
 	struct wait w;
 
-	eng.routes = routes;
+	set_routes(routes);
 	assert_int_equal(init(&w), SP_EPROTO);
 }
 
@@ -363,7 +380,7 @@ test_no_api_version(void **state)
 	};
 	struct wait w;
 
-	eng.routes = routes;
+	set_routes(routes);
 	assert_int_equal(init(&w), SP_EPROTO);
 }
 
@@ -378,7 +395,7 @@ test_open_network_refused(void **state)
 	};
 	struct wait w;
 
-	eng.routes = routes;
+	set_routes(routes);
 	assert_int_equal(init(&w), SP_ECONFIG);
 	assert_non_null(strstr(w.detail, "not internal"));
 }
@@ -394,7 +411,7 @@ test_garbage_network(void **state)
 	};
 	struct wait w;
 
-	eng.routes = routes;
+	set_routes(routes);
 	assert_int_equal(init(&w), SP_EPROTO);
 }
 
@@ -417,7 +434,7 @@ test_negotiate_and_create_network(void **state)
 		{ NULL, NULL, 0, NULL },
 	};
 
-	eng.routes = seq;
+	set_routes(seq);
 	assert_int_equal(init(&w), 0);
 	assert_non_null(strstr(logbuf, "NOT enforced"));
 	assert_non_null(strstr(logbuf, "docker.firewall is off"));
@@ -472,7 +489,7 @@ test_errors_and_exec(void **state)
 		{ NULL, NULL, 0 },
 	};
 
-	eng.routes = routes;
+	set_routes(routes);
 	assert_int_equal(init(&w), 0);
 
 	memset(&w, 0, sizeof(w));
@@ -529,7 +546,7 @@ test_garbage_exec_stream(void **state)
 	};
 	struct wait w;
 
-	eng.routes = routes;
+	set_routes(routes);
 	assert_int_equal(init(&w), 0);
 	memset(&w, 0, sizeof(w));
 	assert_int_equal(prov.ops->exec(&prov, "c1", &es, out_cb, exec_cb, &w, NULL), 0);
@@ -551,7 +568,7 @@ test_close_cancels(void **state)
 	};
 	struct wait w, lw = { 0 };
 
-	eng.routes = routes;
+	set_routes(routes);
 	assert_int_equal(init(&w), 0);
 	assert_int_equal(prov.ops->list(&prov, list_cb, &lw), 0);
 	uv_run(&loop, UV_RUN_NOWAIT);
@@ -562,6 +579,72 @@ test_close_cancels(void **state)
 	assert_true(lw.status == SP_ECANCELED || lw.status == SP_EPROTO);
 	/* teardown closes again: make that a fresh provider. */
 	memset(prov.priv, 0, sp_docker_provider.priv_size);
+}
+
+static void
+test_bad_config(void **state)
+{
+	struct wait w;
+
+	conf_firewall = "maybe";
+	assert_int_equal(init(&w), SP_ECONFIG);
+	conf_firewall = "off";
+	assert_non_null(strstr(w.detail, "docker.firewall"));
+	/* Nothing reached the engine (a late request of the last test may have). */
+	pthread_mutex_lock(&eng.mu);
+	for (int i = 0; i < eng.nseen; i++)
+		assert_null(strstr(eng.seen[i], "_ping"));
+	pthread_mutex_unlock(&eng.mu);
+}
+
+struct events {
+	int n;
+	int exit_code;
+	char sandbox[32];
+};
+
+static void
+event_cb(void *arg, const struct sp_instance *inst)
+{
+	struct events *e = arg;
+
+	e->n++;
+	e->exit_code = inst->exit_code;
+	snprintf(e->sandbox, sizeof(e->sandbox), "%s", inst->sandbox_id);
+}
+
+/* The event stream drops after each event: the watch reconnects with since=. */
+static void
+test_watch_reconnects(void **state)
+{
+	char *net = http_json("200 OK", NET_GOOD);
+	const struct route routes[] = {
+		{ "GET /_ping", OK_PING },
+		{ "GET /v1.41/networks/testnet", net },
+		{ "GET /v1.41/events", "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+		  "Connection: close\r\n\r\n{\"Type\":\"container\",\"Action\":\"die\","
+		  "\"Actor\":{\"ID\":\"c1\",\"Attributes\":{\"exitCode\":\"3\","
+		  "\"io.sandpit.sandbox\":\"sb-9\"}},\"timeNano\":1700000000000000123}\n" },
+		{ NULL, NULL },
+	};
+	struct events ev = { 0 };
+	struct wait w;
+	bool since = false;
+
+	set_routes(routes);
+	assert_int_equal(init(&w), 0);
+	assert_int_equal(prov.ops->watch(&prov, event_cb, &ev), 0);
+	assert_int_equal(prov.ops->watch(&prov, event_cb, &ev), SP_ECONFLICT);
+	while (ev.n < 2)
+		uv_run(&loop, UV_RUN_ONCE);
+	assert_int_equal(ev.exit_code, 3);
+	assert_string_equal(ev.sandbox, "sb-9");
+	pthread_mutex_lock(&eng.mu);
+	for (int i = 0; i < eng.nseen; i++)
+		if (strstr(eng.seen[i], "since=1700000000.000000124") != NULL)
+			since = true;
+	pthread_mutex_unlock(&eng.mu);
+	assert_true(since);
 }
 
 int
@@ -577,6 +660,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_errors_and_exec, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_garbage_exec_stream, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_close_cancels, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bad_config, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_watch_reconnects, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, server_setup, server_teardown);
