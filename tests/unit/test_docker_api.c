@@ -523,6 +523,21 @@ test_errors_and_exec(void **state)
 	run_until(&w);
 	assert_int_equal(w.status, SP_EPROTO);
 
+	/* Strings that are not UTF-8 are refused, never dropped from a command. */
+	{
+		const char *bad[] = { "echo", "\xff\xfe", NULL };
+		struct sp_exec_spec bs = { .argv = bad };
+		struct sp_sandbox_spec bspec = spec;
+
+		assert_int_equal(prov.ops->exec(&prov, "c1", &bs, out_cb, exec_cb, &w, NULL),
+		    SP_EINVAL);
+		bspec.tenant = "\xc3";
+		assert_int_equal(prov.ops->create(&prov, &bspec, create_cb, &w), SP_EINVAL);
+		bspec.tenant = "t";
+		bspec.cmd = bad;
+		assert_int_equal(prov.ops->create(&prov, &bspec, create_cb, &w), SP_EINVAL);
+	}
+
 	/* Refs that would escape the URL path are refused up front. */
 	assert_int_equal(prov.ops->start(&prov, "../../x", done_cb, &w), SP_EINVAL);
 	assert_int_equal(prov.ops->destroy(&prov, "a?b", done_cb, &w), SP_EINVAL);
