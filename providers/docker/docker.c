@@ -197,6 +197,17 @@ docker_read_directives(struct docker *d, char *detail, size_t len)
 {
 	const char *fw = docker_conf(d, "docker.firewall");
 
+	/* A second init after a failed one reads them afresh. */
+	free(d->socket);
+	free(d->network);
+	free(d->bridge);
+	free(d->subnet);
+	free(d->seccomp_path);
+	free(d->user);
+	free(d->runtime);
+	free(d->busybox);
+	free(d->seccomp);
+	d->seccomp = NULL;
 	d->socket = docker_conf_dup(d, "docker.socket");
 	d->network = docker_conf_dup(d, "docker.network");
 	d->bridge = docker_conf_dup(d, "docker.bridge");
@@ -459,6 +470,7 @@ docker_init_deferred_fail(uv_timer_t *t)
 	struct docker *d = t->data;
 
 	docker_init_fail(d, d->init_status, d->init_detail);
+	docker_unref(d);
 }
 
 static int
@@ -488,6 +500,8 @@ docker_init(struct sp_provider *p, sp_done_cb cb, void *arg)
 		/* Through the callback, later, so the detail reaches the log. */
 		d->init_status = rc;
 		snprintf(d->init_detail, sizeof(d->init_detail), "%s", detail);
+		/* Held so a close() meanwhile waits for this callback. */
+		docker_ref(d);
 		uv_timer_start(&d->defer, docker_init_deferred_fail, 0, 0);
 		return 0;
 	}
@@ -603,6 +617,9 @@ docker_create_body(struct docker *d, const struct sp_sandbox_spec *spec, const c
 	    SP_LABEL_SANDBOX, spec->id,
 	    SP_LABEL_TENANT, spec->tenant != NULL ? spec->tenant : "",
 	    SP_LABEL_SPEC_HASH, spec->spec_hash != NULL ? spec->spec_hash : "");
+	if (labels == NULL)
+		/* A string that is not UTF-8: refuse it rather than drop it. */
+		return NULL;
 	/* Only what the worker needs to find the daemon: never a secret. */
 	env = json_array();
 	json_array_append_new(env, json_string("PATH=/usr/local/bin:/bin"));
@@ -661,11 +678,12 @@ docker_create_body(struct docker *d, const struct sp_sandbox_spec *spec, const c
 	    "Labels", labels, "Tty", 0, "OpenStdin", 0, "AttachStdout", 0, "AttachStderr", 0,
 	    "HostConfig", hc);
 	if (body == NULL)
-		abort();
+		return NULL;
 	if (spec->cmd != NULL) {
-		cmd = json_array();
-		for (const char *const *a = spec->cmd; *a != NULL; a++)
-			json_array_append_new(cmd, json_string(*a));
+		if ((cmd = docker_json_strv(spec->cmd, 4096)) == NULL) {
+			json_decref(body);
+			return NULL;
+		}
 		json_object_set_new(body, "Cmd", cmd);
 	}
 	return body;
@@ -692,7 +710,11 @@ docker_create(struct sp_provider *p, const struct sp_sandbox_spec *spec, sp_crea
 	c->cb = cb;
 	c->arg = arg;
 	c->path = docker_xprintf("/containers/create?name=sandpit-%s", spec->id);
-	c->body = docker_create_body(d, spec, image);
+	if ((c->body = docker_create_body(d, spec, image)) == NULL) {
+		free(c->path);
+		free(c);
+		return SP_EINVAL;
+	}
 	c->worker_image = d->host->worker_image != NULL &&
 	    strcmp(image, d->host->worker_image) == 0;
 	if (c->worker_image && !d->image.ok) {

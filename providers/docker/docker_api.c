@@ -90,6 +90,22 @@ docker_api_escape(const char *s)
 	return out;
 }
 
+json_t *
+docker_json_strv(const char *const *v, size_t max)
+{
+	json_t *a = json_array(), *s;
+	size_t n = 0;
+
+	for (; v != NULL && *v != NULL; v++, n++) {
+		if (n == max || (s = json_string(*v)) == NULL) {
+			json_decref(a);
+			return NULL;
+		}
+		json_array_append_new(a, s);
+	}
+	return a;
+}
+
 int
 docker_api_status(long http)
 {

@@ -357,9 +357,8 @@ docker_exec(struct sp_provider *p, const char *ref, const struct sp_exec_spec *s
 	struct docker *d = docker_of(p);
 	struct docker_req req = { .method = "POST" };
 	struct sp_exec *ex;
-	json_t *cmd, *env, *body;
+	json_t *cmd, *env, *args, *body;
 	char *path, secs[32];
-	size_t n = 0;
 	int rc;
 
 	if (d->state != DOCKER_READY)
@@ -370,6 +369,12 @@ docker_exec(struct sp_provider *p, const char *ref, const struct sp_exec_spec *s
 	if (spec->argv == NULL || spec->argv[0] == NULL || out == NULL || cb == NULL)
 		return SP_EINVAL;
 
+	if ((args = docker_json_strv(spec->argv, EXEC_ARGV_MAX)) == NULL)
+		return SP_EINVAL;
+	if ((env = docker_json_strv(spec->env, EXEC_ARGV_MAX)) == NULL) {
+		json_decref(args);
+		return SP_EINVAL;
+	}
 	cmd = json_array();
 	if (spec->timeout_ms != 0) {
 		/*
@@ -385,23 +390,15 @@ docker_exec(struct sp_provider *p, const char *ref, const struct sp_exec_spec *s
 		json_array_append_new(cmd, json_string("KILL"));
 		json_array_append_new(cmd, json_string(secs));
 	}
-	for (const char *const *a = spec->argv; *a != NULL; a++, n++) {
-		if (n >= EXEC_ARGV_MAX) {
-			json_decref(cmd);
-			return SP_EINVAL;
-		}
-		json_array_append_new(cmd, json_string(*a));
-	}
-	env = json_array();
-	for (const char *const *e = spec->env; e != NULL && *e != NULL; e++)
-		json_array_append_new(env, json_string(*e));
+	json_array_extend(cmd, args);
+	json_decref(args);
 	body = json_pack("{s:b, s:b, s:b, s:b, s:o, s:o, s:s, s:s}",
 	    "AttachStdin", 0, "AttachStdout", 1, "AttachStderr", 1, "Tty", 0,
 	    "Cmd", cmd, "Env", env,
 	    "WorkingDir", spec->workdir != NULL ? spec->workdir : "/work",
 	    "User", d->user);
 	if (body == NULL)
-		/* json_string() refused a string that is not UTF-8. */
+		/* A workdir that is not UTF-8. */
 		return SP_EINVAL;
 
 	ex = docker_xcalloc(1, sizeof(*ex));

@@ -81,6 +81,8 @@ void docker_api_cancel(struct docker_call *call);
 void docker_api_cancel_all(struct docker *d);
 /* Percent-encode s for a URL query or path (result is allocated). */
 char *docker_api_escape(const char *s);
+/* A JSON array of the strings of v; NULL if one is not UTF-8 or there are over max. */
+json_t *docker_json_strv(const char *const *v, size_t max);
 /* Map an HTTP error status to an SP_E* value. */
 int docker_api_status(long http);
 

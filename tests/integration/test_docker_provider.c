@@ -96,12 +96,32 @@ struct wait {
 	size_t err_len;
 };
 
+/* A hang fails the test (and the teardown still cleans up) instead of the ctest timeout. */
+#define WAIT_LIMIT_MS	120000
+static uv_timer_t watchdog;
+static bool expired;
+
 static void
-run_until(struct wait *w)
+watchdog_cb(uv_timer_t *t)
 {
-	while (!w->done)
-		uv_run(&loop, UV_RUN_ONCE);
+	expired = true;
 }
+
+static void
+run_until_flag(bool *done, const char *what)
+{
+	expired = false;
+	uv_timer_start(&watchdog, watchdog_cb, WAIT_LIMIT_MS, 0);
+	while (!*done && !expired)
+		uv_run(&loop, UV_RUN_ONCE);
+	uv_timer_stop(&watchdog);
+	if (!*done)
+		fail_msg("no callback after %d s: %s", WAIT_LIMIT_MS / 1000, what);
+}
+
+#define run_until(w)	run_until_flag(&(w)->done, #w " at line " _SP_STR(__LINE__))
+#define _SP_STR(x)	_SP_STR2(x)
+#define _SP_STR2(x)	#x
 
 static void
 done_cb(void *arg, int status, const char *detail)
@@ -321,6 +341,7 @@ group_setup(void **state)
 
 	if (uv_loop_init(&loop) != 0 || httpc_new(&loop, &http) != 0)
 		return -1;
+	uv_timer_init(&loop, &watchdog);
 	host.loop = &loop;
 	host.http = http;
 	host.instance = instance;
@@ -354,6 +375,7 @@ group_teardown(void **state)
 	/* Remove what we made first, so a crash below leaves nothing behind. */
 	cleanup_everything();
 	provider_close(&prov);
+	uv_close((uv_handle_t *)&watchdog, NULL);
 	httpc_close(http, closed_cb, &closed);
 	while (!closed)
 		uv_run(&loop, UV_RUN_ONCE);
@@ -789,8 +811,16 @@ test_destroy_and_events(void **state)
 	assert_int_equal(w.inst.state, SP_INST_GONE);
 
 	/* The watch saw it die and go. */
-	while (ev.gone == 0)
-		uv_run(&loop, UV_RUN_ONCE);
+	{
+		bool gone = false;
+
+		expired = false;
+		uv_timer_start(&watchdog, watchdog_cb, WAIT_LIMIT_MS, 0);
+		while (!(gone = ev.gone > 0) && !expired)
+			uv_run(&loop, UV_RUN_ONCE);
+		uv_timer_stop(&watchdog);
+		assert_true(gone);
+	}
 	assert_int_equal(ev.exited, 1);
 
 	/* Exec in a vanished sandbox fails cleanly. */
