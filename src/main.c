@@ -368,7 +368,7 @@ daemon_start(struct daemon *d)
 		.log = daemon_log,
 		.core = d,
 	};
-	sandbox_mgr_new(&d->loop, d->store, d->cfg, &d->host, &d->mgr);
+	sandbox_mgr_new(&d->loop, d->store, d->cfg, &d->host, sp_providers, &d->mgr);
 
 	limits = daemon_ctl_limits(d->cfg);
 	r = ctl_new(&d->loop, &limits, &d->ctl);

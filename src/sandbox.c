@@ -522,7 +522,8 @@ mgr_reconcile(struct mgr_provider *mp)
 
 int
 sandbox_mgr_new(uv_loop_t *loop, struct store *store, const struct config *cfg,
-		const struct sp_host *host, struct sandbox_mgr **ret)
+		const struct sp_host *host, const struct sp_provider_ops *const *ops,
+		struct sandbox_mgr **ret)
 {
 	struct sandbox_mgr *mgr = xcalloc(1, sizeof(*mgr));
 	size_t n = 0;
@@ -532,13 +533,13 @@ sandbox_mgr_new(uv_loop_t *loop, struct store *store, const struct config *cfg,
 	mgr->cfg = cfg;
 	mgr->host = host;
 	mgr->inflight.next = mgr->inflight.prev = &mgr->inflight;
-	while (sp_providers[n] != NULL)
+	while (ops[n] != NULL)
 		n++;
 	mgr->providers = xcalloc(n ? n : 1, sizeof(*mgr->providers));
 	mgr->plist = xcalloc(n ? n : 1, sizeof(*mgr->plist));
 	for (size_t i = 0; i < n; i++) {
 		mgr->providers[i].mgr = mgr;
-		mgr->providers[i].p = provider_new(sp_providers[i], host);
+		mgr->providers[i].p = provider_new(ops[i], host);
 		mgr->plist[i] = mgr->providers[i].p;
 	}
 	mgr->nproviders = n;
@@ -754,7 +755,8 @@ spec_normalise(struct sandbox_mgr *mgr, json_t *spec, json_t **ret, char *err, s
 	}
 	json_object_foreach(spec, key, v) {
 		if (strcmp(key, "provider") == 0) {
-			if (!json_is_string(v) || provider_find(json_string_value(v)) == NULL) {
+			if (!json_is_string(v) ||
+			    mgr_provider_by_name(mgr, json_string_value(v)) == NULL) {
 				errf(err, errlen, "provider: unknown provider");
 				return SP_EINVAL;
 			}

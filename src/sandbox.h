@@ -40,10 +40,12 @@ typedef void (*sandbox_exec_cb)(void *arg, int status, const struct sp_exec_resu
 /*
  * host is lent to every provider (its loop, http client and config lookup);
  * cfg is the configuration in force (replaced with sandbox_mgr_set_config).
- * Providers are instantiated from sp_providers[] and initialised by start().
+ * One provider is instantiated per entry of ops (NULL-terminated: the daemon
+ * passes sp_providers, tests a fake) and initialised by start().
  */
 int sandbox_mgr_new(uv_loop_t *loop, struct store *store, const struct config *cfg,
-		    const struct sp_host *host, struct sandbox_mgr **ret);
+		    const struct sp_host *host, const struct sp_provider_ops *const *ops,
+		    struct sandbox_mgr **ret);
 void sandbox_mgr_set_config(struct sandbox_mgr *mgr, const struct config *cfg);
 /* Initialise the providers, reconcile once each is up, then on a timer. */
 void sandbox_mgr_start(struct sandbox_mgr *mgr);

@@ -63,8 +63,8 @@ r=$(ctl POST /v1/sandboxes '{"pids":100000000}')
 check "a limit over the maximum gets 400 ($r)" errshape 400 "$r"
 r=$(ctl POST /v1/sandboxes '[1,2,3]')
 check "a JSON array body gets 400 ($r)" errshape 400 "$r"
-big=$(head -c 2000000 /dev/zero | tr '\0' 'a')
-r=$(ctl POST /v1/sandboxes "{\"image\":\"$big\"}")
+{ printf '{"image":"'; head -c 2000000 /dev/zero | tr '\0' 'a'; printf '"}'; } >"$T_DIR/big.json"
+r=$(ctl_file POST /v1/sandboxes "$T_DIR/big.json")
 check "an oversized body gets 413 ($(cut -c1-80 <<<"$r"))" errshape 413 "$r"
 r=$(ctl GET /v1/sandboxes/not-an-id)
 check "an invalid id gets 400 ($r)" errshape 400 "$r"
@@ -99,7 +99,8 @@ echo "max_body 2m" >>"$T_DIR/sandpitd.conf"
 kill -HUP "$T_PID"
 for _ in $(seq 1 50); do grep -q "configuration reloaded" "$T_LOG" && break; sleep 0.1; done
 check "SIGHUP with a valid file reloads it" grep -q "configuration reloaded" "$T_LOG"
-r=$(ctl POST /v1/sandboxes "{\"image\":\"$(head -c 1500000 /dev/zero | tr '\0' 'a')\"}")
+{ printf '{"image":"'; head -c 1500000 /dev/zero | tr '\0' 'a'; printf '"}'; } >"$T_DIR/big.json"
+r=$(ctl_file POST /v1/sandboxes "$T_DIR/big.json")
 check "the reloaded max_body is in force (1.5 MB now reaches validation: $(cut -c1-60 <<<"$r"))" errshape 400 "$r"
 
 # --- log lines carry syslog priority prefixes ---

@@ -54,6 +54,14 @@ ctl() {
 	printf '%s %s\n' "$(printf '%s' "$out" | tail -n1)" "$(printf '%s' "$out" | sed '$d')"
 }
 
+# ctl_file METHOD PATH FILE -> like ctl, with the body read from FILE
+ctl_file() {
+	local out
+	out=$(curl -s -w '\n%{http_code}' --unix-socket "$T_SOCK" -X "$1" \
+		-H 'Content-Type: application/json' --data-binary "@$3" "http://localhost$2")
+	printf '%s %s\n' "$(printf '%s' "$out" | tail -n1)" "$(printf '%s' "$out" | sed '$d')"
+}
+
 write_config() {	# write_config [extra directive lines]
 	cat >"$T_DIR/sandpitd.conf" <<CONF
 # written by $T_NAME
