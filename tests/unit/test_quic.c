@@ -1,0 +1,443 @@
+/*
+ * The HTTP/3 server on loopback with the real client: single calls, 64
+ * concurrent streams, several connections, bad input of every kind, ALPN and
+ * certificate refusal, idle timeout and graceful shutdown.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <uv.h>
+
+#include "quic.h"
+#include "quic_client.h"
+#include "quic_testlib.h"
+
+struct fx {
+	uv_loop_t loop;
+	struct qt_env env;
+	struct quic_server *srv;
+	int srv_closed;
+};
+
+struct cl {
+	struct quic_client *c;
+	int connected, closed, close_err, freed;
+};
+
+struct resp {
+	int done, status;
+	char body[512];
+};
+
+static void
+run_until(uv_loop_t *loop, const int *flag)
+{
+	uint64_t limit = uv_hrtime() + 10ULL * 1000000000ULL;
+
+	while (!*flag) {
+		assert_true(uv_hrtime() < limit);
+		uv_run(loop, UV_RUN_ONCE);
+	}
+}
+
+static void
+srv_closed_cb(void *arg)
+{
+	*(int *)arg = 1;
+}
+
+static void
+fx_start(struct fx *fx, const struct quic_config *over)
+{
+	struct quic_config cfg = { 0 };
+
+	if (over)
+		cfg = *over;
+	assert_int_equal(uv_loop_init(&fx->loop), 0);
+	qt_env_init(&fx->env);
+	cfg.host = "127.0.0.1";
+	cfg.cert_file = fx->env.cert;
+	cfg.key_file = fx->env.key;
+	assert_int_equal(quic_server_new(&fx->loop, &cfg, fx->env.rpc, &fx->srv), 0);
+	assert_true(quic_server_port(fx->srv) != 0);
+}
+
+static void
+fx_stop(struct fx *fx)
+{
+	quic_server_close(fx->srv, srv_closed_cb, &fx->srv_closed);
+	run_until(&fx->loop, &fx->srv_closed);
+	uv_run(&fx->loop, UV_RUN_DEFAULT);
+	assert_int_equal(uv_loop_close(&fx->loop), 0);
+	qt_env_done(&fx->env);
+}
+
+static void
+cl_event(void *arg, enum quic_client_event ev, int err)
+{
+	struct cl *cl = arg;
+
+	if (ev == QUIC_CLIENT_CONNECTED)
+		cl->connected = 1;
+	else {
+		cl->closed = 1;
+		cl->close_err = err;
+	}
+}
+
+static void
+cl_freed(void *arg)
+{
+	((struct cl *)arg)->freed = 1;
+}
+
+static void
+cl_open(struct fx *fx, struct cl *cl, const char *alpn, const char *ca)
+{
+	struct quic_client_config cfg = { 0 };
+
+	memset(cl, 0, sizeof(*cl));
+	cfg.host = "127.0.0.1";
+	cfg.port = quic_server_port(fx->srv);
+	cfg.ca_file = ca ? ca : fx->env.ca;
+	cfg.alpn = alpn;
+	assert_int_equal(quic_client_new(&fx->loop, &cfg, cl_event, cl, &cl->c), 0);
+}
+
+static void
+cl_close(struct fx *fx, struct cl *cl)
+{
+	quic_client_close(cl->c, cl_freed, cl);
+	run_until(&fx->loop, &cl->freed);
+}
+
+static void
+on_resp(void *arg, int status, const uint8_t *body, size_t len)
+{
+	struct resp *r = arg;
+
+	r->done = 1;
+	r->status = status;
+	if (len >= sizeof(r->body))
+		len = sizeof(r->body) - 1;
+	memcpy(r->body, body, len);
+	r->body[len] = '\0';
+}
+
+static void
+call(struct fx *fx, struct cl *cl, const char *method, const char *path, const char *token,
+    const char *body, struct resp *r)
+{
+	memset(r, 0, sizeof(*r));
+	assert_int_equal(quic_client_request(cl->c, method, path, token, body,
+	    body ? strlen(body) : 0, on_resp, r), 0);
+	run_until(&fx->loop, &r->done);
+}
+
+static void
+test_single_call(void **state)
+{
+	struct fx fx = { 0 };
+	struct cl cl;
+	struct resp r;
+
+	fx_start(&fx, NULL);
+	cl_open(&fx, &cl, NULL, NULL);
+	run_until(&fx.loop, &cl.connected);
+	call(&fx, &cl, "GET", "/v1/ping", NULL, NULL, &r);
+	assert_int_equal(r.status, 200);
+	assert_string_equal(r.body, "{\"pong\":true}");
+	call(&fx, &cl, "POST", "/v1/echo", NULL, "{\"a\":[1,2,3]}", &r);
+	assert_int_equal(r.status, 200);
+	assert_string_equal(r.body, "{\"a\":[1,2,3]}");
+	assert_int_equal(quic_server_stats(fx.srv)->requests, 2);
+	assert_int_equal(quic_server_stats(fx.srv)->conns_active, 1);
+	cl_close(&fx, &cl);
+	fx_stop(&fx);
+}
+
+#define NCONN	4
+#define NSTREAM	64
+
+struct many {
+	struct resp r;
+	int idx;
+	unsigned *ok;
+};
+
+static void
+on_many(void *arg, int status, const uint8_t *body, size_t len)
+{
+	struct many *m = arg;
+	char want[64];
+
+	snprintf(want, sizeof(want), "{\"i\":%d}", m->idx);
+	if (status == 200 && len == strlen(want) && memcmp(body, want, len) == 0)
+		(*m->ok)++;
+	m->r.done = 1;
+}
+
+static void
+test_many_streams_and_connections(void **state)
+{
+	static struct many m[NCONN][NSTREAM];
+	struct fx fx = { 0 };
+	struct cl cl[NCONN];
+	unsigned ok = 0;
+	int all = 0, i, j;
+	char body[64];
+
+	fx_start(&fx, NULL);
+	for (i = 0; i < NCONN; i++)
+		cl_open(&fx, &cl[i], NULL, NULL);
+	/* Requests queue before the handshake and go out on 64 concurrent streams. */
+	for (i = 0; i < NCONN; i++)
+		for (j = 0; j < NSTREAM; j++) {
+			m[i][j].idx = i * 1000 + j;
+			m[i][j].ok = &ok;
+			snprintf(body, sizeof(body), "{\"i\":%d}", m[i][j].idx);
+			assert_int_equal(quic_client_request(cl[i].c, "POST", "/v1/echo", NULL, body,
+			    strlen(body), on_many, &m[i][j]), 0);
+		}
+	while (!all) {
+		uv_run(&fx.loop, UV_RUN_ONCE);
+		all = 1;
+		for (i = 0; i < NCONN; i++)
+			for (j = 0; j < NSTREAM; j++)
+				all &= m[i][j].r.done;
+	}
+	assert_int_equal(ok, NCONN * NSTREAM);
+	assert_int_equal(quic_server_stats(fx.srv)->requests, NCONN * NSTREAM);
+	assert_int_equal(quic_server_stats(fx.srv)->conns_accepted, NCONN);
+	/* A second round on the same connections: stream credit came back. */
+	ok = 0;
+	for (i = 0; i < NCONN; i++)
+		for (j = 0; j < NSTREAM; j++) {
+			m[i][j].r.done = 0;
+			snprintf(body, sizeof(body), "{\"i\":%d}", m[i][j].idx);
+			assert_int_equal(quic_client_request(cl[i].c, "POST", "/v1/echo", NULL, body,
+			    strlen(body), on_many, &m[i][j]), 0);
+		}
+	for (all = 0; !all;) {
+		uv_run(&fx.loop, UV_RUN_ONCE);
+		all = 1;
+		for (i = 0; i < NCONN; i++)
+			for (j = 0; j < NSTREAM; j++)
+				all &= m[i][j].r.done;
+	}
+	assert_int_equal(ok, NCONN * NSTREAM);
+	for (i = 0; i < NCONN; i++)
+		cl_close(&fx, &cl[i]);
+	fx_stop(&fx);
+}
+
+static void
+send_garbage(uint16_t port, const void *data, size_t len)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons(port) };
+	int fd = socket(AF_INET, SOCK_DGRAM, 0);
+
+	assert_true(fd >= 0);
+	inet_pton(AF_INET, "127.0.0.1", &sin.sin_addr);
+	assert_int_equal(sendto(fd, data, len, 0, (struct sockaddr *)&sin, sizeof(sin)),
+	    (ssize_t)len);
+	close(fd);
+}
+
+static void
+test_bad_input(void **state)
+{
+	struct quic_config over = { .max_body_bytes = 4096 };
+	struct fx fx = { 0 };
+	struct cl cl, cl2;
+	struct resp r;
+	char *tok, *big, jti[AUTH_JTI_LEN + 1];
+	uint8_t junk[1300];
+	size_t i;
+
+	fx_start(&fx, &over);
+	/* Garbage: a short header for no connection, random bytes, an empty-ish datagram. */
+	for (i = 0; i < sizeof(junk); i++)
+		junk[i] = (uint8_t)(i * 37 + 11);
+	junk[0] = 0x40;
+	send_garbage(quic_server_port(fx.srv), junk, sizeof(junk));
+	send_garbage(quic_server_port(fx.srv), "x", 1);
+	junk[0] = 0xc0;	/* a long header with a bogus version and lengths */
+	send_garbage(quic_server_port(fx.srv), junk, 40);
+	cl_open(&fx, &cl, NULL, NULL);
+	run_until(&fx.loop, &cl.connected);
+	assert_true(quic_server_stats(fx.srv)->garbage >= 3);
+	assert_int_equal(quic_server_stats(fx.srv)->conns_accepted, 1);
+
+	call(&fx, &cl, "GET", "/v1/nope", NULL, NULL, &r);
+	assert_int_equal(r.status, 404);
+	assert_non_null(strstr(r.body, "\"code\":\"not_found\""));
+	call(&fx, &cl, "DELETE", "/v1/ping", NULL, NULL, &r);
+	assert_int_equal(r.status, 405);
+	call(&fx, &cl, "POST", "/v1/echo", NULL, "[not json", &r);
+	assert_int_equal(r.status, 400);
+	big = malloc(8193);
+	memset(big, 'a', 8192);
+	big[8192] = '\0';
+	call(&fx, &cl, "POST", "/v1/echo", NULL, big, &r);
+	assert_int_equal(r.status, 413);
+	free(big);
+	/* Headers: a path past the limit. */
+	big = malloc(2001);
+	big[0] = '/';
+	memset(big + 1, 'p', 1999);
+	big[2000] = '\0';
+	call(&fx, &cl, "GET", big, NULL, NULL, &r);
+	assert_int_equal(r.status, 431);
+	free(big);
+
+	/* A good token works; another sandbox's path is forbidden. */
+	tok = qt_token(&fx.env, "sb-1", 60, jti);
+	call(&fx, &cl, "POST", "/v1/worker/heartbeat", tok, NULL, &r);
+	assert_int_equal(r.status, 200);
+	assert_string_equal(r.body, "{\"sub\":\"sb-1\",\"tenant\":\"acme\"}");
+	call(&fx, &cl, "GET", "/v1/sandboxes/sb-2/self", tok, NULL, &r);
+	assert_int_equal(r.status, 403);
+	call(&fx, &cl, "GET", "/v1/sandboxes/sb-1/self", tok, NULL, &r);
+	assert_int_equal(r.status, 200);
+	assert_false(cl.closed);
+
+	/* Revoked: 401 and the connection is closed. */
+	assert_int_equal(auth_revoke(fx.env.auth, jti, time(NULL) + 60), 0);
+	call(&fx, &cl, "POST", "/v1/worker/heartbeat", tok, NULL, &r);
+	assert_int_equal(r.status, 401);
+	assert_non_null(strstr(r.body, "revoked"));
+	run_until(&fx.loop, &cl.closed);
+	assert_int_equal(cl.close_err, -ECONNRESET);
+	free(tok);
+	cl_close(&fx, &cl);
+
+	/* Forged token on a fresh connection: 401 and close too. */
+	cl_open(&fx, &cl2, NULL, NULL);
+	tok = qt_token(&fx.env, "sb-1", 60, NULL);
+	tok[strlen(tok) - 2] ^= 1;
+	call(&fx, &cl2, "POST", "/v1/worker/heartbeat", tok, NULL, &r);
+	assert_int_equal(r.status, 401);
+	run_until(&fx.loop, &cl2.closed);
+	free(tok);
+	cl_close(&fx, &cl2);
+
+	assert_int_equal(rpc_stats(fx.env.rpc)->unauthorized, 2);
+	assert_int_equal(rpc_stats(fx.env.rpc)->forbidden, 1);
+	assert_int_equal(rpc_stats(fx.env.rpc)->not_found, 2);
+	assert_int_equal(rpc_stats(fx.env.rpc)->bad_request, 3);
+	assert_int_equal(quic_server_stats(fx.srv)->refused_requests, 2);
+	fx_stop(&fx);
+}
+
+static void
+test_wrong_alpn_and_ca(void **state)
+{
+	struct fx fx = { 0 };
+	struct qt_env other;
+	struct cl cl;
+
+	fx_start(&fx, NULL);
+	cl_open(&fx, &cl, "hq-interop", NULL);
+	run_until(&fx.loop, &cl.closed);
+	assert_false(cl.connected);
+	assert_int_equal(cl.close_err, -EACCES);
+	cl_close(&fx, &cl);
+
+	/* A client that trusts another CA refuses our server. */
+	qt_env_init(&other);
+	cl_open(&fx, &cl, NULL, other.ca);
+	run_until(&fx.loop, &cl.closed);
+	assert_false(cl.connected);
+	assert_int_equal(cl.close_err, -EACCES);
+	cl_close(&fx, &cl);
+	qt_env_done(&other);
+	fx_stop(&fx);
+}
+
+static void
+test_shutdown_closes_peers(void **state)
+{
+	struct fx fx = { 0 };
+	struct cl cl;
+	struct resp r;
+
+	fx_start(&fx, NULL);
+	cl_open(&fx, &cl, NULL, NULL);
+	call(&fx, &cl, "GET", "/v1/ping", NULL, NULL, &r);
+	assert_int_equal(r.status, 200);
+	quic_server_close(fx.srv, srv_closed_cb, &fx.srv_closed);
+	run_until(&fx.loop, &cl.closed);
+	assert_int_equal(cl.close_err, -ECONNRESET);
+	run_until(&fx.loop, &fx.srv_closed);
+	cl_close(&fx, &cl);
+	uv_run(&fx.loop, UV_RUN_DEFAULT);
+	assert_int_equal(uv_loop_close(&fx.loop), 0);
+	qt_env_done(&fx.env);
+}
+
+static void
+test_idle_timeout(void **state)
+{
+	struct quic_config over = { .idle_timeout_ms = 150 };
+	struct fx fx = { 0 };
+	struct cl cl;
+
+	fx_start(&fx, &over);
+	cl_open(&fx, &cl, NULL, NULL);
+	run_until(&fx.loop, &cl.connected);
+	run_until(&fx.loop, &cl.closed);
+	assert_int_equal(cl.close_err, -ETIMEDOUT);
+	cl_close(&fx, &cl);
+	/* The server forgets the connection too. */
+	while (quic_server_stats(fx.srv)->conns_active != 0)
+		uv_run(&fx.loop, UV_RUN_ONCE);
+	assert_int_equal(quic_server_stats(fx.srv)->conns_idle_closed, 1);
+	fx_stop(&fx);
+}
+
+static void
+test_wildcard_refused(void **state)
+{
+	struct quic_config cfg = { .host = "0.0.0.0", .cert_file = "x", .key_file = "y" };
+	struct quic_server *srv;
+	struct qt_env env;
+	uv_loop_t loop;
+
+	assert_int_equal(uv_loop_init(&loop), 0);
+	qt_env_init(&env);
+	assert_int_equal(quic_server_new(&loop, &cfg, env.rpc, &srv), -EINVAL);
+	cfg.host = "::";
+	assert_int_equal(quic_server_new(&loop, &cfg, env.rpc, &srv), -EINVAL);
+	cfg.host = "127.0.0.1";
+	assert_int_equal(quic_server_new(&loop, &cfg, env.rpc, &srv), -EIO);
+	qt_env_done(&env);
+	assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_single_call),
+		cmocka_unit_test(test_many_streams_and_connections),
+		cmocka_unit_test(test_bad_input),
+		cmocka_unit_test(test_wrong_alpn_and_ca),
+		cmocka_unit_test(test_shutdown_closes_peers),
+		cmocka_unit_test(test_idle_timeout),
+		cmocka_unit_test(test_wildcard_refused),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
