@@ -532,6 +532,15 @@ qc_fail(struct quic_client *cl, int rv, uint64_t ts)
 	if (rv != NGTCP2_ERR_DRAINING && rv != NGTCP2_ERR_IDLE_CLOSE &&
 	    rv != NGTCP2_ERR_DROP_CONN && rv != NGTCP2_ERR_HANDSHAKE_TIMEOUT)
 		qc_send_close(cl, &ccerr, ts);
+	if (rv == NGTCP2_ERR_DRAINING) {
+		/* The server closed: a TLS alert (0x1XX) means it refused us. */
+		ngtcp2_conn_get_connection_close_error(cl->conn, &ccerr);
+		if (ccerr.type == NGTCP2_CONNECTION_CLOSE_ERROR_CODE_TYPE_TRANSPORT &&
+		    (ccerr.error_code & ~(uint64_t)0xff) == NGTCP2_CRYPTO_ERROR) {
+			qc_set_closed(cl, -EACCES);
+			return;
+		}
+	}
 	qc_set_closed(cl, qc_map_error(rv));
 }
 
