@@ -70,7 +70,7 @@ struct quic_client {
 	struct qc_req *queue, *queue_tail;	/* not yet on a stream */
 	size_t nqueued;
 	struct qc_req *active;
-	size_t nactive;
+	size_t nactive, nanswered;	/* on streams; of which answered already */
 	uint64_t deadline;
 	uint64_t last_ts;		/* manual mode: the caller's latest clock */
 };
@@ -112,7 +112,8 @@ qc_active_unlink(struct quic_client *cl, struct qc_req *r)
 static void
 qc_req_complete(struct qc_req *r, int status)
 {
-	r->cb(r->arg, status, r->rbody, status >= 0 ? r->rlen : 0);
+	if (r->cb)
+		r->cb(r->arg, status, r->rbody, status >= 0 ? r->rlen : 0);
 	qc_req_free(r);
 }
 
@@ -168,6 +169,7 @@ qc_set_closed(struct quic_client *cl, int err)
 		qc_active_unlink(cl, r);
 		qc_req_complete(r, -ECONNRESET);
 	}
+	cl->nanswered = 0;
 	if (cl->ev)
 		cl->ev(cl->ev_arg, QUIC_CLIENT_CLOSED, err);
 	cl->in_cb--;
@@ -244,11 +246,17 @@ qc_h3_end_stream(nghttp3_conn *h3, int64_t sid, void *ud, void *sud)
 	struct quic_client *cl = ud;
 	struct qc_req *r = sud;
 
-	if (!r)
+	if (!r || !r->cb)
 		return 0;
-	nghttp3_conn_set_stream_user_data(h3, sid, NULL);
-	qc_active_unlink(cl, r);
-	qc_req_complete(r, r->failed ? r->failed : r->status ? r->status : SP_EPROTO);
+	/* Answer now, but keep the request: its body may still need resending until
+	 * the stream closes (the server can answer before acknowledging it). */
+	r->cb(r->arg, r->failed ? r->failed : r->status ? r->status : SP_EPROTO, r->rbody,
+	    r->failed ? 0 : r->rlen);
+	r->cb = NULL;
+	cl->nanswered++;
+	free(r->rbody);
+	r->rbody = NULL;
+	r->rlen = r->rcap = 0;
 	return 0;
 }
 
@@ -259,6 +267,8 @@ qc_h3_stream_close(nghttp3_conn *h3, int64_t sid, uint64_t code, void *ud, void 
 	struct qc_req *r = sud;
 
 	if (r) {
+		if (!r->cb)
+			cl->nanswered--;
 		qc_active_unlink(cl, r);
 		qc_req_complete(r, -ECONNRESET);
 	}
@@ -1061,6 +1071,7 @@ qc_finish_close(struct quic_client *cl)
 			qc_active_unlink(cl, r);
 			qc_req_complete(r, -ECANCELED);
 		}
+		cl->nanswered = 0;
 		cl->in_cb--;
 	}
 	qc_close_handles(cl);
@@ -1086,5 +1097,5 @@ quic_client_local(const struct quic_client *cl, socklen_t *len)
 size_t
 quic_client_outstanding(const struct quic_client *cl)
 {
-	return cl->nqueued + cl->nactive;
+	return cl->nqueued + cl->nactive - cl->nanswered;
 }
