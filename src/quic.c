@@ -1075,6 +1075,10 @@ qconn_new(struct quic_server *srv, const ngtcp2_pkt_hd *hd, const struct sockadd
 	params.max_idle_timeout = cfg->idle_timeout_ms * NGTCP2_MILLISECONDS;
 	params.active_connection_id_limit = 7;
 	params.original_dcid = hd->dcid;
+	if (ngtcp2_crypto_generate_stateless_reset_token(params.stateless_reset_token,
+	    srv->static_secret, sizeof(srv->static_secret), &scid) != 0)
+		goto out_free;
+	params.stateless_reset_token_present = 1;
 
 	path.local.addr = (struct sockaddr *)&srv->local;
 	path.local.addrlen = srv->locallen;
@@ -1184,6 +1188,34 @@ qconn_read(struct qconn *c, const struct sockaddr *remote, socklen_t remotelen,
 }
 
 static void
+quic_stateless_reset(struct quic_server *srv, const struct sockaddr *remote,
+    const ngtcp2_version_cid *vc, size_t len)
+{
+	uint8_t buf[64], token[NGTCP2_STATELESS_RESET_TOKENLEN], rnd[41];
+	ngtcp2_cid cid;
+	size_t randlen;
+	ngtcp2_ssize n;
+
+	/* Only for packets larger than the reset we send back, so two endpoints can
+	 * never bounce resets at each other, and only for our CID length. */
+	if (len < 43 || vc->dcidlen != QUIC_SCID_LEN)
+		return;
+	randlen = len - 1 - NGTCP2_STATELESS_RESET_TOKENLEN - 1;
+	if (randlen > sizeof(rnd))
+		randlen = sizeof(rnd);
+	ngtcp2_cid_init(&cid, vc->dcid, vc->dcidlen);
+	if (ngtcp2_crypto_generate_stateless_reset_token(token, srv->static_secret,
+	    sizeof(srv->static_secret), &cid) != 0)
+		return;
+	quic_rand_cb(rnd, randlen, NULL);
+	n = ngtcp2_pkt_write_stateless_reset(buf, sizeof(buf), token, rnd, randlen);
+	if (n > 0) {
+		srv->stats.stateless_resets++;
+		quic_send(srv, remote, buf, (size_t)n);
+	}
+}
+
+static void
 quic_server_datagram(struct quic_server *srv, const struct sockaddr *remote,
     socklen_t remotelen, const uint8_t *data, size_t len, uint64_t ts)
 {
@@ -1220,6 +1252,13 @@ quic_server_datagram(struct quic_server *srv, const struct sockaddr *remote,
 	c = quic_cid_find(srv, vc.dcid, vc.dcidlen);
 	if (c) {
 		qconn_read(c, remote, remotelen, data, len, ts);
+		return;
+	}
+	if (!(data[0] & 0x80)) {
+		/* A short header for a connection we do not know: a previous instance's
+		 * or a forgotten one. Tell the peer at once (RFC 9000, 10.3). */
+		srv->stats.garbage++;
+		quic_stateless_reset(srv, remote, &vc, len);
 		return;
 	}
 	if (ngtcp2_accept(&hd, data, len) != 0) {
@@ -1386,10 +1425,20 @@ quic_server_new(uv_loop_t *loop, const struct quic_config *config, struct rpc *r
 	for (srv->nbuckets = 64; srv->nbuckets < srv->cfg.max_connections * 4;)
 		srv->nbuckets *= 2;
 	srv->buckets = xcalloc(srv->nbuckets, sizeof(*srv->buckets));
-	if (gnutls_rnd(GNUTLS_RND_KEY, srv->static_secret, sizeof(srv->static_secret)) < 0) {
+	if (config->reset_secret) {
+		/* Stretch or fold any secret of 16+ bytes into the 32-byte key. */
+		if (config->reset_secret_len < 16) {
+			rv = -EINVAL;
+			goto out_buckets;
+		}
+		gnutls_hash_fast(GNUTLS_DIG_SHA256, config->reset_secret,
+		    config->reset_secret_len, srv->static_secret);
+	} else if (gnutls_rnd(GNUTLS_RND_KEY, srv->static_secret,
+	    sizeof(srv->static_secret)) < 0) {
 		rv = -EIO;
 		goto out_buckets;
 	}
+	srv->cfg.reset_secret = NULL;	/* copied; the caller's buffer is not kept */
 	gnutls_certificate_allocate_credentials(&srv->cred);
 	if (gnutls_certificate_set_x509_key_file(srv->cred, config->cert_file,
 	    config->key_file, GNUTLS_X509_FMT_PEM) < 0) {

@@ -51,6 +51,12 @@ struct quic_config {
 	uint64_t max_streams;		/* concurrent request streams per connection; 0 = 128 */
 	size_t max_header_bytes;	/* sum of name+value+32 per field; 0 = 16384 */
 	size_t max_body_bytes;		/* 0 = 1 MiB */
+	/* Key for stateless-reset tokens (>= 16 bytes, copied). Keep it across restarts
+	 * (e.g. a 0600 file in the state directory) so that workers still connected to
+	 * a previous instance get a stateless reset at once instead of waiting for their
+	 * idle timeout. NULL = random per instance. */
+	const uint8_t *reset_secret;
+	size_t reset_secret_len;
 	quic_send_fn send;		/* manual mode only */
 	void *send_arg;
 };
@@ -58,6 +64,7 @@ struct quic_config {
 struct quic_stats {
 	uint64_t datagrams_in, datagrams_out;
 	uint64_t garbage;		/* undecodable or unroutable datagrams */
+	uint64_t stateless_resets;	/* sent for short-header packets of unknown connections */
 	uint64_t send_errors;		/* datagrams the kernel refused or we had to drop */
 	uint64_t conns_accepted;
 	uint64_t conns_active;
@@ -72,8 +79,11 @@ struct quic_stats {
 /*
  * Create the server. router is borrowed and must outlive the server. In loop
  * mode the socket is bound before this returns. Returns 0, -EINVAL (bad or
- * wildcard address, missing files), -EADDRINUSE and other uv errors from bind,
- * or -EIO when the certificate or key cannot be loaded.
+ * wildcard address, missing files, reset_secret shorter than 16 bytes),
+ * -EADDRINUSE and other uv errors from bind, or -EIO when the certificate or
+ * key cannot be loaded. When bind fails after the handle was created, the
+ * memory is released by the loop's next close phase (run the loop before
+ * uv_loop_close()).
  */
 int quic_server_new(uv_loop_t *loop, const struct quic_config *config,
     struct rpc *router, struct quic_server **ret_server);

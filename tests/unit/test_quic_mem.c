@@ -175,6 +175,11 @@ simulate(struct net *net, struct quic_server *srv, struct state *st, uint64_t li
 			next = e;
 		if (next == UINT64_MAX)
 			break;
+		if (next > limit) {
+			/* Nothing due before the limit: stop there, not at the next event. */
+			net->now = limit;
+			break;
+		}
 		if (next > net->now)
 			net->now = next;
 		/* Deliver everything due, earliest first. */
@@ -364,6 +369,119 @@ test_blackout_idle_timeout(void **state)
 	qt_env_done(&env);
 }
 
+struct one {
+	int done, status;
+};
+
+static void
+on_one(void *arg, int status, const uint8_t *body, size_t len)
+{
+	struct one *o = arg;
+
+	o->done = 1;
+	o->status = status;
+}
+
+/* For simulate(): just run until the limit. */
+static int
+never(struct state *st)
+{
+	return 0;
+}
+
+/*
+ * The daemon restarts while a worker is connected: the new instance, holding
+ * the same reset secret, answers the worker's next packet with a stateless
+ * reset, and the worker learns at once instead of after its idle timeout. With
+ * another secret the reset is not recognised and only the idle timeout helps.
+ */
+static void
+restart(int same_secret)
+{
+	static struct net net;
+	static const uint8_t secret1[32] = "sandpit test reset secret one..";
+	static const uint8_t secret2[32] = "sandpit test reset secret two..";
+	struct qt_env env;
+	struct quic_config scfg = { 0 };
+	struct quic_client_config ccfg = { 0 };
+	struct quic_server *a, *b;
+	struct state st = { 0 };
+	struct one o = { 0 };
+	int freed = 0;
+	uint64_t t0;
+
+	memset(&net, 0, sizeof(net));
+	net.rng = 7;
+	qt_env_init(&env);
+	scfg.host = "127.0.0.1";
+	scfg.port = 4433;
+	scfg.cert_file = env.cert;
+	scfg.key_file = env.key;
+	scfg.send = srv_send;
+	scfg.send_arg = &net;
+	scfg.reset_secret = secret1;
+	scfg.reset_secret_len = sizeof(secret1);
+	assert_int_equal(quic_server_new(NULL, &scfg, env.rpc, &a), 0);
+	ccfg.host = "127.0.0.1";
+	ccfg.port = 4433;
+	ccfg.ca_file = env.ca;
+	ccfg.send = cl_send;
+	ccfg.send_arg = &net;
+	ccfg.idle_timeout_ms = 3000;
+	assert_int_equal(quic_client_new(NULL, &ccfg, on_event, &st, &st.cl), 0);
+	assert_int_equal(quic_client_request(st.cl, "GET", "/v1/ping", NULL, NULL, 0, on_one,
+	    &o), 0);
+	simulate(&net, a, &st, 10000 * MS, is_connected);
+	while (!o.done && net.now < 10000 * MS)
+		simulate(&net, a, &st, net.now + 10 * MS, never);
+	assert_int_equal(o.status, 200);
+	/* Let the last ACKs settle, then crash: whatever A says on the way out is lost. */
+	simulate(&net, a, &st, net.now + 50 * MS, never);
+	net.blackout = 1;
+	quic_server_close(a, srv_closed, &freed);
+	assert_true(freed);
+	net.n = 0;
+	net.blackout = 0;
+
+	scfg.reset_secret = same_secret ? secret1 : secret2;
+	assert_int_equal(quic_server_new(NULL, &scfg, env.rpc, &b), 0);
+	memset(&o, 0, sizeof(o));
+	st.done = 0;
+	assert_int_equal(quic_client_request(st.cl, "GET", "/v1/ping", NULL, NULL, 0, on_one,
+	    &o), 0);
+	t0 = net.now;
+	simulate(&net, b, &st, net.now + 60000 * MS, is_closed);
+	assert_true(st.closed);
+	assert_true(o.done);
+	assert_int_equal(o.status, -ECONNRESET);
+	assert_true(quic_server_stats(b)->stateless_resets >= 1);
+	assert_int_equal(quic_server_stats(b)->conns_accepted, 0);
+	if (same_secret) {
+		assert_int_equal(st.close_err, -ECONNRESET);
+		assert_true(net.now - t0 < 500 * MS);
+	} else {
+		assert_int_equal(st.close_err, -ETIMEDOUT);
+		assert_true(net.now - t0 >= 2900 * MS);
+	}
+	quic_client_close(st.cl, freed_cb, &st);
+	freed = 0;
+	quic_server_close(b, srv_closed, &freed);
+	assert_true(st.freed && freed);
+	qt_env_done(&env);
+}
+
+static void
+test_restart_stateless_reset(void **state)
+{
+	restart(1);
+}
+
+static void
+test_restart_other_secret(void **state)
+{
+	restart(0);
+}
+
 int
 main(void)
 {
@@ -372,6 +490,8 @@ main(void)
 		cmocka_unit_test(test_loss_and_reordering),
 		cmocka_unit_test(test_heavy_loss),
 		cmocka_unit_test(test_blackout_idle_timeout),
+		cmocka_unit_test(test_restart_stateless_reset),
+		cmocka_unit_test(test_restart_other_secret),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
