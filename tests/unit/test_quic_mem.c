@@ -35,9 +35,9 @@ struct net {
 	size_t n;
 	uint64_t now;
 	uint64_t rng;
-	unsigned loss_pct, jitter_ms;
+	unsigned loss_pct, jitter_ms, corrupt_pct;
 	int blackout;
-	unsigned sent, dropped, reordered;
+	unsigned sent, dropped, reordered, corrupted;
 	uint64_t last_at[2];
 };
 
@@ -73,6 +73,11 @@ net_push(struct net *net, int to_server, const uint8_t *data, size_t len)
 	p->to_server = to_server;
 	p->len = len;
 	memcpy(p->data, data, len);
+	if (net->corrupt_pct && net_rand(net) % 100 < net->corrupt_pct) {
+		/* Flip one bit anywhere, header included: AEAD must catch it. */
+		p->data[net_rand(net) % len] ^= (uint8_t)(1u << (net_rand(net) % 8));
+		net->corrupted++;
+	}
 }
 
 static void
@@ -219,7 +224,7 @@ all_done(struct state *st)
 }
 
 static void
-run_lossy(unsigned seed, unsigned loss, unsigned jitter)
+run_lossy(unsigned seed, unsigned loss, unsigned jitter, unsigned corrupt)
 {
 	static struct net net;
 	struct qt_env env;
@@ -234,6 +239,7 @@ run_lossy(unsigned seed, unsigned loss, unsigned jitter)
 	net.rng = 0x9e3779b97f4a7c15ULL * (seed + 1);
 	net.loss_pct = loss;
 	net.jitter_ms = jitter;
+	net.corrupt_pct = corrupt;
 	qt_env_init(&env);
 	scfg.host = "127.0.0.1";
 	scfg.port = 4433;
@@ -260,9 +266,9 @@ run_lossy(unsigned seed, unsigned loss, unsigned jitter)
 	send_call(&st, &seq);
 	simulate(&net, srv, &st, 120000 * MS, all_done);
 
-	print_message("seed %u loss %u%%: %u datagrams, %u dropped, %u reordered, %.1f ms "
-	    "simulated\n", seed, loss, net.sent, net.dropped, net.reordered,
-	    (double)net.now / MS);
+	print_message("seed %u loss %u%% corrupt %u%%: %u datagrams, %u dropped, %u reordered, "
+	    "%u corrupted, %.1f ms simulated\n", seed, loss, corrupt, net.sent, net.dropped,
+	    net.reordered, net.corrupted, (double)net.now / MS);
 	assert_true(st.connected);
 	assert_int_equal(st.done, NPAR + NSEQ);
 	assert_int_equal(st.ok, NPAR + NSEQ);
@@ -271,6 +277,8 @@ run_lossy(unsigned seed, unsigned loss, unsigned jitter)
 		assert_true(net.dropped > 0);
 	if (jitter)
 		assert_true(net.reordered > 0);
+	if (corrupt)
+		assert_true(net.corrupted > 0);
 	assert_int_equal(quic_server_stats(srv)->requests, NPAR + NSEQ);
 
 	quic_client_close(st.cl, freed_cb, &st);
@@ -283,7 +291,7 @@ run_lossy(unsigned seed, unsigned loss, unsigned jitter)
 static void
 test_clean(void **state)
 {
-	run_lossy(0, 0, 0);
+	run_lossy(0, 0, 0, 0);
 }
 
 static void
@@ -292,13 +300,23 @@ test_loss_and_reordering(void **state)
 	unsigned seed;
 
 	for (seed = 1; seed <= 5; seed++)
-		run_lossy(seed, 10, 4);
+		run_lossy(seed, 10, 4, 0);
 }
 
 static void
 test_heavy_loss(void **state)
 {
-	run_lossy(7, 30, 8);
+	run_lossy(7, 30, 8, 0);
+}
+
+/* Corrupted datagrams (one flipped bit) are dropped like lost ones, never fatal. */
+static void
+test_corruption(void **state)
+{
+	unsigned seed;
+
+	for (seed = 11; seed <= 15; seed++)
+		run_lossy(seed, 0, 2, 10);
 }
 
 static int
@@ -489,6 +507,7 @@ main(void)
 		cmocka_unit_test(test_clean),
 		cmocka_unit_test(test_loss_and_reordering),
 		cmocka_unit_test(test_heavy_loss),
+		cmocka_unit_test(test_corruption),
 		cmocka_unit_test(test_blackout_idle_timeout),
 		cmocka_unit_test(test_restart_stateless_reset),
 		cmocka_unit_test(test_restart_other_secret),
