@@ -8,6 +8,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +60,8 @@ struct qstream {
 	int responded;
 	int stop_sending;		/* STOP_SENDING due at the next flush */
 	int body_given;
+	int waiting;			/* the handler deferred; pending.send() answers */
+	struct rpc_pending pending;
 	struct rpc_response resp;
 	char status[4], clen[24];
 	nghttp3_nv nv[3];
@@ -93,6 +96,10 @@ struct quic_server {
 	gnutls_certificate_credentials_t cred;
 	uv_udp_t udp;
 	uv_check_t check;
+	uv_idle_t idle;			/* keeps poll from blocking while a deferred reply waits */
+	int idle_on;
+	unsigned in_cb;			/* depth of calls into ngtcp2 (no re-entry) */
+	uint64_t last_ts;		/* manual mode: the caller's latest clock */
 	struct sockaddr_storage local;
 	socklen_t locallen;
 	uint8_t static_secret[32];
@@ -118,6 +125,7 @@ static void qconn_write(struct qconn *c, uint64_t ts);
 static void qconn_start_close(struct qconn *c, uint64_t ts);
 static void quic_server_finish(struct quic_server *srv);
 static void qconn_timer_cb(uv_timer_t *t);
+static void quic_idle_cb(uv_idle_t *h);
 static nghttp3_ssize h3_read_data(nghttp3_conn *h3, int64_t sid, nghttp3_vec *vec,
     size_t veccnt, uint32_t *pflags, void *ud, void *sud);
 
@@ -314,8 +322,14 @@ static void
 qconn_timer_cb(uv_timer_t *t)
 {
 	struct qconn *c = t->data;
+	struct quic_server *srv = c->srv;
 
+	srv->in_cb++;
 	qconn_on_expiry(c, quic_now());
+	srv->in_cb--;
+	/* A deferred reply queued meanwhile (a cancel callback can answer another). */
+	if (srv->dirty)
+		quic_server_flush(srv, quic_now());
 }
 
 /* Connection teardown */
@@ -333,6 +347,10 @@ qstream_free(struct qstream *s)
 		s->next->prev = s->prev;
 	if (s->credit_owed && c->conn && c->state == QCONN_OPEN)
 		ngtcp2_conn_extend_max_offset(c->conn, s->credit_owed);
+	if (s->waiting) {
+		s->waiting = 0;
+		rpc_pending_cancel(&s->pending);
+	}
 	free(s->path);
 	free(s->authorization);
 	free(s->body);
@@ -624,6 +642,8 @@ h3_recv_data(nghttp3_conn *h3, int64_t sid, const uint8_t *data, size_t len, voi
 	/* Stream credit at once; connection credit only when the body is released,
 	 * so a connection never buffers more than its connection window. */
 	ngtcp2_conn_extend_max_stream_offset(c->conn, sid, len);
+	if (len == 0)
+		return 0;
 	if (!s || s->refuse || s->responded) {
 		ngtcp2_conn_extend_max_offset(c->conn, len);
 		return 0;
@@ -657,6 +677,39 @@ h3_deferred_consume(nghttp3_conn *h3, int64_t sid, size_t consumed, void *ud, vo
 	return 0;
 }
 
+static void qconn_mark_dirty(struct qconn *c);
+
+/* A deferred reply: respond now if we may call into ngtcp2, else at the next flush. */
+static void
+qstream_pending_send(struct rpc_pending *p, struct rpc_response *resp)
+{
+	struct qstream *s = (struct qstream *)((char *)p - offsetof(struct qstream, pending));
+	struct qconn *c = s->c;
+	struct quic_server *srv = c->srv;
+	int rv;
+
+	s->waiting = 0;
+	free(s->resp.body);
+	s->resp = *resp;
+	if (c->state != QCONN_OPEN)
+		return;
+	if ((rv = qstream_respond(s)) != 0) {
+		qconn_fail_h3(c, rv);
+		c->close_requested = 1;
+	}
+	if (srv->in_cb || !srv->loop) {
+		qconn_mark_dirty(c);
+		if (srv->loop && !srv->idle_on) {
+			uv_idle_start(&srv->idle, quic_idle_cb);
+			srv->idle_on = 1;
+		}
+		if (!srv->loop && !srv->in_cb)
+			quic_server_flush(srv, srv->last_ts);
+		return;
+	}
+	qconn_write(c, quic_now());
+}
+
 static int
 h3_end_stream(nghttp3_conn *h3, int64_t sid, void *ud, void *sud)
 {
@@ -676,6 +729,8 @@ h3_end_stream(nghttp3_conn *h3, int64_t sid, void *ud, void *sud)
 	req.authorization = s->authorization;
 	req.body = s->body;
 	req.body_len = s->body_len;
+	req.pending = &s->pending;
+	s->pending.send = qstream_pending_send;
 	c->srv->stats.requests++;
 	rpc_dispatch(c->srv->router, &req, &s->resp);
 	/* The request is done with: give its buffered bytes back as credit. */
@@ -685,6 +740,10 @@ h3_end_stream(nghttp3_conn *h3, int64_t sid, void *ud, void *sud)
 	if (s->credit_owed) {
 		ngtcp2_conn_extend_max_offset(c->conn, s->credit_owed);
 		s->credit_owed = 0;
+	}
+	if (s->resp.status == 0) {
+		s->waiting = 1;		/* answered later through s->pending */
+		return 0;
 	}
 	return qstream_respond(s);
 }
@@ -1227,6 +1286,7 @@ quic_server_datagram(struct quic_server *srv, const struct sockaddr *remote,
 	srv->stats.datagrams_in++;
 	if (srv->closing)
 		return;
+	srv->last_ts = ts;
 	rv = ngtcp2_pkt_decode_version_cid(&vc, data, len, QUIC_SCID_LEN);
 	if (rv == NGTCP2_ERR_VERSION_NEGOTIATION) {
 		uint8_t buf[256], r;
@@ -1298,13 +1358,17 @@ quic_recv_cb(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf, const struct socka
 		return;
 	alen = addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) :
 	    sizeof(struct sockaddr_in);
+	srv->in_cb++;
 	quic_server_datagram(srv, addr, alen, (const uint8_t *)buf->base, (size_t)nread,
 	    quic_now());
+	srv->in_cb--;
 }
 
 void
 quic_server_flush(struct quic_server *srv, uint64_t ts)
 {
+	srv->last_ts = ts;
+	srv->in_cb++;
 	while (srv->dirty) {
 		struct qconn *c = srv->dirty;
 
@@ -1312,6 +1376,7 @@ quic_server_flush(struct quic_server *srv, uint64_t ts)
 		c->dirty = 0;
 		qconn_write(c, ts);
 	}
+	srv->in_cb--;
 }
 
 static void
@@ -1323,11 +1388,24 @@ quic_check_cb(uv_check_t *h)
 		quic_server_flush(srv, quic_now());
 }
 
+static void
+quic_idle_cb(uv_idle_t *h)
+{
+	struct quic_server *srv = h->data;
+
+	uv_idle_stop(h);
+	srv->idle_on = 0;
+	if (srv->dirty)
+		quic_server_flush(srv, quic_now());
+}
+
 void
 quic_server_input(struct quic_server *srv, const struct sockaddr *remote,
     socklen_t remotelen, const uint8_t *data, size_t len, uint64_t ts)
 {
+	srv->in_cb++;
 	quic_server_datagram(srv, remote, remotelen, data, len, ts);
+	srv->in_cb--;
 }
 
 uint64_t
@@ -1347,11 +1425,14 @@ quic_server_handle_expiry(struct quic_server *srv, uint64_t ts)
 {
 	struct qconn *c, *next;
 
+	srv->last_ts = ts;
+	srv->in_cb++;
 	for (c = srv->conns; c; c = next) {
 		next = c->next;
 		if (c->deadline <= ts)
 			qconn_on_expiry(c, ts);
 	}
+	srv->in_cb--;
 	quic_server_flush(srv, ts);
 }
 
@@ -1466,6 +1547,8 @@ quic_server_new(uv_loop_t *loop, const struct quic_config *config, struct rpc *r
 		uv_check_init(loop, &srv->check);
 		srv->check.data = srv;
 		uv_check_start(&srv->check, quic_check_cb);
+		uv_idle_init(loop, &srv->idle);
+		srv->idle.data = srv;
 	}
 	*ret_server = srv;
 	return 0;
@@ -1533,6 +1616,7 @@ quic_server_close(struct quic_server *srv, void (*cb)(void *), void *arg)
 	srv->closing = 1;
 	srv->close_cb = cb;
 	srv->close_arg = arg;
+	srv->in_cb++;	/* cancel callbacks may try to answer: nothing more goes out */
 	while (srv->conns) {
 		struct qconn *c = srv->conns;
 
@@ -1545,13 +1629,15 @@ quic_server_close(struct quic_server *srv, void (*cb)(void *), void *arg)
 		if (srv->conns == c)
 			qconn_delete(c);
 	}
+	srv->dirty = NULL;
 	if (!srv->loop) {
 		quic_server_finish(srv);
 		return;
 	}
 	/* Pending sends complete (or are cancelled) before the UDP handle's close cb. */
 	uv_check_stop(&srv->check);
-	srv->closing_handles += 2;
+	srv->closing_handles += 3;
 	uv_close((uv_handle_t *)&srv->check, quic_handle_closed);
+	uv_close((uv_handle_t *)&srv->idle, quic_handle_closed);
 	uv_close((uv_handle_t *)&srv->udp, quic_handle_closed);
 }

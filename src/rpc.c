@@ -334,6 +334,14 @@ rpc_dispatch_one(struct rpc *rpc, const struct rpc_request *req, struct rpc_resp
 	}
 	found->fn(&call, resp, found->arg);
 	json_decref(call.json);
+	if (req->pending && req->pending->deferred) {
+		/* A reply set before deferring is dropped: the deferred one wins. */
+		free(resp->body);
+		resp->body = NULL;
+		resp->body_len = 0;
+		resp->status = 0;
+		return;
+	}
 	if (!resp->body)
 		rpc_reply_error(resp, 500, "internal", "the handler gave no reply");
 }
@@ -343,8 +351,61 @@ rpc_dispatch(struct rpc *rpc, const struct rpc_request *req, struct rpc_response
 {
 	memset(resp, 0, sizeof(*resp));
 	rpc->stats.requests++;
+	if (req->pending) {
+		req->pending->rpc = rpc;
+		req->pending->deferred = 0;
+	}
 	rpc_dispatch_one(rpc, req, resp);
-	rpc_count(rpc, resp->status);
+	if (resp->status)
+		rpc_count(rpc, resp->status);
+	else
+		rpc->stats.deferred++;
+}
+
+struct rpc_pending *
+rpc_defer(const struct rpc_call *call, void (*cancel)(void *arg), void *arg)
+{
+	struct rpc_pending *p = call->req->pending;
+
+	if (!p)
+		return NULL;
+	p->deferred = 1;
+	p->cancel = cancel;
+	p->cancel_arg = arg;
+	return p;
+}
+
+void
+rpc_pending_reply(struct rpc_pending *p, int status, json_t *json)
+{
+	struct rpc_response resp = { 0 };
+
+	rpc_reply_json(&resp, status, json);
+	rpc_count(p->rpc, status);
+	p->deferred = 0;
+	p->cancel = NULL;
+	p->send(p, &resp);
+}
+
+void
+rpc_pending_cancel(struct rpc_pending *p)
+{
+	void (*cancel)(void *) = p->cancel;
+
+	if (!p->deferred)
+		return;
+	p->deferred = 0;
+	p->cancel = NULL;
+	p->rpc->stats.cancelled++;
+	if (cancel)
+		cancel(p->cancel_arg);
+}
+
+void
+rpc_pending_error(struct rpc_pending *p, int status, const char *code, const char *message)
+{
+	rpc_pending_reply(p, status, json_pack("{s:{s:s, s:s}}", "error", "code", code,
+	    "message", message));
 }
 
 const struct rpc_stats *

@@ -10,9 +10,10 @@
  * 404 (no route), 405 (route exists for another method), 413 (body too large,
  * decided by the transport), 431 (headers too large, idem).
  *
- * Handlers run synchronously on the loop thread and must not block. A reply
- * that waits for an event (long-poll) is not supported yet: see
- * docs/worker-channel.md.
+ * Handlers run on the loop thread and must not block. A handler that must wait
+ * for an event (long-poll) calls rpc_defer() and returns without a reply; it
+ * answers later with rpc_pending_reply(), or learns through its cancel callback
+ * that the peer went away first.
  */
 #ifndef SANDPIT_RPC_H
 #define SANDPIT_RPC_H
@@ -31,12 +32,30 @@
 struct rpc;
 
 /* What the transport knows about one request. Everything is borrowed for the call. */
+struct rpc_response;
+struct rpc_pending;
+
+/*
+ * A reply taken out of line. The transport embeds one per request it can keep
+ * open and fills in `send`; rpc fills in the rest. Handlers only see the pointer.
+ */
+struct rpc_pending {
+	/* Set by the transport: deliver resp (its body is handed over) and forget p. */
+	void (*send)(struct rpc_pending *p, struct rpc_response *resp);
+	/* Set by rpc_defer(). */
+	struct rpc *rpc;
+	void (*cancel)(void *arg);
+	void *cancel_arg;
+	int deferred;
+};
+
 struct rpc_request {
 	const char *method;
 	const char *path;		/* the :path pseudo-header, query included */
 	const char *authorization;	/* the header value or NULL */
 	const uint8_t *body;
 	size_t body_len;
+	struct rpc_pending *pending;	/* NULL when the transport cannot defer */
 };
 
 /* What a handler sees: the request, the path captures and the verified identity. */
@@ -49,14 +68,14 @@ struct rpc_call {
 };
 
 struct rpc_response {
-	int status;
+	int status;		/* 0 after rpc_dispatch() only when the handler deferred */
 	char *body;		/* heap (malloc); the transport frees it */
 	size_t body_len;
 	int close_conn;		/* the transport closes the connection after sending */
 };
 
-/* A handler fills resp with rpc_reply_json() or rpc_reply_error(). Its return is ignored
- * when a reply was set; if none was, rpc answers 500. */
+/* A handler fills resp with rpc_reply_json() or rpc_reply_error(), or defers with
+ * rpc_defer(); if it does neither, rpc answers 500. */
 typedef void (*rpc_handler_fn)(const struct rpc_call *call, struct rpc_response *resp,
     void *arg);
 
@@ -69,6 +88,8 @@ struct rpc_stats {
 	uint64_t forbidden;		/* 403s */
 	uint64_t not_found;		/* 404s and 405s */
 	uint64_t bad_request;		/* 400s, 413s, 431s */
+	uint64_t deferred;		/* requests answered later (or cancelled) */
+	uint64_t cancelled;		/* deferred requests whose peer went away */
 };
 
 /*
@@ -88,7 +109,9 @@ int rpc_add(struct rpc *rpc, const char *method, const char *pattern, const char
     unsigned flags, rpc_handler_fn fn, void *arg);
 
 /*
- * Handle one request; resp is always filled (status and body set). Never fails.
+ * Handle one request; resp is filled (status and body set), except when the
+ * handler deferred: then resp->status is 0 and the transport keeps the request
+ * open until req->pending->send() is called. Never fails.
  */
 void rpc_dispatch(struct rpc *rpc, const struct rpc_request *req, struct rpc_response *resp);
 
@@ -96,6 +119,26 @@ void rpc_dispatch(struct rpc *rpc, const struct rpc_request *req, struct rpc_res
 void rpc_reply_json(struct rpc_response *resp, int status, json_t *json);
 void rpc_reply_error(struct rpc_response *resp, int status, const char *code,
     const char *message);
+
+/*
+ * From inside a handler: answer later. Returns the handle to answer with, or NULL
+ * when the transport cannot keep this request open (then reply now). cancel(arg)
+ * (may be NULL) runs at most once, when the stream or the connection goes before
+ * the reply; the handle is invalid from then on and cancel must not reply.
+ */
+struct rpc_pending *rpc_defer(const struct rpc_call *call, void (*cancel)(void *arg),
+    void *arg);
+
+/*
+ * Answer a deferred request (json stolen; NULL = {}); p is invalid afterwards.
+ * May be called from any loop callback, including another request's handler.
+ */
+void rpc_pending_reply(struct rpc_pending *p, int status, json_t *json);
+void rpc_pending_error(struct rpc_pending *p, int status, const char *code,
+    const char *message);
+
+/* For transports: the deferred request's peer went away; runs the handler's cancel. */
+void rpc_pending_cancel(struct rpc_pending *p);
 
 const struct rpc_stats *rpc_stats(const struct rpc *rpc);
 

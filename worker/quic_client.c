@@ -205,7 +205,7 @@ qc_h3_recv_data(nghttp3_conn *h3, int64_t sid, const uint8_t *data, size_t len, 
 
 	ngtcp2_conn_extend_max_stream_offset(cl->conn, sid, len);
 	ngtcp2_conn_extend_max_offset(cl->conn, len);
-	if (!r || r->failed)
+	if (!r || r->failed || len == 0)
 		return 0;
 	if (r->rlen + len > cl->cfg.max_response_bytes) {
 		r->failed = -EMSGSIZE;

@@ -41,6 +41,73 @@ qt_whoami(const struct rpc_call *call, struct rpc_response *resp, void *arg)
 	    "tenant", call->claims->tenant));
 }
 
+struct qt_waiter {
+	struct qt_env *env;
+	unsigned slot;
+};
+
+static void
+qt_wait_cancel(void *arg)
+{
+	struct qt_waiter *w = arg;
+
+	w->env->waiters[w->slot] = NULL;
+	w->env->nwaiting--;
+	w->env->cancelled++;
+	free(w);
+}
+
+static void
+qt_wait(const struct rpc_call *call, struct rpc_response *resp, void *arg)
+{
+	struct qt_env *env = arg;
+	struct qt_waiter *w;
+	unsigned i;
+
+	env->handler_calls++;
+	for (i = 0; i < 16 && env->waiters[i]; i++)
+		;
+	if (i == 16) {
+		rpc_reply_error(resp, 503, "busy", "too many waiters");
+		return;
+	}
+	w = calloc(1, sizeof(*w));
+	w->env = env;
+	w->slot = i;
+	env->waiters[i] = rpc_defer(call, qt_wait_cancel, w);
+	assert_non_null(env->waiters[i]);
+	env->nwaiting++;
+}
+
+unsigned
+qt_wake(struct qt_env *env)
+{
+	unsigned i, n = 0;
+
+	for (i = 0; i < 16; i++) {
+		struct rpc_pending *p = env->waiters[i];
+
+		if (!p)
+			continue;
+		/* The cancel context is freed here: after the reply it never runs. */
+		free(p->cancel_arg);
+		env->waiters[i] = NULL;
+		env->nwaiting--;
+		rpc_pending_reply(p, 200, json_pack("{s:b}", "woke", 1));
+		n++;
+	}
+	return n;
+}
+
+static void
+qt_wake_route(const struct rpc_call *call, struct rpc_response *resp, void *arg)
+{
+	struct qt_env *env = arg;
+	unsigned n = qt_wake(env);
+
+	rpc_reply_json(resp, 200, json_pack("{s:i}", "woken", (int)n));
+}
+
 void
 qt_env_init(struct qt_env *env)
 {
@@ -66,6 +133,10 @@ qt_env_init(struct qt_env *env)
 	    qt_whoami, env), 0);
 	assert_int_equal(rpc_add(env->rpc, "GET", "/v1/sandboxes/{sandbox}/self", "worker", 0,
 	    qt_whoami, env), 0);
+	assert_int_equal(rpc_add(env->rpc, "GET", "/v1/wait", NULL, RPC_ROUTE_PUBLIC, qt_wait,
+	    env), 0);
+	assert_int_equal(rpc_add(env->rpc, "POST", "/v1/wake", NULL, RPC_ROUTE_PUBLIC,
+	    qt_wake_route, env), 0);
 }
 
 void

@@ -131,7 +131,8 @@ on_resp(void *arg, int status, const uint8_t *body, size_t len)
 	r->status = status;
 	if (len >= sizeof(r->body))
 		len = sizeof(r->body) - 1;
-	memcpy(r->body, body, len);
+	if (len)
+		memcpy(r->body, body, len);
 	r->body[len] = '\0';
 }
 
@@ -426,6 +427,87 @@ test_wildcard_refused(void **state)
 	assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+static void
+wake_timer_cb(uv_timer_t *t)
+{
+	struct fx *fx = t->data;
+
+	assert_int_equal(qt_wake(&fx->env), 1);
+	uv_close((uv_handle_t *)t, NULL);
+}
+
+/* Deferred replies: from another connection's handler, from a timer, and cancelled. */
+static void
+test_deferred_replies(void **state)
+{
+	struct fx fx = { 0 };
+	struct cl a, b;
+	struct resp w[3], r;
+	uv_timer_t t;
+	int i;
+
+	fx_start(&fx, NULL);
+	cl_open(&fx, &a, NULL, NULL);
+	cl_open(&fx, &b, NULL, NULL);
+	memset(w, 0, sizeof(w));
+	for (i = 0; i < 3; i++)
+		assert_int_equal(quic_client_request(a.c, "GET", "/v1/wait", NULL, NULL, 0, on_resp,
+		    &w[i]), 0);
+	while (fx.env.nwaiting < 3)
+		uv_run(&fx.loop, UV_RUN_ONCE);
+	/* Still waiting after a round trip on the same connection. */
+	call(&fx, &a, "GET", "/v1/ping", NULL, NULL, &r);
+	assert_int_equal(r.status, 200);
+	assert_false(w[0].done || w[1].done || w[2].done);
+	/* Another connection's request answers them (from inside its handler). */
+	call(&fx, &b, "POST", "/v1/wake", NULL, NULL, &r);
+	assert_string_equal(r.body, "{\"woken\":3}");
+	for (i = 0; i < 3; i++) {
+		run_until(&fx.loop, &w[i].done);
+		assert_int_equal(w[i].status, 200);
+		assert_string_equal(w[i].body, "{\"woke\":true}");
+	}
+
+	/* From a timer, outside any server callback. */
+	memset(w, 0, sizeof(w));
+	assert_int_equal(quic_client_request(a.c, "GET", "/v1/wait", NULL, NULL, 0, on_resp,
+	    &w[0]), 0);
+	while (fx.env.nwaiting < 1)
+		uv_run(&fx.loop, UV_RUN_ONCE);
+	uv_timer_init(&fx.loop, &t);
+	t.data = &fx;
+	uv_timer_start(&t, wake_timer_cb, 0, 0);
+	run_until(&fx.loop, &w[0].done);
+	assert_int_equal(w[0].status, 200);
+
+	/* The peer goes away first: the handler's cancel runs, nothing leaks. */
+	assert_int_equal(quic_client_request(b.c, "GET", "/v1/wait", NULL, NULL, 0, on_resp,
+	    &w[1]), 0);
+	while (fx.env.nwaiting < 1)
+		uv_run(&fx.loop, UV_RUN_ONCE);
+	cl_close(&fx, &b);
+	assert_int_equal(w[1].status, -ECANCELED);
+	while (fx.env.cancelled < 1)
+		uv_run(&fx.loop, UV_RUN_ONCE);
+	assert_int_equal(fx.env.nwaiting, 0);
+	assert_int_equal(rpc_stats(fx.env.rpc)->deferred, 5);
+	assert_int_equal(rpc_stats(fx.env.rpc)->cancelled, 1);
+
+	/* Shutdown with a request still deferred cancels it too. */
+	assert_int_equal(quic_client_request(a.c, "GET", "/v1/wait", NULL, NULL, 0, on_resp,
+	    &w[2]), 0);
+	while (fx.env.nwaiting < 1)
+		uv_run(&fx.loop, UV_RUN_ONCE);
+	quic_server_close(fx.srv, srv_closed_cb, &fx.srv_closed);
+	assert_int_equal(fx.env.cancelled, 2);
+	run_until(&fx.loop, &fx.srv_closed);
+	run_until(&fx.loop, &a.closed);
+	cl_close(&fx, &a);
+	uv_run(&fx.loop, UV_RUN_DEFAULT);
+	assert_int_equal(uv_loop_close(&fx.loop), 0);
+	qt_env_done(&fx.env);
+}
+
 int
 main(void)
 {
@@ -437,6 +519,7 @@ main(void)
 		cmocka_unit_test(test_shutdown_closes_peers),
 		cmocka_unit_test(test_idle_timeout),
 		cmocka_unit_test(test_wildcard_refused),
+		cmocka_unit_test(test_deferred_replies),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -78,7 +78,7 @@ dispatch(struct fx *fx, const char *method, const char *path, const char *authz,
     const char *body, int want_status, int want_close)
 {
 	struct rpc_request req = { method, path, authz, (const uint8_t *)body,
-		body ? strlen(body) : 0 };
+		body ? strlen(body) : 0, NULL };
 	struct rpc_response resp;
 	json_error_t err;
 	json_t *j;
@@ -169,7 +169,7 @@ static void
 test_add_errors(void **state)
 {
 	struct rpc *rpc = rpc_new(NULL);
-	struct rpc_request req = { "GET", "/x", NULL, NULL, 0 };
+	struct rpc_request req = { "GET", "/x", NULL, NULL, 0, NULL };
 	struct rpc_response resp;
 
 	assert_int_equal(rpc_add(rpc, "GET", "/x", NULL, 0, h_public, NULL), 0);
@@ -187,6 +187,68 @@ test_add_errors(void **state)
 	rpc_free(rpc);
 }
 
+static struct rpc_pending *deferred_p;
+static int cancel_runs, sent_status;
+
+static void
+h_defer(const struct rpc_call *call, struct rpc_response *resp, void *arg)
+{
+	/* A reply set before deferring is dropped in favour of the deferred one. */
+	rpc_reply_json(resp, 200, NULL);
+	deferred_p = rpc_defer(call, (void (*)(void *))arg, &cancel_runs);
+}
+
+static void
+count_cancel(void *arg)
+{
+	(*(int *)arg)++;
+}
+
+static void
+fake_send(struct rpc_pending *p, struct rpc_response *resp)
+{
+	sent_status = resp->status;
+	assert_non_null(strstr(resp->body, "\"late\""));
+	free(resp->body);
+}
+
+static void
+test_deferred(void **state)
+{
+	struct rpc *rpc = rpc_new(NULL);
+	struct rpc_pending pending = { .send = fake_send };
+	struct rpc_request req = { "GET", "/later", NULL, NULL, 0, &pending };
+	struct rpc_response resp;
+
+	assert_int_equal(rpc_add(rpc, "GET", "/later", NULL, RPC_ROUTE_PUBLIC, h_defer,
+	    (void *)count_cancel), 0);
+	rpc_dispatch(rpc, &req, &resp);
+	assert_int_equal(resp.status, 0);
+	assert_null(resp.body);
+	assert_ptr_equal(deferred_p, &pending);
+	rpc_pending_reply(deferred_p, 202, json_pack("{s:b}", "late", 1));
+	assert_int_equal(sent_status, 202);
+	rpc_pending_cancel(&pending);	/* after the reply: a no-op */
+	assert_int_equal(cancel_runs, 0);
+
+	rpc_dispatch(rpc, &req, &resp);
+	rpc_pending_cancel(&pending);
+	rpc_pending_cancel(&pending);	/* at most once */
+	assert_int_equal(cancel_runs, 1);
+	assert_int_equal(rpc_stats(rpc)->deferred, 2);
+	assert_int_equal(rpc_stats(rpc)->cancelled, 1);
+	assert_int_equal(rpc_stats(rpc)->status_2xx, 1);
+
+	/* A transport that cannot defer: rpc_defer() says so and the handler must reply. */
+	req.pending = NULL;
+	deferred_p = &pending;
+	rpc_dispatch(rpc, &req, &resp);
+	assert_null(deferred_p);
+	assert_int_equal(resp.status, 200);
+	free(resp.body);
+	rpc_free(rpc);
+}
+
 int
 main(void)
 {
@@ -194,6 +256,7 @@ main(void)
 		cmocka_unit_test(test_routes),
 		cmocka_unit_test(test_auth_outcomes),
 		cmocka_unit_test(test_add_errors),
+		cmocka_unit_test(test_deferred),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
