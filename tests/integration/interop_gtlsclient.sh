@@ -2,8 +2,8 @@
 # Interop: Debian's gtlsclient (ngtcp2's own HTTP/3 example client; it shares the
 # library, not our code) calls routes of our HTTP/3 server on 127.0.0.1 and the
 # answers are checked: GET, POST with a JSON body, 16 concurrent streams, an
-# unknown route (404 with the error shape), 10% loss each way, and a graceful
-# shutdown on SIGTERM. gtlsclient has no CA option (it never verifies); our own
+# unknown route (404 with the error shape), 10% loss each way, version
+# negotiation, a client-initiated key update, and a graceful shutdown on SIGTERM. gtlsclient has no CA option (it never verifies); our own
 # client's verification is tested in tests/unit/test_quic.c.
 set -euo pipefail
 
@@ -72,7 +72,23 @@ gtls -q -t 0.1 -r 0.1 --download="$WORK/dl5" -n 8 127.0.0.1 "$PORT" "$URL/v1/pin
 [ "$(cat "$WORK/dl5/ping")" = '{"pong":true}' ] || fail "lossy GET"
 echo "ok: GET under 10% loss"
 
-# 6. Graceful shutdown: the server closes and exits 0 with a clean loop.
+# 6. Version negotiation: an unknown version gets a VN packet, then v1 works.
+mkdir "$WORK/dl6"
+out=$(gtls --no-http-dump -v 0x1a2a3a4a --preferred-versions v1 --download="$WORK/dl6" \
+	127.0.0.1 "$PORT" "$URL/v1/ping" 2>&1)
+grep -q 'type=VN' <<<"$out" || fail "no version negotiation"
+[ "$(cat "$WORK/dl6/ping")" = '{"pong":true}' ] || fail "GET after version negotiation"
+echo "ok: version negotiation"
+
+# 7. A key update initiated by the client mid-connection.
+out=$(gtls --no-http-dump --key-update=1ms --delay-stream=20ms -n 4 127.0.0.1 "$PORT" \
+	"$URL/v1/ping" 2>&1)
+grep -q 'key update confirmed' <<<"$out" || fail "key update not confirmed"
+n=$(grep -c '\[:status: 200\]' <<<"$out" || true)
+[ "$n" = 4 ] || fail "after key update: $n answered 200"
+echo "ok: key update"
+
+# 8. Graceful shutdown: the server closes and exits 0 with a clean loop.
 kill -TERM "$PID"
 rc=0
 wait "$PID" || rc=$?
