@@ -14,11 +14,13 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 #include <uv.h>
 
+#include "cert.h"
 #include "quic.h"
 #include "quic_client.h"
 #include "quic_testlib.h"
@@ -367,6 +369,39 @@ test_wrong_alpn_and_ca(void **state)
 	fx_stop(&fx);
 }
 
+/* A server certificate that expired ten days ago is refused by the client. */
+static void
+test_expired_server_cert(void **state)
+{
+	struct quic_config over = { 0 };
+	struct cert_options opt = { 0 };
+	char dir[] = "/tmp/sp-quic-old-XXXXXX", crt[64], key[64], ca[64], cmd[64];
+	struct fx fx = { 0 };
+	struct cl cl;
+
+	assert_non_null(mkdtemp(dir));
+	opt.dir = dir;
+	opt.now = time(NULL) - 40L * 24 * 3600;
+	assert_int_equal(cert_ensure(&opt, NULL), 0);
+	snprintf(crt, sizeof(crt), "%s/%s", dir, CERT_SERVER_FILE);
+	snprintf(key, sizeof(key), "%s/%s", dir, CERT_SERVER_KEY_FILE);
+	snprintf(ca, sizeof(ca), "%s/%s", dir, CERT_CA_FILE);
+	assert_int_equal(uv_loop_init(&fx.loop), 0);
+	qt_env_init(&fx.env);
+	over.host = "127.0.0.1";
+	over.cert_file = crt;
+	over.key_file = key;
+	assert_int_equal(quic_server_new(&fx.loop, &over, fx.env.rpc, &fx.srv), 0);
+	cl_open(&fx, &cl, NULL, ca);
+	run_until(&fx.loop, &cl.closed);
+	assert_false(cl.connected);
+	assert_int_equal(cl.close_err, -EACCES);
+	cl_close(&fx, &cl);
+	fx_stop(&fx);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
 static void
 test_shutdown_closes_peers(void **state)
 {
@@ -516,6 +551,7 @@ main(void)
 		cmocka_unit_test(test_many_streams_and_connections),
 		cmocka_unit_test(test_bad_input),
 		cmocka_unit_test(test_wrong_alpn_and_ca),
+		cmocka_unit_test(test_expired_server_cert),
 		cmocka_unit_test(test_shutdown_closes_peers),
 		cmocka_unit_test(test_idle_timeout),
 		cmocka_unit_test(test_wildcard_refused),
