@@ -336,6 +336,29 @@ test_bad_input(void **state)
 	free(tok);
 	cl_close(&fx, &cl2);
 
+	/* A 1 MiB header field: nghttp3 refuses the header block, which costs that
+	 * connection (an H3 error) and nothing else. */
+	{
+		uint64_t failed = quic_server_stats(fx.srv)->conns_failed;
+		struct cl cl3;
+
+		cl_open(&fx, &cl3, NULL, NULL);
+		big = malloc(1 << 20);
+		big[0] = '/';
+		memset(big + 1, 'q', (1 << 20) - 2);
+		big[(1 << 20) - 1] = '\0';
+		call(&fx, &cl3, "GET", big, NULL, NULL, &r);
+		free(big);
+		assert_int_equal(r.status, -ECONNRESET);
+		run_until(&fx.loop, &cl3.closed);
+		assert_int_equal(quic_server_stats(fx.srv)->conns_failed, failed + 1);
+		cl_close(&fx, &cl3);
+		cl_open(&fx, &cl3, NULL, NULL);
+		call(&fx, &cl3, "GET", "/v1/ping", NULL, NULL, &r);
+		assert_int_equal(r.status, 200);
+		cl_close(&fx, &cl3);
+	}
+
 	assert_int_equal(rpc_stats(fx.env.rpc)->unauthorized, 2);
 	assert_int_equal(rpc_stats(fx.env.rpc)->forbidden, 1);
 	assert_int_equal(rpc_stats(fx.env.rpc)->not_found, 2);
