@@ -1246,6 +1246,30 @@ qconn_read(struct qconn *c, const struct sockaddr *remote, socklen_t remotelen,
 	}
 }
 
+/* Connections from remote's address (any port): one sandbox cannot take them all. */
+static size_t
+quic_conns_from(const struct quic_server *srv, const struct sockaddr *remote)
+{
+	const struct qconn *c;
+	size_t n = 0;
+
+	for (c = srv->conns; c; c = c->next) {
+		const struct sockaddr *r = (const struct sockaddr *)&c->remote;
+
+		if (r->sa_family != remote->sa_family)
+			continue;
+		if (r->sa_family == AF_INET &&
+		    ((const struct sockaddr_in *)r)->sin_addr.s_addr ==
+		    ((const struct sockaddr_in *)remote)->sin_addr.s_addr)
+			n++;
+		else if (r->sa_family == AF_INET6 &&
+		    memcmp(&((const struct sockaddr_in6 *)r)->sin6_addr,
+		    &((const struct sockaddr_in6 *)remote)->sin6_addr, 16) == 0)
+			n++;
+	}
+	return n;
+}
+
 static void
 quic_stateless_reset(struct quic_server *srv, const struct sockaddr *remote,
     const ngtcp2_version_cid *vc, size_t len)
@@ -1326,7 +1350,8 @@ quic_server_datagram(struct quic_server *srv, const struct sockaddr *remote,
 		return;
 	}
 	if (srv->nconns >= srv->cfg.max_connections ||
-	    remotelen > sizeof(struct sockaddr_storage)) {
+	    remotelen > sizeof(struct sockaddr_storage) ||
+	    quic_conns_from(srv, remote) >= srv->cfg.max_connections_per_ip) {
 		srv->stats.conns_refused++;
 		return;
 	}
@@ -1494,6 +1519,8 @@ quic_server_new(uv_loop_t *loop, const struct quic_config *config, struct rpc *r
 		srv->cfg.initial_rtt_ms = 5;
 	if (!srv->cfg.max_connections)
 		srv->cfg.max_connections = 1024;
+	if (!srv->cfg.max_connections_per_ip)
+		srv->cfg.max_connections_per_ip = 64;
 	if (!srv->cfg.max_streams)
 		srv->cfg.max_streams = 128;
 	if (!srv->cfg.max_header_bytes)

@@ -48,6 +48,7 @@ struct quic_config {
 	uint64_t idle_timeout_ms;	/* 0 = 30000 */
 	uint64_t initial_rtt_ms;	/* 0 = 5: the peers are on this host or its bridge */
 	size_t max_connections;		/* 0 = 1024 */
+	size_t max_connections_per_ip;	/* one sandbox's share; 0 = 64 */
 	uint64_t max_streams;		/* concurrent request streams per connection; 0 = 128 */
 	size_t max_header_bytes;	/* sum of name+value+32 per field; 0 = 16384 */
 	size_t max_body_bytes;		/* 0 = 1 MiB */
@@ -68,7 +69,7 @@ struct quic_stats {
 	uint64_t send_errors;		/* datagrams the kernel refused or we had to drop */
 	uint64_t conns_accepted;
 	uint64_t conns_active;
-	uint64_t conns_refused;		/* over max_connections, or creation failed */
+	uint64_t conns_refused;		/* over max_connections(_per_ip), or creation failed */
 	uint64_t conns_failed;		/* closed with an error: TLS, ALPN, protocol */
 	uint64_t conns_idle_closed;
 	uint64_t streams_opened;

@@ -466,6 +466,37 @@ test_idle_timeout(void **state)
 	fx_stop(&fx);
 }
 
+/* One source address gets at most max_connections_per_ip connections. */
+static void
+test_per_ip_limit(void **state)
+{
+	struct quic_config over = { .max_connections_per_ip = 2 };
+	struct quic_client_config cfg = { 0 };
+	struct fx fx = { 0 };
+	struct cl c[3];
+	int i;
+
+	fx_start(&fx, &over);
+	for (i = 0; i < 2; i++) {
+		cl_open(&fx, &c[i], NULL, NULL);
+		run_until(&fx.loop, &c[i].connected);
+	}
+	memset(&c[2], 0, sizeof(c[2]));
+	cfg.host = "127.0.0.1";
+	cfg.port = quic_server_port(fx.srv);
+	cfg.ca_file = fx.env.ca;
+	cfg.idle_timeout_ms = 300;
+	assert_int_equal(quic_client_new(&fx.loop, &cfg, cl_event, &c[2], &c[2].c), 0);
+	run_until(&fx.loop, &c[2].closed);
+	assert_false(c[2].connected);
+	assert_int_equal(c[2].close_err, -ETIMEDOUT);
+	assert_true(quic_server_stats(fx.srv)->conns_refused >= 1);
+	assert_int_equal(quic_server_stats(fx.srv)->conns_accepted, 2);
+	for (i = 0; i < 3; i++)
+		cl_close(&fx, &c[i]);
+	fx_stop(&fx);
+}
+
 static void
 test_wildcard_refused(void **state)
 {
@@ -577,6 +608,7 @@ main(void)
 		cmocka_unit_test(test_expired_server_cert),
 		cmocka_unit_test(test_shutdown_closes_peers),
 		cmocka_unit_test(test_idle_timeout),
+		cmocka_unit_test(test_per_ip_limit),
 		cmocka_unit_test(test_wildcard_refused),
 		cmocka_unit_test(test_deferred_replies),
 	};
