@@ -72,6 +72,7 @@ struct qconn {
 	ngtcp2_crypto_conn_ref ref;	/* gnutls_session_get_ptr() points here */
 	ngtcp2_conn *conn;
 	gnutls_session_t tls;
+	struct quic_cred *cred;		/* a reference */
 	nghttp3_conn *h3;
 	struct sockaddr_storage remote;
 	socklen_t remotelen;
@@ -89,11 +90,18 @@ struct qconn {
 	struct qconn *dirty_next;
 };
 
+/* Credentials shared by the connections that started under them: a reload swaps
+ * in new ones while live sessions keep pointing at the old. */
+struct quic_cred {
+	gnutls_certificate_credentials_t cred;
+	unsigned refs;
+};
+
 struct quic_server {
 	uv_loop_t *loop;
 	struct quic_config cfg;
 	struct rpc *router;
-	gnutls_certificate_credentials_t cred;
+	struct quic_cred *cred;
 	uv_udp_t udp;
 	uv_check_t check;
 	uv_idle_t idle;			/* keeps poll from blocking while a deferred reply waits */
@@ -128,6 +136,38 @@ static void qconn_timer_cb(uv_timer_t *t);
 static void quic_idle_cb(uv_idle_t *h);
 static nghttp3_ssize h3_read_data(nghttp3_conn *h3, int64_t sid, nghttp3_vec *vec,
     size_t veccnt, uint32_t *pflags, void *ud, void *sud);
+
+static int
+quic_cred_load(const char *cert_file, const char *key_file, struct quic_cred **ret)
+{
+	struct quic_cred *qc;
+
+	if (!cert_file || !key_file)
+		return -EINVAL;
+	qc = xcalloc(1, sizeof(*qc));
+	if (gnutls_certificate_allocate_credentials(&qc->cred) < 0) {
+		free(qc);
+		return -ENOMEM;
+	}
+	if (gnutls_certificate_set_x509_key_file(qc->cred, cert_file, key_file,
+	    GNUTLS_X509_FMT_PEM) < 0) {
+		gnutls_certificate_free_credentials(qc->cred);
+		free(qc);
+		return -EIO;
+	}
+	qc->refs = 1;
+	*ret = qc;
+	return 0;
+}
+
+static void
+quic_cred_unref(struct quic_cred *qc)
+{
+	if (--qc->refs == 0) {
+		gnutls_certificate_free_credentials(qc->cred);
+		free(qc);
+	}
+}
 
 static uint64_t
 quic_now(void)
@@ -407,6 +447,8 @@ qconn_delete(struct qconn *c)
 	ngtcp2_conn_del(c->conn);
 	c->conn = NULL;
 	gnutls_deinit(c->tls);
+	quic_cred_unref(c->cred);
+	c->cred = NULL;
 	free(c->close_pkt);
 	if (srv->loop) {
 		srv->closing_handles++;
@@ -1149,9 +1191,11 @@ qconn_new(struct quic_server *srv, const ngtcp2_pkt_hd *hd, const struct sockadd
 		goto out_free;
 	if (ngtcp2_crypto_gnutls_configure_server_session(c->tls) != 0 ||
 	    gnutls_priority_set_direct(c->tls, quic_priority, NULL) < 0 ||
-	    gnutls_credentials_set(c->tls, GNUTLS_CRD_CERTIFICATE, srv->cred) < 0 ||
+	    gnutls_credentials_set(c->tls, GNUTLS_CRD_CERTIFICATE, srv->cred->cred) < 0 ||
 	    gnutls_alpn_set_protocols(c->tls, &alpn, 1, GNUTLS_ALPN_MANDATORY) < 0)
 		goto out_tls;
+	c->cred = srv->cred;
+	c->cred->refs++;
 	c->ref.get_conn = quic_get_conn;
 	c->ref.user_data = c;
 	gnutls_session_set_ptr(c->tls, &c->ref);
@@ -1186,6 +1230,8 @@ out_conn:
 	ngtcp2_conn_del(c->conn);
 out_tls:
 	gnutls_deinit(c->tls);
+	if (c->cred)
+		quic_cred_unref(c->cred);
 out_free:
 	free(c);
 	return -EIO;
@@ -1547,12 +1593,10 @@ quic_server_new(uv_loop_t *loop, const struct quic_config *config, struct rpc *r
 		goto out_buckets;
 	}
 	srv->cfg.reset_secret = NULL;	/* copied; the caller's buffer is not kept */
-	gnutls_certificate_allocate_credentials(&srv->cred);
-	if (gnutls_certificate_set_x509_key_file(srv->cred, config->cert_file,
-	    config->key_file, GNUTLS_X509_FMT_PEM) < 0) {
-		rv = -EIO;
-		goto out_cred;
-	}
+	if ((rv = quic_cred_load(config->cert_file, config->key_file, &srv->cred)) < 0)
+		goto out_buckets;
+	/* The paths are the caller's; quic_server_reload() takes new ones. */
+	srv->cfg.cert_file = srv->cfg.key_file = NULL;
 	if (loop) {
 		srv->rbuf = xmalloc(QUIC_RECV_SLOTS * 65536);
 		if ((rv = uv_udp_init_ex(loop, &srv->udp,
@@ -1582,20 +1626,32 @@ quic_server_new(uv_loop_t *loop, const struct quic_config *config, struct rpc *r
 
 out_udp:
 	/* libuv references the handle until its close callback: free there. */
-	gnutls_certificate_free_credentials(srv->cred);
+	quic_cred_unref(srv->cred);
 	free(srv->buckets);
 	free(srv->rbuf);
 	uv_close((uv_handle_t *)&srv->udp, quic_failed_close_cb);
 	return rv;
 out_rbuf:
 	free(srv->rbuf);
-out_cred:
-	gnutls_certificate_free_credentials(srv->cred);
+	quic_cred_unref(srv->cred);
 out_buckets:
 	free(srv->buckets);
 out_free:
 	free(srv);
 	return rv;
+}
+
+int
+quic_server_reload(struct quic_server *srv, const char *cert_file, const char *key_file)
+{
+	struct quic_cred *qc;
+	int rv;
+
+	if ((rv = quic_cred_load(cert_file, key_file, &qc)) < 0)
+		return rv;
+	quic_cred_unref(srv->cred);
+	srv->cred = qc;
+	return 0;
 }
 
 uint16_t
@@ -1618,7 +1674,7 @@ quic_server_finish(struct quic_server *srv)
 	void (*cb)(void *) = srv->close_cb;
 	void *arg = srv->close_arg;
 
-	gnutls_certificate_free_credentials(srv->cred);
+	quic_cred_unref(srv->cred);
 	free(srv->buckets);
 	free(srv->rbuf);
 	free(srv);

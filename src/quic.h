@@ -43,8 +43,8 @@ typedef void (*quic_send_fn)(void *arg, const struct sockaddr *remote,
 struct quic_config {
 	const char *host;		/* an address literal; 0.0.0.0 and :: are refused */
 	uint16_t port;			/* 0 = any (loop mode; see quic_server_port()) */
-	const char *cert_file;		/* PEM server certificate chain */
-	const char *key_file;		/* PEM private key */
+	const char *cert_file;		/* PEM server certificate chain (read at creation) */
+	const char *key_file;		/* PEM private key (idem) */
 	uint64_t idle_timeout_ms;	/* 0 = 30000 */
 	uint64_t initial_rtt_ms;	/* 0 = 5: the peers are on this host or its bridge */
 	size_t max_connections;		/* 0 = 1024 */
@@ -88,6 +88,14 @@ struct quic_stats {
  */
 int quic_server_new(uv_loop_t *loop, const struct quic_config *config,
     struct rpc *router, struct quic_server **ret_server);
+
+/*
+ * Load a new certificate chain and key (after cert_ensure() renewed them) for the
+ * connections that start from now on; live connections keep theirs. Returns 0,
+ * -EINVAL or -EIO (the files cannot be loaded: the old ones stay in use).
+ */
+int quic_server_reload(struct quic_server *server, const char *cert_file,
+    const char *key_file);
 
 /* The bound UDP port (loop mode), for port 0. */
 uint16_t quic_server_port(const struct quic_server *server);

@@ -497,6 +497,45 @@ test_per_ip_limit(void **state)
 	fx_stop(&fx);
 }
 
+/* A reload serves new connections with the new certificate; live ones carry on. */
+static void
+test_reload_certificate(void **state)
+{
+	struct fx fx = { 0 };
+	struct qt_env other;
+	struct cl a, b, c;
+	struct resp r;
+
+	fx_start(&fx, NULL);
+	cl_open(&fx, &a, NULL, NULL);
+	call(&fx, &a, "GET", "/v1/ping", NULL, NULL, &r);
+	assert_int_equal(r.status, 200);
+
+	/* Switch to a certificate from another CA, so the effect is visible. */
+	qt_env_init(&other);
+	assert_int_equal(quic_server_reload(fx.srv, other.cert, other.key), 0);
+	cl_open(&fx, &b, NULL, NULL);		/* trusts the old CA: refused now */
+	run_until(&fx.loop, &b.closed);
+	assert_int_equal(b.close_err, -EACCES);
+	cl_close(&fx, &b);
+	cl_open(&fx, &c, NULL, other.ca);
+	call(&fx, &c, "GET", "/v1/ping", NULL, NULL, &r);
+	assert_int_equal(r.status, 200);
+	call(&fx, &a, "GET", "/v1/ping", NULL, NULL, &r);	/* the old session lives on */
+	assert_int_equal(r.status, 200);
+
+	/* A reload that fails keeps what is loaded. */
+	assert_int_equal(quic_server_reload(fx.srv, "/nonexistent.pem", other.key), -EIO);
+	cl_close(&fx, &c);
+	cl_open(&fx, &c, NULL, other.ca);
+	call(&fx, &c, "GET", "/v1/ping", NULL, NULL, &r);
+	assert_int_equal(r.status, 200);
+	cl_close(&fx, &c);
+	cl_close(&fx, &a);
+	fx_stop(&fx);
+	qt_env_done(&other);
+}
+
 static void
 test_wildcard_refused(void **state)
 {
@@ -609,6 +648,7 @@ main(void)
 		cmocka_unit_test(test_shutdown_closes_peers),
 		cmocka_unit_test(test_idle_timeout),
 		cmocka_unit_test(test_per_ip_limit),
+		cmocka_unit_test(test_reload_certificate),
 		cmocka_unit_test(test_wildcard_refused),
 		cmocka_unit_test(test_deferred_replies),
 	};
