@@ -245,6 +245,55 @@ test_many_streams_and_connections(void **state)
 	fx_stop(&fx);
 }
 
+#define MANY_CONN	48
+#define MANY_EACH	4
+
+/* Many connections at once, each with a few calls in flight, all opened together. */
+static void
+test_many_connections(void **state)
+{
+	static struct many m[MANY_CONN][MANY_EACH];
+	static struct cl cl[MANY_CONN];
+	struct fx fx = { 0 };
+	unsigned ok = 0;
+	int all = 0, i, j;
+	char body[64];
+
+	fx_start(&fx, NULL);
+	for (i = 0; i < MANY_CONN; i++) {
+		cl_open(&fx, &cl[i], NULL, NULL);
+		for (j = 0; j < MANY_EACH; j++) {
+			m[i][j].idx = i * 100 + j;
+			m[i][j].ok = &ok;
+			m[i][j].r.done = 0;
+			snprintf(body, sizeof(body), "{\"i\":%d}", m[i][j].idx);
+			assert_int_equal(quic_client_request(cl[i].c, "POST", "/v1/echo", NULL, body,
+			    strlen(body), on_many, &m[i][j]), 0);
+		}
+	}
+	while (!all) {
+		uv_run(&fx.loop, UV_RUN_ONCE);
+		all = 1;
+		for (i = 0; i < MANY_CONN; i++)
+			for (j = 0; j < MANY_EACH; j++)
+				all &= m[i][j].r.done;
+	}
+	assert_int_equal(ok, MANY_CONN * MANY_EACH);
+	assert_int_equal(quic_server_stats(fx.srv)->conns_accepted, MANY_CONN);
+	assert_int_equal(quic_server_stats(fx.srv)->conns_active, MANY_CONN);
+	/* Shutdown with every connection live: all of them hear about it. */
+	quic_server_close(fx.srv, srv_closed_cb, &fx.srv_closed);
+	for (i = 0; i < MANY_CONN; i++) {
+		run_until(&fx.loop, &cl[i].closed);
+		assert_int_equal(cl[i].close_err, -ECONNRESET);
+		cl_close(&fx, &cl[i]);
+	}
+	run_until(&fx.loop, &fx.srv_closed);
+	uv_run(&fx.loop, UV_RUN_DEFAULT);
+	assert_int_equal(uv_loop_close(&fx.loop), 0);
+	qt_env_done(&fx.env);
+}
+
 static void
 send_garbage(uint16_t port, const void *data, size_t len)
 {
@@ -642,6 +691,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_single_call),
 		cmocka_unit_test(test_many_streams_and_connections),
+		cmocka_unit_test(test_many_connections),
 		cmocka_unit_test(test_bad_input),
 		cmocka_unit_test(test_wrong_alpn_and_ca),
 		cmocka_unit_test(test_expired_server_cert),
