@@ -22,6 +22,7 @@
 
 #define QC_TX_BUF	1500
 #define QC_RX_BUF	(16 * 65536)
+#define QC_MAX_PENDING_SENDS	256
 
 static const char qc_priority[] =
     "%DISABLE_TLS13_COMPAT_MODE:NORMAL:-VERS-ALL:+VERS-TLS1.3:-CIPHER-ALL:"
@@ -64,6 +65,7 @@ struct quic_client {
 	uv_check_t check;
 	uint8_t *rbuf;
 	int connected, closed, handshake_done, dirty, in_cb, handles;
+	size_t pending_sends;
 	int close_requested;
 	void (*close_cb)(void *);
 	void *close_arg;
@@ -117,9 +119,25 @@ qc_req_complete(struct qc_req *r, int status)
 	qc_req_free(r);
 }
 
+struct qc_send_req {
+	uv_udp_send_t req;
+	struct quic_client *cl;
+	uint8_t data[];
+};
+
+static void
+qc_send_done(uv_udp_send_t *req, int status)
+{
+	struct qc_send_req *sr = (struct qc_send_req *)req;
+
+	sr->cl->pending_sends--;
+	free(sr);
+}
+
 static void
 qc_send(struct quic_client *cl, const uint8_t *data, size_t len)
 {
+	struct qc_send_req *sr;
 	uv_buf_t buf;
 
 	if (!cl->loop) {
@@ -127,8 +145,20 @@ qc_send(struct quic_client *cl, const uint8_t *data, size_t len)
 		return;
 	}
 	buf = uv_buf_init((char *)data, (unsigned)len);
-	/* On EAGAIN the datagram is lost; QUIC's loss recovery resends it. */
-	(void)uv_udp_try_send(&cl->udp, &buf, 1, NULL);
+	if (uv_udp_try_send(&cl->udp, &buf, 1, NULL) != UV_EAGAIN)
+		return;
+	/* The kernel (or libuv's queue) is full: queue a copy, up to a bound; beyond
+	 * it the datagram is lost and QUIC's loss recovery resends it. */
+	if (cl->pending_sends >= QC_MAX_PENDING_SENDS || !(sr = malloc(sizeof(*sr) + len)))
+		return;
+	sr->cl = cl;
+	memcpy(sr->data, data, len);
+	buf = uv_buf_init((char *)sr->data, (unsigned)len);
+	if (uv_udp_send(&sr->req, &cl->udp, &buf, 1, NULL, qc_send_done) < 0) {
+		free(sr);
+		return;
+	}
+	cl->pending_sends++;
 }
 
 static void
@@ -960,6 +990,11 @@ quic_client_new(uv_loop_t *loop, const struct quic_client_config *config,
 		uv_udp_getsockname(&cl->udp, (struct sockaddr *)&cl->local, (int *)&cl->locallen);
 		if ((rv = uv_udp_recv_start(&cl->udp, qc_alloc_cb, qc_recv_cb)) < 0)
 			goto out_handles;
+		{
+			int size = 1024 * 1024;
+
+			uv_recv_buffer_size((uv_handle_t *)&cl->udp, &size);
+		}
 		uv_check_start(&cl->check, qc_check_cb);
 	} else {
 		/* Manual mode: a fixed address the test's "network" routes back to us. */
