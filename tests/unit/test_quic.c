@@ -408,7 +408,23 @@ test_bad_input(void **state)
 		cl_close(&fx, &cl3);
 	}
 
-	assert_int_equal(rpc_stats(fx.env.rpc)->unauthorized, 2);
+	/* Expired: 401 "token expired", and the connection is closed. */
+	{
+		const char *scope[] = { "worker" };
+		struct cl cl4;
+
+		assert_int_equal(auth_sign(fx.env.auth, "sb-1", "acme", scope, 1, 60,
+		    time(NULL) - 120, &tok, NULL), 0);
+		cl_open(&fx, &cl4, NULL, NULL);
+		call(&fx, &cl4, "POST", "/v1/worker/heartbeat", tok, NULL, &r);
+		assert_int_equal(r.status, 401);
+		assert_non_null(strstr(r.body, "expired"));
+		run_until(&fx.loop, &cl4.closed);
+		free(tok);
+		cl_close(&fx, &cl4);
+	}
+
+	assert_int_equal(rpc_stats(fx.env.rpc)->unauthorized, 3);
 	assert_int_equal(rpc_stats(fx.env.rpc)->forbidden, 1);
 	assert_int_equal(rpc_stats(fx.env.rpc)->not_found, 2);
 	assert_int_equal(rpc_stats(fx.env.rpc)->bad_request, 3);
