@@ -1,0 +1,101 @@
+/*
+ * Placement: which provider gets a new sandbox. The policy is "auto" or the
+ * name of one configured provider; no provider name is known here. "auto"
+ * fills the providers that run sandboxes on this host (SP_CAP_LOCAL) first,
+ * in configured order, and bursts to the other providers, in configured
+ * order, when the local ones are full, not ready or backing off.
+ *
+ * A provider that answers "rate limited" is backed off: not chosen until
+ * its backoff passes (exponential from 1 s to 60 s, or the provider's own
+ * retry-after hint when longer); a success clears it.
+ *
+ * State is in memory, on the loop thread; a take is atomic (choose and count
+ * in one call). The caller owns struct placement; strings passed in are
+ * copied; names handed out live until the next placement_configure(). Nothing
+ * logs.
+ */
+#ifndef SANDPIT_PLACEMENT_H
+#define SANDPIT_PLACEMENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define PLACEMENT_PROVIDERS_MAX		16
+#define PLACEMENT_AUTO			"auto"
+#define PLACEMENT_BACKOFF_BASE_MS	1000
+#define PLACEMENT_BACKOFF_MAX_MS	60000
+
+struct placement;
+
+/* A configured provider: its ops->name and ops->caps and how many sandboxes it may hold. */
+struct placement_provider {
+	const char *name;
+	unsigned caps;			/* SP_CAP_* */
+	unsigned capacity;		/* 1..100000: max_sandboxes for a local one, its quota otherwise */
+};
+
+struct placement_choice {
+	size_t index;			/* in the configured list */
+	const char *name;		/* the provider's name (owned by placement) */
+	bool burst;			/* auto chose a non-local provider */
+	int64_t retry_at_ms;		/* on -EAGAIN: when the earliest backoff ends */
+};
+
+/* What a create on a provider came to. */
+enum placement_outcome {
+	PLACEMENT_OK,
+	PLACEMENT_RATE_LIMITED,		/* the provider said slow down (HTTP 429, a quota) */
+	PLACEMENT_FAILED,		/* any other failure: no backoff here (the circuit breaker's job) */
+};
+
+/*
+ * providers in configured order (1..PLACEMENT_PROVIDERS_MAX, unique names).
+ * Every provider starts not ready (placement_set_ready). SP_EINVAL with err.
+ */
+int placement_new(const struct placement_provider *list, size_t n, struct placement **ret,
+		  char *err, size_t errlen);
+void placement_free(struct placement *p);		/* accepts NULL */
+/*
+ * Replace the list (SIGHUP). Providers that stay keep their count, readiness
+ * and backoff; new ones start not ready; dropped ones are forgotten (their
+ * later placement_put() answers SP_ENOTFOUND). SP_EINVAL keeps the old list.
+ */
+int placement_configure(struct placement *p, const struct placement_provider *list, size_t n,
+			char *err, size_t errlen);
+/* The provider finished init (or went down). SP_ENOTFOUND. */
+int placement_set_ready(struct placement *p, const char *name, bool ready);
+
+/* Whether policy is "auto" or a configured provider's name (for request validation). */
+bool placement_policy_valid(const struct placement *p, const char *policy);
+
+/*
+ * Choose a provider for policy and count one sandbox on it. Errors, with err
+ * naming every candidate's state ("local: full (64/64); cloud: rate-limited
+ * for 1500 ms"):
+ *   SP_EINVAL     unknown policy;
+ *   -EAGAIN       the candidates with room are backing off: retry at
+ *                 ret->retry_at_ms;
+ *   SP_ELIMIT     every ready candidate is full;
+ *   SP_EUNAVAIL   no candidate is ready.
+ */
+int placement_take(struct placement *p, const char *policy, int64_t now_ms,
+		   struct placement_choice *ret, char *err, size_t errlen);
+/* A sandbox on provider is gone (or its create failed): uncount it. SP_ENOTFOUND, SP_ECONFLICT at 0. */
+int placement_put(struct placement *p, const char *name);
+/*
+ * The outcome of a create on provider at now_ms; retry_after_ms is the
+ * provider's hint (0 for none). SP_ENOTFOUND.
+ */
+int placement_report(struct placement *p, const char *name, enum placement_outcome o,
+		     int64_t retry_after_ms, int64_t now_ms);
+
+struct placement_state {
+	unsigned capacity, in_use;
+	bool ready, local;
+	int64_t backoff_until_ms;	/* end of the last backoff (0: never; in the past: over) */
+	unsigned rate_limited;		/* consecutive rate-limit answers */
+};
+int placement_get(const struct placement *p, const char *name, struct placement_state *ret);
+
+#endif
