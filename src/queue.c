@@ -81,6 +81,9 @@ enum queue_stmt {
 	QS_HELD_ALL,
 	QS_REQUEUE,
 	QS_SWARM_OPEN,
+	QS_BY_WORKER,
+	QS_PURGE_RESULTS,
+	QS_PURGE_TASKS,
 	QS_CANCEL_SWARM,
 	QS_GET,
 	QS_LIST,
@@ -125,6 +128,11 @@ static const char *const queue_sql[QS__COUNT] = {
 	[QS_REQUEUE] = "UPDATE queue_tasks SET state = 0, not_before = ?2, "
 		       "reason = 'holder gone at daemon restart', lease = NULL, "
 		       "lease_expires = 0, updated_ms = ?2 WHERE id = ?1",
+	[QS_BY_WORKER] = "SELECT id, swarm, state, failures, max_retries FROM queue_tasks "
+			 "WHERE state IN (1, 2) AND worker = ?1 ORDER BY id",
+	[QS_PURGE_RESULTS] = "DELETE FROM queue_results WHERE task IN (SELECT id FROM queue_tasks "
+			     "WHERE swarm = ?1 AND state IN (3, 4, 5))",
+	[QS_PURGE_TASKS] = "DELETE FROM queue_tasks WHERE swarm = ?1 AND state IN (3, 4, 5)",
 	[QS_SWARM_OPEN] = "SELECT id, state FROM queue_tasks WHERE swarm = ?1 AND state IN (0, 1, 2) "
 			  "ORDER BY id",
 	[QS_CANCEL_SWARM] = "UPDATE queue_tasks SET state = 5, reason = 'cancelled', lease = NULL, "
@@ -365,6 +373,8 @@ queue_op_begin(struct queue *q)
 		q->in_group = false;
 		q->pending = 0;
 		q->durable_seq = q->seq;
+		if (q->commit_cb != NULL)
+			q->commit_cb(q->commit_arg, 0, q->durable_seq);
 	}
 	if (!q->in_group) {
 		if (queue_exec(q, "BEGIN IMMEDIATE") < 0)
@@ -392,8 +402,7 @@ queue_flush(struct queue *q)
 	if (!q->in_group)
 		return 0;
 	if (sqlite3_get_autocommit(q->db)) {
-		/* Ended by another module's COMMIT; nothing left for us to do. */
-		q->in_group = false;
+		/* Ended by another module's COMMIT; what we wrote went with it. */
 	} else if (queue_exec(q, "COMMIT") < 0) {
 		queue_group_failed(q);
 		return SP_EDB;
@@ -1176,6 +1185,101 @@ out:
 	r = queue_op_end(q, r, true);
 	if (r == 0 && ret_requeued != NULL)
 		*ret_requeued = requeued;
+	return r;
+}
+
+int
+queue_worker_lost(struct queue *q, const char *worker, const char *reason, size_t *ret_n)
+{
+	struct queue_expired *x = NULL;
+	char why[QUEUE_REASON_MAX + 1];
+	size_t n = 0, cap = 0, i, len;
+	sqlite3_stmt *st;
+	int64_t now;
+	int rc, r;
+
+	if (ret_n != NULL)
+		*ret_n = 0;
+	if (!queue_name_valid(worker))
+		return SP_EINVAL;
+	if (reason == NULL)
+		reason = "worker lost";
+	len = queue_utf8_cut(reason, strlen(reason), QUEUE_REASON_MAX);
+	memcpy(why, reason, len);
+	why[len] = '\0';
+	if ((r = queue_op_begin(q)) < 0)
+		return r;
+	now = queue_now(q);
+	if ((st = queue_stmt(q, QS_BY_WORKER)) == NULL) {
+		r = SP_EDB;
+		goto out;
+	}
+	sqlite3_bind_text(st, 1, worker, -1, SQLITE_TRANSIENT);
+	/* A worker holds a task or two; the bound only guards against a runaway table. */
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW && n < QUEUE_LIST_MAX) {
+		if (n == cap) {
+			cap = cap ? cap * 2 : 4;
+			x = xreallocarray(x, cap, sizeof(*x));
+		}
+		memset(&x[n], 0, sizeof(x[n]));
+		x[n].id = sqlite3_column_int64(st, 0);
+		x[n].swarm = xstrdup((const char *)sqlite3_column_text(st, 1));
+		x[n].state = (enum queue_state)sqlite3_column_int(st, 2);
+		x[n].failures = (unsigned)sqlite3_column_int(st, 3);
+		x[n].max_retries = (unsigned)sqlite3_column_int(st, 4);
+		n++;
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+		r = SP_EDB;
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		r = queue_fail_attempt(q, x[i].id, x[i].swarm, x[i].state, x[i].failures,
+				       x[i].max_retries, why, now);
+		if (r < 0)
+			goto out;
+	}
+out:
+	for (i = 0; i < n; i++)
+		free(x[i].swarm);
+	free(x);
+	r = queue_op_end(q, r, false);
+	if (r == 0 && ret_n != NULL)
+		*ret_n = n;
+	return r;
+}
+
+int
+queue_purge_swarm(struct queue *q, const char *swarm, size_t *ret_n)
+{
+	sqlite3_stmt *st;
+	size_t n = 0;
+	int r;
+
+	if (!queue_name_valid(swarm))
+		return SP_EINVAL;
+	if ((r = queue_op_begin(q)) < 0)
+		return r;
+	if ((st = queue_stmt(q, QS_PURGE_RESULTS)) == NULL) {
+		r = SP_EDB;
+		goto out;
+	}
+	sqlite3_bind_text(st, 1, swarm, -1, SQLITE_TRANSIENT);
+	if ((r = queue_run(q, st)) < 0)
+		goto out;
+	if ((st = queue_stmt(q, QS_PURGE_TASKS)) == NULL) {
+		r = SP_EDB;
+		goto out;
+	}
+	sqlite3_bind_text(st, 1, swarm, -1, SQLITE_TRANSIENT);
+	if ((r = queue_run(q, st)) < 0)
+		goto out;
+	n = (size_t)sqlite3_changes(q->db);
+out:
+	r = queue_op_end(q, r, true);
+	if (r == 0 && ret_n != NULL)
+		*ret_n = n;
 	return r;
 }
 

@@ -27,13 +27,13 @@
  * Operations come in two kinds:
  *
  *  - Synchronous: queue_enqueue(), queue_cancel(), queue_cancel_swarm(),
- *    queue_recover(). They commit (together with any deferred work before
+ *    queue_recover(), queue_purge_swarm(). They commit (together with any deferred work before
  *    them) before returning 0. An acknowledged enqueue is therefore never
  *    lost. Acknowledge a task to a client only after queue_enqueue()
  *    returned 0.
  *
  *  - Deferred: queue_lease(), queue_start(), queue_heartbeat(),
- *    queue_result(), queue_sweep(). They are applied inside the open group
+ *    queue_result(), queue_sweep(), queue_worker_lost(). They are applied inside the open group
  *    transaction and are visible to every later queue call at once, but they
  *    become durable only when the group commits: at queue_flush() (which the
  *    daemon calls on a short timer, flush interval), when the group reaches
@@ -232,6 +232,19 @@ int queue_sweep(struct queue *q, size_t max, size_t *ret_n);
  */
 int queue_recover(struct queue *q, bool (*alive)(void *arg, const char *worker), void *arg,
 		  size_t *ret_requeued);
+/*
+ * Deferred: the daemon learned that worker is gone (its sandbox exited or was
+ * OOM-killed). Every task it holds fails this attempt with reason (NULL:
+ * "worker lost") and is retried with backoff or failed, as for an expired
+ * lease but without waiting for the expiry. *ret_n (may be NULL) gets how many.
+ */
+int queue_worker_lost(struct queue *q, const char *worker, const char *reason, size_t *ret_n);
+/*
+ * Synchronous: delete the finished tasks of swarm (and their result keys),
+ * for retention once the swarm is deleted and its result read. Unfinished
+ * tasks stay. *ret_n (may be NULL) gets how many were deleted.
+ */
+int queue_purge_swarm(struct queue *q, const char *swarm, size_t *ret_n);
 /* Synchronous. SP_ENOTFOUND; a finished task is left alone and answers SP_ECONFLICT. */
 int queue_cancel(struct queue *q, int64_t task);
 /* Synchronous: every unfinished task of swarm. *ret_n (may be NULL) gets how many. */

@@ -856,6 +856,121 @@ test_migration_once(void **state)
 	assert_int_equal(query_int(store_db(f->store), "SELECT COUNT(*) FROM queue_tasks"), 1);
 }
 
+static void
+test_worker_lost(void **state)
+{
+	struct fixture *f = *state;
+	int64_t a = add(f, "sw", "a", 1), b = add(f, "sw", "b", 0), c = add(f, "sw2", "c", 0);
+	struct queue_task_spec s = spec("poison", 0);
+	struct queue_grant ga, gb, gc, gp;
+	struct queue_task t;
+	enum queue_verdict v;
+	int64_t p;
+	size_t n = 9;
+
+	lease_ok(f, "sw", "w-dead", &ga);
+	lease_ok(f, "sw", "w-ok", &gb);
+	lease_ok(f, "sw2", "w-dead", &gc);
+	assert_int_equal(queue_start(f->q, a, 1, ga.lease, "w-dead", &v), 0);
+	assert_int_equal(queue_worker_lost(f->q, "w-dead", "sandbox OOM-killed", &n), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(queue_get(f->q, a, &t), 0);
+	assert_int_equal(t.state, QUEUE_QUEUED);
+	assert_int_equal(t.failures, 1);
+	assert_string_equal(t.reason, "sandbox OOM-killed");
+	assert_int_equal(t.not_before_ms, f->now + 500);
+	queue_task_done(&t);
+	assert_int_equal(state_of(f, c), QUEUE_QUEUED);
+	assert_int_equal(state_of(f, b), QUEUE_ASSIGNED);	/* someone else's */
+	/* The dead worker's late result is stale. */
+	assert_int_equal(queue_result(f->q, a, 1, ga.lease, "w-dead", &ok_out, &v), 0);
+	assert_int_equal(v, QUEUE_STALE);
+	assert_int_equal(queue_worker_lost(f->q, "w-dead", NULL, &n), 0);
+	assert_int_equal(n, 0);
+	assert_int_equal(queue_worker_lost(f->q, "", NULL, &n), SP_EINVAL);
+	/* A task that kills every worker it lands on fails once its retries are spent. */
+	s.max_retries = 1;
+	assert_int_equal(queue_enqueue(f->q, "sw3", "acme", &s, 1, &p, NULL, 0), 0);
+	lease_ok(f, "sw3", "w1", &gp);
+	queue_grant_done(&gp);
+	assert_int_equal(queue_worker_lost(f->q, "w1", NULL, NULL), 0);
+	f->now += 500;
+	lease_ok(f, "sw3", "w2", &gp);
+	queue_grant_done(&gp);
+	assert_int_equal(queue_worker_lost(f->q, "w2", "exited with 137", NULL), 0);
+	assert_int_equal(queue_get(f->q, p, &t), 0);
+	assert_int_equal(t.state, QUEUE_FAILED);
+	assert_string_equal(t.reason, "exited with 137");
+	queue_task_done(&t);
+	queue_grant_done(&ga);
+	queue_grant_done(&gb);
+	queue_grant_done(&gc);
+}
+
+static void
+test_purge_swarm(void **state)
+{
+	struct fixture *f = *state;
+	int64_t a = add(f, "sw", "a", 1), b = add(f, "sw", "b", 0), c = add(f, "sw2", "c", 0);
+	enum queue_verdict v;
+	struct queue_grant g;
+	struct queue_task t;
+	size_t n = 0;
+
+	lease_ok(f, "sw", "w", &g);
+	assert_int_equal(queue_result(f->q, a, 1, g.lease, "w", &ok_out, &v), 0);
+	queue_grant_done(&g);
+	/* b is unfinished: it stays; a goes with its result key. */
+	assert_int_equal(queue_purge_swarm(f->q, "sw", &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(queue_get(f->q, a, &t), SP_ENOTFOUND);
+	assert_int_equal(state_of(f, b), QUEUE_QUEUED);
+	assert_int_equal(query_int(store_db(f->store), "SELECT COUNT(*) FROM queue_results"), 0);
+	assert_int_equal(queue_cancel_swarm(f->q, "sw", NULL), 0);
+	assert_int_equal(queue_purge_swarm(f->q, "sw", &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(state_of(f, c), QUEUE_QUEUED);
+	assert_int_equal(queue_purge_swarm(f->q, "bad name", &n), SP_EINVAL);
+	/* Ids are never reused after a purge. */
+	assert_true(add(f, "sw", "d", 0) > c);
+}
+
+/* A write that fails midway undoes only its own operation; the group survives. */
+static void
+test_failed_op_keeps_group(void **state)
+{
+	struct fixture *f = *state;
+	int64_t a = add(f, "sw", "a", 0);
+	enum queue_verdict v = QUEUE_ACCEPTED;
+	struct queue_grant g;
+	struct queue_task t;
+	sqlite3 *other;
+
+	queue_set_commit_cb(f->q, on_commit, f);
+	lease_ok(f, "sw", "w", &g);
+	assert_int_equal(queue_pending(f->q), 1);
+	assert_int_equal(sqlite3_exec(store_db(f->store), "PRAGMA query_only=1", NULL, NULL, NULL),
+			 SQLITE_OK);
+	assert_int_equal(queue_result(f->q, a, 1, g.lease, "w", &ok_out, &v), SP_EDB);
+	assert_int_equal(sqlite3_exec(store_db(f->store), "PRAGMA query_only=0", NULL, NULL, NULL),
+			 SQLITE_OK);
+	assert_int_equal(queue_pending(f->q), 1);
+	assert_int_equal(queue_flush(f->q), 0);
+	assert_int_equal(f->commit_fail, 0);
+	assert_int_equal(queue_get(f->q, a, &t), 0);
+	assert_int_equal(t.state, QUEUE_ASSIGNED);	/* the lease survived, the result did not */
+	assert_null(t.output);
+	queue_task_done(&t);
+	assert_int_equal(sqlite3_open(f->path, &other), SQLITE_OK);
+	assert_int_equal(query_int(other, "SELECT COUNT(*) FROM queue_results"), 0);
+	assert_int_equal(query_int(other, "SELECT state FROM queue_tasks"), QUEUE_ASSIGNED);
+	sqlite3_close(other);
+	/* And the same result, retried, goes through. */
+	assert_int_equal(queue_result(f->q, a, 1, g.lease, "w", &ok_out, &v), 0);
+	assert_int_equal(v, QUEUE_ACCEPTED);
+	queue_grant_done(&g);
+}
+
 /*
  * A child enqueues one task at a time, writing each id to a pipe only after
  * queue_enqueue() returned 0, and mixes in deferred leases and results; the
@@ -963,6 +1078,9 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_events, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_list_pages, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_migration_once, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_worker_lost, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_purge_swarm, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_failed_op_keeps_group, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_crash_consistency, setup, teardown),
 	};
 
