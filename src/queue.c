@@ -738,6 +738,13 @@ out:
 		if (queue_run_plain(q, QS_RELEASE) < 0) {
 			queue_group_failed(q);
 			r = SP_EDB;
+		} else if (q->pending == 0 && queue_exec(q, "COMMIT") == 0) {
+			/*
+			 * Idle workers poll often: do not leave an empty group
+			 * holding the write lock (and blocking checkpoints)
+			 * until the next flush.
+			 */
+			q->in_group = false;
 		}
 		queue_events_clear(q);
 		return r;

@@ -56,9 +56,12 @@
  *    began, and the commit callback reports the error.
  *
  * The group keeps a transaction open on the shared connection between
- * flushes. Another module that runs its own BEGIN on the store connection
- * must call queue_flush() first; plain autocommit statements of other
- * modules simply join the group and commit with it.
+ * flushes (so call queue_flush() on a short timer: an open group also holds
+ * off WAL checkpoints). Another module that runs its own BEGIN on the store
+ * connection must call queue_flush() first, and must not leave its own
+ * transaction open across loop callbacks (queue calls would fail with
+ * SP_EDB meanwhile); plain autocommit statements of other modules simply
+ * join the group and commit with it.
  *
  * Callbacks (commit, event) fire synchronously from inside the queue call
  * that caused them and must not call back into the queue.

@@ -750,6 +750,31 @@ test_group_commit(void **state)
 	sqlite3_close(other);
 }
 
+/* An idle worker's empty poll must not leave the write lock held until the next flush. */
+static void
+test_empty_poll_holds_no_lock(void **state)
+{
+	struct fixture *f = *state;
+	struct queue_grant g;
+	sqlite3 *other;
+
+	assert_int_equal(sqlite3_open(f->path, &other), SQLITE_OK);
+	assert_int_equal(queue_lease(f->q, "sw", "w", &g, NULL), -EAGAIN);
+	assert_int_equal(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(other, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+	/* With deferred work pending, the group (and its lock) stays until the flush. */
+	add(f, "sw", "a", 0);
+	lease_ok(f, "sw", "w", &g);
+	queue_grant_done(&g);
+	assert_int_equal(queue_lease(f->q, "sw", "w", &g, NULL), -EAGAIN);
+	assert_int_equal(queue_pending(f->q), 1);
+	assert_int_equal(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_BUSY);
+	assert_int_equal(queue_flush(f->q), 0);
+	assert_int_equal(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(other, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(other);
+}
+
 static void
 test_no_grouping_baseline(void **state)
 {
@@ -1075,6 +1100,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_restart_recovery, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_no_grouping_baseline, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_empty_poll_holds_no_lock, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_events, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_list_pages, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_migration_once, setup, teardown),
