@@ -76,6 +76,8 @@ enum queue_stmt {
 	QS_SET_RUNNING,
 	QS_SET_EXPIRES,
 	QS_SET_OUTPUT,
+	QS_SET_EXIT,
+	QS_OUTPUT_GET,
 	QS_SETTLE,
 	QS_EXPIRED,
 	QS_HELD_ALL,
@@ -106,7 +108,9 @@ static const char *const queue_sql[QS__COUNT] = {
 		     "WHERE swarm = ?1 AND state = 0 AND not_before <= ?2 "
 		     "ORDER BY priority DESC, id LIMIT 1",
 	[QS_NEXT_READY] = "SELECT MIN(not_before) FROM queue_tasks WHERE swarm = ?1 AND state = 0",
+	/* A new attempt starts with no output: the row shows the current or last attempt's. */
 	[QS_GRANT] = "UPDATE queue_tasks SET state = 1, attempt = ?2, worker = ?3, lease = ?4, "
+		     "output = NULL, truncated = 0, exit_code = 0, "
 		     "lease_expires = ?5, deadline = ?6, updated_ms = ?7 WHERE id = ?1",
 	[QS_HELD] = "SELECT swarm, state, attempt, lease, worker, lease_expires, deadline, "
 		    "failures, max_retries FROM queue_tasks WHERE id = ?1",
@@ -118,6 +122,8 @@ static const char *const queue_sql[QS__COUNT] = {
 	[QS_SET_OUTPUT] = "UPDATE queue_tasks SET exit_code = ?2, output = ?3, truncated = ?4 "
 			  "WHERE id = ?1",
 	/* Leave the held state: to queued (retry) or to a final state. */
+	[QS_SET_EXIT] = "UPDATE queue_tasks SET exit_code = ?2 WHERE id = ?1",
+	[QS_OUTPUT_GET] = "SELECT output, truncated FROM queue_tasks WHERE id = ?1",
 	[QS_SETTLE] = "UPDATE queue_tasks SET state = ?2, failures = ?3, not_before = ?4, "
 		      "reason = ?5, lease = NULL, lease_expires = 0, updated_ms = ?6 WHERE id = ?1",
 	[QS_EXPIRED] = "SELECT id, swarm, state, deadline, failures, max_retries, timeout_ms "
@@ -885,6 +891,69 @@ out:
 	return queue_op_end(q, r, false);
 }
 
+int
+queue_output(struct queue *q, int64_t task, uint32_t attempt, int64_t lease,
+	     const char *worker, const char *data, size_t len, enum queue_verdict *ret)
+{
+	struct queue_held h;
+	sqlite3_stmt *st;
+	const void *have;
+	size_t have_len, keep;
+	char *buf = NULL;
+	bool truncated;
+	int64_t now;
+	int rc, r;
+
+	if (!queue_name_valid(worker) || (data == NULL && len > 0))
+		return SP_EINVAL;
+	if ((r = queue_op_begin(q)) < 0)
+		return r;
+	now = queue_now(q);
+	if ((r = queue_held_get(q, task, &h)) < 0)
+		goto out;
+	if (!queue_holds(&h, attempt, lease, worker, now)) {
+		*ret = QUEUE_STALE;
+		goto out;
+	}
+	*ret = QUEUE_ACCEPTED;
+	if ((st = queue_stmt(q, QS_OUTPUT_GET)) == NULL) {
+		r = SP_EDB;
+		goto out;
+	}
+	sqlite3_bind_int64(st, 1, task);
+	if ((rc = sqlite3_step(st)) != SQLITE_ROW) {
+		sqlite3_reset(st);
+		r = SP_EDB;
+		goto out;
+	}
+	truncated = sqlite3_column_int(st, 1) != 0;
+	have = sqlite3_column_blob(st, 0);
+	have_len = (size_t)sqlite3_column_bytes(st, 0);
+	/* Once cut, later chunks are dropped: the kept output is a prefix. */
+	if (truncated || len == 0) {
+		sqlite3_reset(st);
+		goto out;
+	}
+	buf = xmalloc(have_len + len);
+	if (have_len > 0)
+		memcpy(buf, have, have_len);
+	memcpy(buf + have_len, data, len);
+	sqlite3_reset(st);
+	keep = queue_utf8_cut(buf, have_len + len, q->lim.output_max);
+	if ((st = queue_stmt(q, QS_SET_OUTPUT)) == NULL) {
+		r = SP_EDB;
+		goto out;
+	}
+	sqlite3_bind_int64(st, 1, task);
+	sqlite3_bind_int(st, 2, 0);
+	sqlite3_bind_blob(st, 3, keep ? buf : "", (int)keep, SQLITE_STATIC);
+	sqlite3_bind_int(st, 4, keep < have_len + len ? 1 : 0);
+	r = queue_run(q, st);
+out:
+	free(buf);
+	return queue_op_end(q, r, false);
+}
+
 /* backoff_base * 2^(failures-1), capped. */
 static int64_t
 queue_backoff(const struct queue *q, unsigned failures)
@@ -987,19 +1056,22 @@ queue_result(struct queue *q, int64_t task, uint32_t attempt, int64_t lease,
 	if ((r = queue_run(q, st)) < 0)
 		goto out;
 
-	out_len = queue_utf8_cut(o->output, o->output_len, q->lim.output_max);
-	if ((st = queue_stmt(q, QS_SET_OUTPUT)) == NULL) {
+	/* Output in the result replaces what was streamed; none keeps it. */
+	if (o->output != NULL) {
+		out_len = queue_utf8_cut(o->output, o->output_len, q->lim.output_max);
+		if ((st = queue_stmt(q, QS_SET_OUTPUT)) == NULL) {
+			r = SP_EDB;
+			goto out;
+		}
+		sqlite3_bind_blob(st, 3, o->output_len ? o->output : "", (int)out_len,
+				  SQLITE_STATIC);
+		sqlite3_bind_int(st, 4, out_len < o->output_len ? 1 : 0);
+	} else if ((st = queue_stmt(q, QS_SET_EXIT)) == NULL) {
 		r = SP_EDB;
 		goto out;
 	}
 	sqlite3_bind_int64(st, 1, task);
 	sqlite3_bind_int(st, 2, o->exit_code);
-	if (o->output != NULL)
-		sqlite3_bind_blob(st, 3, o->output_len ? o->output : "", (int)out_len,
-				  SQLITE_STATIC);
-	else
-		sqlite3_bind_null(st, 3);
-	sqlite3_bind_int(st, 4, out_len < o->output_len ? 1 : 0);
 	if ((r = queue_run(q, st)) < 0)
 		goto out;
 

@@ -33,7 +33,7 @@
  *    returned 0.
  *
  *  - Deferred: queue_lease(), queue_start(), queue_heartbeat(),
- *    queue_result(), queue_sweep(), queue_worker_lost(). They are applied inside the open group
+ *    queue_output(), queue_result(), queue_sweep(), queue_worker_lost(). They are applied inside the open group
  *    transaction and are visible to every later queue call at once, but they
  *    become durable only when the group commits: at queue_flush() (which the
  *    daemon calls on a short timer, flush interval), when the group reaches
@@ -198,10 +198,19 @@ int queue_start(struct queue *q, int64_t task, uint32_t attempt, int64_t lease,
 int queue_heartbeat(struct queue *q, int64_t task, uint32_t attempt, int64_t lease,
 		    const char *worker, enum queue_verdict *ret, int64_t *ret_expires_ms);
 
+/*
+ * Append a chunk of the attempt's output (the worker streams it as it runs).
+ * Kept up to output_max bytes; past that the output is cut (truncated set)
+ * and later chunks are dropped. A new attempt starts with empty output.
+ */
+int queue_output(struct queue *q, int64_t task, uint32_t attempt, int64_t lease,
+		 const char *worker, const char *data, size_t len, enum queue_verdict *ret);
+
 struct queue_outcome {
 	bool ok;			/* succeeded; otherwise the attempt failed */
 	int exit_code;
-	const char *output;		/* kept up to output_max bytes, then truncated is set */
+	const char *output;		/* replaces streamed output, kept up to output_max bytes
+					   (then truncated is set); NULL keeps what was streamed */
 	size_t output_len;
 	const char *reason;		/* why it failed (NULL: "exit code N"); cut at QUEUE_REASON_MAX */
 };
@@ -271,7 +280,7 @@ struct queue_task {
 	int64_t lease_expires_ms;	/* while assigned/running, else 0 */
 	int64_t deadline_ms;
 	int exit_code;
-	char *output;			/* of the last recorded attempt, NUL-terminated, or NULL */
+	char *output;			/* of the current or last attempt, NUL-terminated, or NULL */
 	size_t output_len;
 	bool truncated;
 	char *reason;			/* last failure or cancel reason, or NULL */

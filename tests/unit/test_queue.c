@@ -570,6 +570,66 @@ test_output_capped(void **state)
 }
 
 static void
+test_streamed_output(void **state)
+{
+	struct fixture *f = *state;
+	struct queue_outcome keep = { .ok = false, .exit_code = 1, .reason = "boom" };
+	struct queue_outcome done_noout = { .ok = true, .exit_code = 0 };
+	struct queue_limits lim;
+	enum queue_verdict v;
+	struct queue_grant g;
+	struct queue_task t;
+	int64_t id;
+
+	queue_limits_default(&lim);
+	lim.output_max = 10;
+	assert_int_equal(queue_set_limits(f->q, &lim), 0);
+	id = add(f, "sw", "t", 0);
+	lease_ok(f, "sw", "w", &g);
+	assert_int_equal(queue_output(f->q, id, 1, g.lease, "w", "abcd", 4, &v), 0);
+	assert_int_equal(v, QUEUE_ACCEPTED);
+	assert_int_equal(queue_output(f->q, id, 1, g.lease, "w", "efgh", 4, &v), 0);
+	/* Someone else's chunk changes nothing. */
+	assert_int_equal(queue_output(f->q, id, 1, g.lease, "w2", "XXXX", 4, &v), 0);
+	assert_int_equal(v, QUEUE_STALE);
+	assert_int_equal(queue_output(f->q, id, 1, g.lease, "w", "ijkl", 4, &v), 0);
+	assert_int_equal(queue_output(f->q, id, 1, g.lease, "w", "mnop", 4, &v), 0);
+	assert_int_equal(v, QUEUE_ACCEPTED);
+	assert_int_equal(queue_get(f->q, id, &t), 0);
+	assert_int_equal(t.output_len, 10);
+	assert_string_equal(t.output, "abcdefghij");
+	assert_true(t.truncated);
+	queue_task_done(&t);
+	/* A result without output keeps what was streamed. */
+	assert_int_equal(queue_result(f->q, id, 1, g.lease, "w", &keep, &v), 0);
+	queue_grant_done(&g);
+	assert_int_equal(queue_get(f->q, id, &t), 0);
+	assert_string_equal(t.output, "abcdefghij");
+	assert_int_equal(t.exit_code, 1);
+	queue_task_done(&t);
+	/* The retry starts with empty output; its own chunks and result show. */
+	f->now += 500;
+	lease_ok(f, "sw", "w", &g);
+	assert_int_equal(queue_get(f->q, id, &t), 0);
+	assert_null(t.output);
+	assert_false(t.truncated);
+	queue_task_done(&t);
+	assert_int_equal(queue_output(f->q, id, 2, g.lease, "w", "ok", 2, &v), 0);
+	assert_int_equal(queue_output(f->q, id, 1, g.lease, "w", "old", 3, &v), 0);
+	assert_int_equal(v, QUEUE_STALE);
+	assert_int_equal(queue_result(f->q, id, 2, g.lease, "w", &done_noout, &v), 0);
+	assert_int_equal(queue_get(f->q, id, &t), 0);
+	assert_int_equal(t.state, QUEUE_SUCCEEDED);
+	assert_string_equal(t.output, "ok");
+	queue_task_done(&t);
+	/* Finished: no more output. */
+	assert_int_equal(queue_output(f->q, id, 2, g.lease, "w", "late", 4, &v), 0);
+	assert_int_equal(v, QUEUE_STALE);
+	assert_int_equal(queue_output(f->q, id, 2, g.lease, "w", NULL, 3, &v), SP_EINVAL);
+	queue_grant_done(&g);
+}
+
+static void
 test_cancel(void **state)
 {
 	struct fixture *f = *state;
@@ -1096,6 +1156,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_retries_then_failed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_backoff_caps, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_output_capped, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_streamed_output, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_restart_recovery, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
