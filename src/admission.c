@@ -1,6 +1,6 @@
 /*
- * Admission control: counts of starting and running sandboxes per host and
- * per tenant, a FIFO of callers waiting for a start slot, and the limits in
+ * Admission control: counts of starting and running sandboxes on this host
+ * and per tenant (wherever they run), a FIFO of callers waiting for a start slot, and the limits in
  * force. It owns only its counters and copies of the limits; it does not
  * start anything, does not touch the store, and never logs.
  */
@@ -30,7 +30,8 @@ struct admission {
 	struct admission_ovr *ovr;
 	size_t novr;
 
-	unsigned starting, running;
+	unsigned starting, running;	/* local: they count against the host */
+	unsigned remote;		/* held on remote providers (starting or running) */
 	/* Tenants holding something; linear, since live tenants per host are few. */
 	struct admission_tenant *tenants;
 	size_t ntenants, cap;
@@ -260,7 +261,7 @@ admission_refuse(struct admission_refusal *why, enum admission_limit l, unsigned
 }
 
 int
-admission_take(struct admission *a, const char *tenant, struct admission_ticket *t,
+admission_take(struct admission *a, const char *tenant, bool local, struct admission_ticket *t,
 	       struct admission_refusal *why, char *err, size_t errlen)
 {
 	struct admission_tenant *tc;
@@ -275,7 +276,7 @@ admission_take(struct admission *a, const char *tenant, struct admission_ticket 
 		return SP_EINVAL;
 	}
 	/* Hard caps first: waiting for a start slot would not help them. */
-	if (a->starting + a->running >= a->host_max) {
+	if (local && a->starting + a->running >= a->host_max) {
 		admission_err(err, errlen, "max_sandboxes is %u: %u sandboxes starting or running "
 			      "on this host", a->host_max, a->starting + a->running);
 		return admission_refuse(why, ADMISSION_HOST, a->host_max,
@@ -290,7 +291,7 @@ admission_take(struct admission *a, const char *tenant, struct admission_ticket 
 			      tc ? tc->starting : 0);
 		return admission_refuse(why, ADMISSION_TENANT, tmax, tcount, SP_ELIMIT);
 	}
-	if (a->starting >= a->starts_max || (a->nwait > 0 && !a->waking)) {
+	if (local && (a->starting >= a->starts_max || (a->nwait > 0 && !a->waking))) {
 		admission_err(err, errlen, "max_starts is %u: %u starts in progress, %zu waiting",
 			      a->starts_max, a->starting, a->nwait);
 		return admission_refuse(why, ADMISSION_STARTS, a->starts_max, a->starting,
@@ -298,8 +299,12 @@ admission_take(struct admission *a, const char *tenant, struct admission_ticket 
 	}
 	tc = admission_tenant_get(a, tenant);
 	tc->starting++;
-	a->starting++;
+	if (local)
+		a->starting++;
+	else
+		a->remote++;
 	t->hold = ADMISSION_STARTING;
+	t->local = local;
 	snprintf(t->tenant, sizeof(t->tenant), "%s", tenant);
 	return 0;
 }
@@ -312,13 +317,15 @@ admission_started(struct admission *a, struct admission_ticket *t)
 	if (t->hold != ADMISSION_STARTING)
 		return SP_ECONFLICT;
 	tc = admission_tenant_find(a, t->tenant);
-	if (tc == NULL || tc->starting == 0 || a->starting == 0)
+	if (tc == NULL || tc->starting == 0 || (t->local && a->starting == 0))
 		abort();	/* a ticket we never issued: a broken invariant */
 	tc->starting--;
 	tc->running++;
+	t->hold = ADMISSION_RUNNING;
+	if (!t->local)
+		return 0;
 	a->starting--;
 	a->running++;
-	t->hold = ADMISSION_RUNNING;
 	admission_wake(a);
 	return 0;
 }
@@ -335,21 +342,24 @@ admission_release(struct admission *a, struct admission_ticket *t)
 	if (tc == NULL)
 		abort();
 	was_starting = t->hold == ADMISSION_STARTING;
-	if (was_starting) {
+	if (was_starting)
 		tc->starting--;
-		a->starting--;
-	} else {
+	else
 		tc->running--;
+	if (!t->local)
+		a->remote--;
+	else if (was_starting)
+		a->starting--;
+	else
 		a->running--;
-	}
 	t->hold = ADMISSION_NONE;
 	admission_tenant_gc(a, tc);
-	if (was_starting)
+	if (was_starting && t->local)
 		admission_wake(a);
 }
 
 int
-admission_adopt(struct admission *a, const char *tenant, struct admission_ticket *t)
+admission_adopt(struct admission *a, const char *tenant, bool local, struct admission_ticket *t)
 {
 	struct admission_tenant *tc;
 
@@ -357,8 +367,12 @@ admission_adopt(struct admission *a, const char *tenant, struct admission_ticket
 		return SP_EINVAL;
 	tc = admission_tenant_get(a, tenant);
 	tc->running++;
-	a->running++;
+	if (local)
+		a->running++;
+	else
+		a->remote++;
 	t->hold = ADMISSION_RUNNING;
+	t->local = local;
 	snprintf(t->tenant, sizeof(t->tenant), "%s", tenant);
 	return 0;
 }
@@ -443,10 +457,10 @@ admission_counts(const struct admission *a, const char *tenant, struct admission
 	const struct admission_tenant *tc;
 
 	if (tenant == NULL) {
-		*ret = (struct admission_counts){ a->starting, a->running };
+		*ret = (struct admission_counts){ a->starting, a->running, a->remote };
 		return;
 	}
 	tc = admission_tenant_find(a, tenant);
-	*ret = tc ? (struct admission_counts){ tc->starting, tc->running }
-		  : (struct admission_counts){ 0, 0 };
+	*ret = tc ? (struct admission_counts){ tc->starting, tc->running, 0 }
+		  : (struct admission_counts){ 0, 0, 0 };
 }

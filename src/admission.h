@@ -1,7 +1,10 @@
 /*
  * Admission control for sandbox starts, on the loop thread: a per-host cap
- * on sandboxes starting or running, a limit on concurrent starts, and a
- * per-tenant cap that also counts starting and running sandboxes. A take
+ * on sandboxes starting or running here, a limit on concurrent starts here,
+ * and a per-tenant cap that counts the tenant's starting and running
+ * sandboxes wherever they run. A sandbox placed on a remote provider (no
+ * SP_CAP_LOCAL: a burst) counts only against its tenant; the remote
+ * provider's own limits show up as rate-limit answers (placement.h). A take
  * checks all three and reserves in one call (the loop has one thread, so a
  * call is atomic); a refusal names the limit, its value and the current
  * count. In memory: at daemon start the composition root re-adopts the
@@ -58,6 +61,7 @@ struct admission_refusal {
 enum admission_hold { ADMISSION_NONE, ADMISSION_STARTING, ADMISSION_RUNNING };
 struct admission_ticket {
 	enum admission_hold hold;
+	bool local;			/* counts against the host (and its start slots) */
 	char tenant[ADMISSION_TENANT_MAX + 1];
 };
 
@@ -69,7 +73,8 @@ struct admission_waiter {
 };
 
 struct admission_counts {
-	unsigned starting, running;
+	unsigned starting, running;	/* host: local ones; tenant: everywhere */
+	unsigned remote;		/* host only: held on remote providers */
 };
 
 /* All limits must be 1..ADMISSION_LIMIT_MAX; SP_EINVAL with err otherwise. */
@@ -86,21 +91,25 @@ int admission_set_limits(struct admission *a, const struct admission_limits *lim
 			 size_t errlen);
 
 /*
- * Reserve a start for tenant into t (which must hold nothing). 0: t holds a
- * starting slot. SP_ELIMIT: the host or tenant cap refuses. -EAGAIN: only the
- * start limit refuses (or others are already waiting for a start slot): wait
- * with admission_wait() and take again in its callback. On refusal *why (may
- * be NULL) and err (may be NULL) say which limit, its value and the count.
- * SP_EINVAL for a bad tenant name or a ticket that holds something.
+ * Reserve a start for tenant into t (which must hold nothing); local says
+ * whether the chosen provider runs it on this host. 0: t holds a starting
+ * slot. SP_ELIMIT: the host cap (local only) or the tenant cap refuses.
+ * -EAGAIN (local only): the start limit refuses, or others already wait for
+ * a start slot: wait with admission_wait() and take again in its callback.
+ * On refusal *why (may be NULL) and err (may be NULL) say which limit, its
+ * value and the count. SP_EINVAL for a bad tenant name or a ticket that
+ * holds something.
  */
-int admission_take(struct admission *a, const char *tenant, struct admission_ticket *t,
-		   struct admission_refusal *why, char *err, size_t errlen);
+int admission_take(struct admission *a, const char *tenant, bool local,
+		   struct admission_ticket *t, struct admission_refusal *why, char *err,
+		   size_t errlen);
 /* The start succeeded: starting -> running (frees a start slot). SP_ECONFLICT if not starting. */
 int admission_started(struct admission *a, struct admission_ticket *t);
 /* Give back whatever t holds (starting or running); a no-op for an empty ticket. */
 void admission_release(struct admission *a, struct admission_ticket *t);
 /* Count an existing running sandbox (re-adoption at start), whatever the limits. */
-int admission_adopt(struct admission *a, const char *tenant, struct admission_ticket *t);
+int admission_adopt(struct admission *a, const char *tenant, bool local,
+		    struct admission_ticket *t);
 
 /*
  * Be called (once, FIFO) when a start slot frees. The callback should call
@@ -114,7 +123,7 @@ int admission_wait(struct admission *a, struct admission_waiter *w, void (*cb)(v
 void admission_wait_cancel(struct admission *a, struct admission_waiter *w);
 size_t admission_waiting(const struct admission *a);
 
-/* Host-wide counts, or one tenant's when tenant is not NULL. */
+/* Host counts (local, plus remote), or one tenant's everywhere when tenant is not NULL. */
 void admission_counts(const struct admission *a, const char *tenant,
 		      struct admission_counts *ret);
 /* The cap that applies to tenant (its override or tenant_max). */

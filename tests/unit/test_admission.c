@@ -79,9 +79,9 @@ test_host_cap(void **state)
 
 	(void)state;
 	for (i = 0; i < 3; i++)
-		assert_int_equal(admission_take(a, i == 0 ? "t1" : "t2", &t[i], &why, NULL, 0), 0);
+		assert_int_equal(admission_take(a, i == 0 ? "t1" : "t2", true, &t[i], &why, NULL, 0), 0);
 	assert_int_equal(admission_started(a, &t[0]), 0);
-	assert_int_equal(admission_take(a, "t3", &t[3], &why, err, sizeof(err)), SP_ELIMIT);
+	assert_int_equal(admission_take(a, "t3", true, &t[3], &why, err, sizeof(err)), SP_ELIMIT);
 	assert_int_equal(why.limit, ADMISSION_HOST);
 	assert_int_equal(why.max, 3);
 	assert_int_equal(why.current, 3);
@@ -97,7 +97,7 @@ test_host_cap(void **state)
 	admission_counts(a, NULL, &c);
 	assert_int_equal(c.running, 0);
 	assert_int_equal(c.starting, 2);
-	assert_int_equal(admission_take(a, "t3", &t[3], NULL, NULL, 0), 0);
+	assert_int_equal(admission_take(a, "t3", true, &t[3], NULL, NULL, 0), 0);
 	for (i = 1; i < 4; i++)
 		admission_release(a, &t[i]);
 	admission_counts(a, NULL, &c);
@@ -120,20 +120,20 @@ test_tenant_cap_counts_starting(void **state)
 	(void)state;
 	assert_int_equal(admission_new(&lim, &a, NULL, 0), 0);
 	/* One running, one still starting: both count. */
-	assert_int_equal(admission_take(a, "acme", &t[0], NULL, NULL, 0), 0);
+	assert_int_equal(admission_take(a, "acme", true, &t[0], NULL, NULL, 0), 0);
 	assert_int_equal(admission_started(a, &t[0]), 0);
-	assert_int_equal(admission_take(a, "acme", &t[1], NULL, NULL, 0), 0);
-	assert_int_equal(admission_take(a, "acme", &t[2], &why, err, sizeof(err)), SP_ELIMIT);
+	assert_int_equal(admission_take(a, "acme", true, &t[1], NULL, NULL, 0), 0);
+	assert_int_equal(admission_take(a, "acme", true, &t[2], &why, err, sizeof(err)), SP_ELIMIT);
 	assert_int_equal(why.limit, ADMISSION_TENANT);
 	assert_int_equal(why.max, 2);
 	assert_int_equal(why.current, 2);
 	assert_string_equal(err, "tenant_max_sandboxes is 2 for tenant 'acme': 2 starting or "
 			    "running (1 starting)");
 	/* Another tenant is not affected; the override applies to its tenant only. */
-	assert_int_equal(admission_take(a, "other", &t[2], NULL, NULL, 0), 0);
+	assert_int_equal(admission_take(a, "other", true, &t[2], NULL, NULL, 0), 0);
 	for (i = 3; i < 7; i++)
-		assert_int_equal(admission_take(a, "big", &t[i], NULL, NULL, 0), 0);
-	assert_int_equal(admission_take(a, "big", &t[7], &why, NULL, 0), SP_ELIMIT);
+		assert_int_equal(admission_take(a, "big", true, &t[i], NULL, NULL, 0), 0);
+	assert_int_equal(admission_take(a, "big", true, &t[7], &why, NULL, 0), SP_ELIMIT);
 	assert_int_equal(why.max, 4);
 	assert_int_equal(admission_tenant_limit(a, "big"), 4);
 	assert_int_equal(admission_tenant_limit(a, "acme"), 2);
@@ -144,7 +144,7 @@ test_tenant_cap_counts_starting(void **state)
 	assert_int_equal(c.starting + c.running, 0);
 	/* A failed start releases its slot. */
 	admission_release(a, &t[1]);
-	assert_int_equal(admission_take(a, "acme", &t[1], NULL, NULL, 0), 0);
+	assert_int_equal(admission_take(a, "acme", true, &t[1], NULL, NULL, 0), 0);
 	for (i = 0; i < 7; i++)
 		admission_release(a, &t[i]);
 	admission_counts(a, NULL, &c);
@@ -160,16 +160,16 @@ test_bad_calls(void **state)
 	char err[64];
 
 	(void)state;
-	assert_int_equal(admission_take(a, "", &t, NULL, err, sizeof(err)), SP_EINVAL);
-	assert_int_equal(admission_take(a, NULL, &t, NULL, NULL, 0), SP_EINVAL);
-	assert_int_equal(admission_take(a, "a b", &t, NULL, NULL, 0), SP_EINVAL);
+	assert_int_equal(admission_take(a, "", true, &t, NULL, err, sizeof(err)), SP_EINVAL);
+	assert_int_equal(admission_take(a, NULL, true, &t, NULL, NULL, 0), SP_EINVAL);
+	assert_int_equal(admission_take(a, "a b", true, &t, NULL, NULL, 0), SP_EINVAL);
 	assert_int_equal(admission_started(a, &t), SP_ECONFLICT);
-	assert_int_equal(admission_take(a, "acme", &t, NULL, NULL, 0), 0);
+	assert_int_equal(admission_take(a, "acme", true, &t, NULL, NULL, 0), 0);
 	/* A ticket holds one thing at a time. */
-	assert_int_equal(admission_take(a, "acme", &t, NULL, err, sizeof(err)), SP_EINVAL);
+	assert_int_equal(admission_take(a, "acme", true, &t, NULL, err, sizeof(err)), SP_EINVAL);
 	assert_int_equal(admission_started(a, &t), 0);
 	assert_int_equal(admission_started(a, &t), SP_ECONFLICT);
-	assert_int_equal(admission_adopt(a, "acme", &t), SP_EINVAL);
+	assert_int_equal(admission_adopt(a, "acme", true, &t), SP_EINVAL);
 	admission_release(a, &t);
 	admission_release(a, &u);	/* empty: no-op */
 	admission_free(a);
@@ -186,19 +186,19 @@ test_adopt_over_limit_and_reload(void **state)
 
 	(void)state;
 	/* Re-adoption at start counts what exists, even above the caps. */
-	assert_int_equal(admission_adopt(a, "acme", &t[0]), 0);
-	assert_int_equal(admission_adopt(a, "acme", &t[1]), 0);
-	assert_int_equal(admission_adopt(a, "acme", &t[2]), 0);
+	assert_int_equal(admission_adopt(a, "acme", true, &t[0]), 0);
+	assert_int_equal(admission_adopt(a, "acme", true, &t[1]), 0);
+	assert_int_equal(admission_adopt(a, "acme", true, &t[2]), 0);
 	admission_counts(a, "acme", &c);
 	assert_int_equal(c.running, 3);
-	assert_int_equal(admission_take(a, "other", &t[3], &why, NULL, 0), SP_ELIMIT);
+	assert_int_equal(admission_take(a, "other", true, &t[3], &why, NULL, 0), SP_ELIMIT);
 	assert_int_equal(why.limit, ADMISSION_HOST);
 	assert_int_equal(why.current, 3);
 	/* SIGHUP raises the host cap: the tenant cap still holds acme back. */
 	assert_int_equal(admission_set_limits(a, &lim, NULL, 0), 0);
-	assert_int_equal(admission_take(a, "acme", &t[3], &why, NULL, 0), SP_ELIMIT);
+	assert_int_equal(admission_take(a, "acme", true, &t[3], &why, NULL, 0), SP_ELIMIT);
 	assert_int_equal(why.limit, ADMISSION_TENANT);
-	assert_int_equal(admission_take(a, "other", &t[3], NULL, NULL, 0), 0);
+	assert_int_equal(admission_take(a, "other", true, &t[3], NULL, NULL, 0), 0);
 	/* Lowering revokes nothing. */
 	lim.host_max = 1;
 	assert_int_equal(admission_set_limits(a, &lim, NULL, 0), 0);
@@ -211,6 +211,57 @@ test_adopt_over_limit_and_reload(void **state)
 	admission_release(a, &t[3]);
 	admission_counts(a, NULL, &c);
 	assert_int_equal(c.running + c.starting, 0);
+	admission_free(a);
+}
+
+/* A burst to a remote provider counts against its tenant only. */
+static void
+test_remote_counts_tenant_only(void **state)
+{
+	struct admission *a = mk(2, 1, 4);
+	struct admission_ticket l[2] = { 0 }, r[3] = { 0 };
+	struct admission_refusal why;
+	struct admission_counts c;
+
+	(void)state;
+	assert_int_equal(admission_take(a, "acme", true, &l[0], NULL, NULL, 0), 0);
+	/* The only local start slot is busy, but remote starts do not use it. */
+	assert_int_equal(admission_take(a, "acme", true, &l[1], &why, NULL, 0), -EAGAIN);
+	assert_int_equal(admission_take(a, "acme", false, &r[0], NULL, NULL, 0), 0);
+	assert_int_equal(admission_take(a, "acme", false, &r[1], NULL, NULL, 0), 0);
+	assert_false(r[0].local);
+	assert_int_equal(admission_started(a, &l[0]), 0);
+	assert_int_equal(admission_take(a, "acme", true, &l[1], NULL, NULL, 0), 0);
+	assert_int_equal(admission_started(a, &l[1]), 0);
+	/* Host full (2 local), yet the tenant has room: a burst is admitted... */
+	assert_int_equal(admission_take(a, "other", true, &r[2], &why, NULL, 0), SP_ELIMIT);
+	assert_int_equal(why.limit, ADMISSION_HOST);
+	assert_int_equal(admission_take(a, "other", false, &r[2], NULL, NULL, 0), 0);
+	admission_release(a, &r[2]);
+	/* ...until the tenant cap, which counts local and remote alike. */
+	assert_int_equal(admission_take(a, "acme", false, &r[2], &why, NULL, 0), SP_ELIMIT);
+	assert_int_equal(why.limit, ADMISSION_TENANT);
+	assert_int_equal(why.current, 4);
+	admission_counts(a, NULL, &c);
+	assert_int_equal(c.starting, 0);
+	assert_int_equal(c.running, 2);
+	assert_int_equal(c.remote, 2);
+	assert_int_equal(admission_started(a, &r[0]), 0);
+	admission_counts(a, "acme", &c);
+	assert_int_equal(c.starting, 1);
+	assert_int_equal(c.running, 3);
+	admission_release(a, &r[0]);
+	admission_release(a, &r[1]);
+	admission_release(a, &l[0]);
+	admission_release(a, &l[1]);
+	admission_counts(a, NULL, &c);
+	assert_int_equal(c.starting + c.running + c.remote, 0);
+	/* Re-adoption of a remote sandbox. */
+	assert_int_equal(admission_adopt(a, "acme", false, &r[0]), 0);
+	admission_counts(a, NULL, &c);
+	assert_int_equal(c.remote, 1);
+	assert_int_equal(c.running, 0);
+	admission_release(a, &r[0]);
 	admission_free(a);
 }
 
@@ -229,7 +280,7 @@ on_slot(void *arg)
 	struct wctx *x = arg;
 
 	x->order = ++*x->seq;
-	x->status = admission_take(x->a, "acme", &x->t, NULL, NULL, 0);
+	x->status = admission_take(x->a, "acme", true, &x->t, NULL, NULL, 0);
 }
 
 static void
@@ -245,14 +296,14 @@ test_start_slots_fifo(void **state)
 
 	(void)state;
 	memset(w, 0, sizeof(w));
-	assert_int_equal(admission_take(a, "acme", &s[0], NULL, NULL, 0), 0);
-	assert_int_equal(admission_take(a, "acme", &s[1], NULL, NULL, 0), 0);
+	assert_int_equal(admission_take(a, "acme", true, &s[0], NULL, NULL, 0), 0);
+	assert_int_equal(admission_take(a, "acme", true, &s[1], NULL, NULL, 0), 0);
 	/* The two slots are taken: three more callers wait, in order. */
 	for (i = 0; i < 3; i++) {
 		w[i].a = a;
 		w[i].seq = &seq;
 		w[i].status = 1;
-		assert_int_equal(admission_take(a, "acme", &w[i].t, &why, err, sizeof(err)), -EAGAIN);
+		assert_int_equal(admission_take(a, "acme", true, &w[i].t, &why, err, sizeof(err)), -EAGAIN);
 		assert_int_equal(why.limit, ADMISSION_STARTS);
 		assert_int_equal(why.current, 2);
 		assert_int_equal(admission_wait(a, &w[i].w, on_slot, &w[i]), 0);
@@ -269,7 +320,7 @@ test_start_slots_fifo(void **state)
 	/* Each freed slot went to a waiter, so a newcomer finds them full and waits. */
 	admission_release(a, &s[1]);	/* wakes w[1] */
 	assert_int_equal(w[1].status, 0);
-	assert_int_equal(admission_take(a, "acme", &late, &why, NULL, 0), -EAGAIN);
+	assert_int_equal(admission_take(a, "acme", true, &late, &why, NULL, 0), -EAGAIN);
 	/* A cancelled waiter is skipped; a raised limit (SIGHUP) wakes the next. */
 	admission_wait_cancel(a, &w[2].w);
 	admission_wait_cancel(a, &w[2].w);
@@ -377,7 +428,7 @@ static void
 sim_try(struct sim_req *r)
 {
 	struct sim *s = r->sim;
-	int rc = admission_take(s->a, r->tenant, &r->t, NULL, NULL, 0);
+	int rc = admission_take(s->a, r->tenant, true, &r->t, NULL, NULL, 0);
 
 	if (rc == 0) {
 		r->phase = 1;
@@ -436,6 +487,7 @@ main(void)
 		cmocka_unit_test(test_tenant_cap_counts_starting),
 		cmocka_unit_test(test_bad_calls),
 		cmocka_unit_test(test_adopt_over_limit_and_reload),
+		cmocka_unit_test(test_remote_counts_tenant_only),
 		cmocka_unit_test(test_start_slots_fifo),
 		cmocka_unit_test(test_loop_starts_fail_midway),
 	};
