@@ -1142,6 +1142,70 @@ test_crash_consistency(void **state)
 				   "SELECT COUNT(*) FROM queue_tasks WHERE state IN (1, 2)"), 0);
 }
 
+/*
+ * The documented loss window, deterministically: a child acknowledges three
+ * enqueues, records task 1's result and flushes, records task 2's result
+ * without a flush, and _exit()s without closing anything. The parent finds
+ * all three tasks, task 1 succeeded once, and task 2 back in the queue after
+ * recovery (its lease and result were in the unflushed group).
+ */
+static void
+test_exit_without_close(void **state)
+{
+	struct fixture *f = *state;
+	int64_t ids[3];
+	struct queue_counts c;
+	int fds[2], status;
+	size_t requeued = 9;
+	pid_t pid;
+
+	close_queue(f);
+	assert_int_equal(pipe(fds), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct queue_task_spec s[3] = { spec("1", 2), spec("2", 1), spec("3", 0) };
+		struct queue_grant g;
+		enum queue_verdict v;
+		struct store *st;
+		struct queue *q;
+
+		close(fds[0]);
+		if (store_open(f->path, &st) < 0 || queue_open(st, NULL, NULL, NULL, &q) < 0 ||
+		    queue_enqueue(q, "sw", "acme", s, 3, ids, NULL, 0) < 0)
+			_exit(3);
+		if (write(fds[1], ids, sizeof(ids)) != sizeof(ids))
+			_exit(4);
+		if (queue_lease(q, "sw", "w", &g, NULL) < 0 ||
+		    queue_result(q, g.task, g.attempt, g.lease, "w", &ok_out, &v) < 0 ||
+		    queue_flush(q) < 0)
+			_exit(5);
+		queue_grant_done(&g);
+		if (queue_lease(q, "sw", "w", &g, NULL) < 0 ||
+		    queue_result(q, g.task, g.attempt, g.lease, "w", &ok_out, &v) < 0 ||
+		    queue_pending(q) != 2)
+			_exit(6);
+		_exit(0);
+	}
+	close(fds[1]);
+	assert_int_equal(read(fds[0], ids, sizeof(ids)), sizeof(ids));
+	close(fds[0]);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+
+	open_queue(f, NULL);
+	assert_int_equal(state_of(f, ids[0]), QUEUE_SUCCEEDED);
+	assert_int_equal(state_of(f, ids[1]), QUEUE_QUEUED);
+	assert_int_equal(state_of(f, ids[2]), QUEUE_QUEUED);
+	assert_int_equal(query_int(store_db(f->store), "SELECT COUNT(*) FROM queue_results"), 1);
+	assert_int_equal(queue_recover(f->q, NULL, NULL, &requeued), 0);
+	assert_int_equal(requeued, 0);
+	assert_int_equal(queue_counts(f->q, "sw", &c), 0);
+	assert_int_equal(c.n[QUEUE_SUCCEEDED], 1);
+	assert_int_equal(c.n[QUEUE_QUEUED], 2);
+}
+
 int
 main(void)
 {
@@ -1168,6 +1232,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_worker_lost, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_purge_swarm, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_failed_op_keeps_group, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_exit_without_close, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_crash_consistency, setup, teardown),
 	};
 
