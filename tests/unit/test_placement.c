@@ -21,6 +21,7 @@
 #include <sandpit/error.h>
 #include <sandpit/provider.h>
 
+#include "admission.h"
 #include "placement.h"
 
 /* Names chosen so nothing can depend on a real provider's name. */
@@ -244,6 +245,67 @@ test_put_and_reconfigure(void **state)
 	placement_free(p);
 }
 
+/*
+ * The order the coordinator uses: placement chooses (and counts), admission
+ * reserves with local = the choice is not a burst, and a refusal puts the
+ * placement back. With the host cap equal to the local capacity, auto
+ * bursts instead of being refused by the host cap.
+ */
+static int
+start_one(struct placement *pl, struct admission *adm, const char *tenant,
+	  struct admission_ticket *t, char *where, size_t wlen)
+{
+	struct placement_choice c;
+	int r;
+
+	if ((r = placement_take(pl, "auto", 0, &c, NULL, 0)) < 0)
+		return r;
+	if ((r = admission_take(adm, tenant, !c.burst, t, NULL, NULL, 0)) < 0) {
+		assert_int_equal(placement_put(pl, c.name), 0);
+		return r;
+	}
+	snprintf(where, wlen, "%s", c.name);
+	return 0;
+}
+
+static void
+test_with_admission(void **state)
+{
+	struct placement_provider list[2] = { { "here", SP_CAP_LOCAL, 2 }, { "there", 0, 10 } };
+	struct admission_limits lim = { 2, 5, 3, NULL, 0 };
+	struct admission_ticket t[5] = { 0 };
+	struct placement_state st;
+	struct admission_counts c;
+	struct admission *adm;
+	struct placement *pl;
+	char where[5][16];
+	int i;
+
+	(void)state;
+	assert_int_equal(placement_new(list, 2, &pl, NULL, 0), 0);
+	assert_int_equal(placement_set_ready(pl, "here", true), 0);
+	assert_int_equal(placement_set_ready(pl, "there", true), 0);
+	assert_int_equal(admission_new(&lim, &adm, NULL, 0), 0);
+	for (i = 0; i < 3; i++)
+		assert_int_equal(start_one(pl, adm, "acme", &t[i], where[i], sizeof(where[i])), 0);
+	assert_string_equal(where[0], "here");
+	assert_string_equal(where[1], "here");
+	assert_string_equal(where[2], "there");	/* burst: the host cap did not refuse it */
+	/* acme is at its tenant cap: refused, and the placement count is given back. */
+	assert_int_equal(start_one(pl, adm, "acme", &t[3], where[3], sizeof(where[3])), SP_ELIMIT);
+	assert_int_equal(placement_get(pl, "there", &st), 0);
+	assert_int_equal(st.in_use, 1);
+	assert_int_equal(start_one(pl, adm, "other", &t[4], where[4], sizeof(where[4])), 0);
+	assert_string_equal(where[4], "there");
+	admission_counts(adm, NULL, &c);
+	assert_int_equal(c.starting, 2);
+	assert_int_equal(c.remote, 2);
+	for (i = 0; i < 5; i++)
+		admission_release(adm, &t[i]);
+	admission_free(adm);
+	placement_free(pl);
+}
+
 /* ---- the burst path through fake providers on a loop ---- */
 
 struct fake {
@@ -410,6 +472,7 @@ main(void)
 		cmocka_unit_test(test_nothing_ready),
 		cmocka_unit_test(test_rate_limit_backoff),
 		cmocka_unit_test(test_put_and_reconfigure),
+		cmocka_unit_test(test_with_admission),
 		cmocka_unit_test(test_loop_burst_through_fake_providers),
 	};
 
