@@ -174,6 +174,7 @@ struct queue {
 
 	struct queue_event *ev;		/* of the operation in progress */
 	size_t nev, cap_ev;
+	char errmsg[256];		/* SQLite's words for the last SP_EDB */
 };
 
 static const char *const queue_state_names[QUEUE_STATE__COUNT] = {
@@ -292,12 +293,21 @@ queue_utf8_cut(const char *s, size_t len, size_t max)
 	return n;
 }
 
+/* Keep SQLite's words for the edges: the rollback that follows would overwrite them. */
+static int
+queue_fail(struct queue *q)
+{
+	snprintf(q->errmsg, sizeof(q->errmsg), "%s", sqlite3_errmsg(q->db));
+	return SP_EDB;
+}
+
 static sqlite3_stmt *
 queue_stmt(struct queue *q, enum queue_stmt k)
 {
 	if (q->stmt[k] == NULL) {
 		if (sqlite3_prepare_v3(q->db, queue_sql[k], -1, SQLITE_PREPARE_PERSISTENT,
 				       &q->stmt[k], NULL) != SQLITE_OK) {
+			queue_fail(q);
 			q->stmt[k] = NULL;
 			return NULL;
 		}
@@ -314,8 +324,7 @@ queue_run(struct queue *q, sqlite3_stmt *st)
 	int rc = sqlite3_step(st);
 
 	sqlite3_reset(st);
-	(void)q;
-	return rc == SQLITE_DONE ? 0 : SP_EDB;
+	return rc == SQLITE_DONE ? 0 : queue_fail(q);
 }
 
 static int
@@ -367,7 +376,7 @@ queue_events_fire(struct queue *q)
 static int
 queue_exec(struct queue *q, const char *sql)
 {
-	return sqlite3_exec(q->db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : SP_EDB;
+	return sqlite3_exec(q->db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : queue_fail(q);
 }
 
 /* Start an operation: the group transaction (if not open) and a savepoint. */
@@ -522,6 +531,12 @@ queue_set_event_cb(struct queue *q, queue_event_cb cb, void *arg)
 {
 	q->event_cb = cb;
 	q->event_arg = arg;
+}
+
+const char *
+queue_errmsg(const struct queue *q)
+{
+	return q->errmsg[0] ? q->errmsg : "no error";
 }
 
 unsigned
@@ -705,7 +720,7 @@ queue_lease(struct queue *q, const char *swarm, const char *worker,
 	}
 	if (rc != SQLITE_ROW) {
 		sqlite3_reset(st);
-		r = SP_EDB;
+		r = queue_fail(q);
 		goto out;
 	}
 	g.task = sqlite3_column_int64(st, 0);
@@ -788,7 +803,7 @@ queue_held_get(struct queue *q, int64_t task, struct queue_held *h)
 	rc = sqlite3_step(st);
 	if (rc != SQLITE_ROW) {
 		sqlite3_reset(st);
-		return rc == SQLITE_DONE ? SP_ENOTFOUND : SP_EDB;
+		return rc == SQLITE_DONE ? SP_ENOTFOUND : queue_fail(q);
 	}
 	memset(h, 0, sizeof(*h));
 	t = sqlite3_column_text(st, 0);
@@ -1036,7 +1051,7 @@ queue_result(struct queue *q, int64_t task, uint32_t attempt, int64_t lease,
 	}
 	sqlite3_reset(st);
 	if (rc != SQLITE_DONE) {
-		r = SP_EDB;
+		r = queue_fail(q);
 		goto out;
 	}
 	if (!queue_holds(&h, attempt, lease, worker, now)) {
@@ -1159,7 +1174,7 @@ queue_sweep(struct queue *q, size_t max, size_t *ret_n)
 	}
 	sqlite3_reset(st);
 	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-		r = SP_EDB;
+		r = queue_fail(q);
 		goto out;
 	}
 	for (i = 0; i < n; i++) {
@@ -1224,7 +1239,7 @@ queue_recover(struct queue *q, bool (*alive)(void *arg, const char *worker), voi
 	}
 	sqlite3_reset(st);
 	if (rc != SQLITE_DONE) {
-		r = SP_EDB;
+		r = queue_fail(q);
 		goto out;
 	}
 	for (i = 0; i < n; i++) {
@@ -1310,7 +1325,7 @@ queue_worker_lost(struct queue *q, const char *worker, const char *reason, size_
 	}
 	sqlite3_reset(st);
 	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-		r = SP_EDB;
+		r = queue_fail(q);
 		goto out;
 	}
 	for (i = 0; i < n; i++) {
@@ -1416,7 +1431,7 @@ queue_cancel_swarm(struct queue *q, const char *swarm, size_t *ret_n)
 					(enum queue_state)sqlite3_column_int(st, 1), QUEUE_CANCELLED);
 		sqlite3_reset(st);
 		if (rc != SQLITE_DONE) {
-			r = SP_EDB;
+			r = queue_fail(q);
 			goto out;
 		}
 	}
@@ -1528,7 +1543,7 @@ queue_get(struct queue *q, int64_t id, struct queue_task *ret)
 	sqlite3_reset(st);
 	if (rc == SQLITE_ROW)
 		return 0;
-	return rc == SQLITE_DONE ? SP_ENOTFOUND : SP_EDB;
+	return rc == SQLITE_DONE ? SP_ENOTFOUND : queue_fail(q);
 }
 
 int
@@ -1555,7 +1570,7 @@ queue_list(struct queue *q, const char *swarm, int64_t after_id, size_t limit,
 	sqlite3_reset(st);
 	if (rc != SQLITE_DONE) {
 		queue_tasks_free(rows, count);
-		return SP_EDB;
+		return queue_fail(q);
 	}
 	*ret = rows;
 	*n = count;
@@ -1581,7 +1596,7 @@ queue_counts(struct queue *q, const char *swarm, struct queue_counts *ret)
 	}
 	sqlite3_reset(st);
 	if (rc != SQLITE_DONE)
-		return SP_EDB;
+		return queue_fail(q);
 	*ret = c;
 	return 0;
 }

@@ -138,6 +138,8 @@ int queue_set_limits(struct queue *q, const struct queue_limits *lim);
 void queue_set_commit_cb(struct queue *q, queue_commit_cb cb, void *arg);
 void queue_set_event_cb(struct queue *q, queue_event_cb cb, void *arg);
 
+/* SQLite's message for the last SP_EDB, for the edges to log. */
+const char *queue_errmsg(const struct queue *q);
 /* Commit the open group now. 0 (also when nothing is pending) or SP_EDB. */
 int queue_flush(struct queue *q);
 /* Deferred operations not yet committed. */

@@ -1036,7 +1036,10 @@ test_failed_op_keeps_group(void **state)
 	assert_int_equal(queue_pending(f->q), 1);
 	assert_int_equal(sqlite3_exec(store_db(f->store), "PRAGMA query_only=1", NULL, NULL, NULL),
 			 SQLITE_OK);
+	assert_string_equal(queue_errmsg(f->q), "no error");
 	assert_int_equal(queue_result(f->q, a, 1, g.lease, "w", &ok_out, &v), SP_EDB);
+	/* SQLite's words survive the rollback of the operation, for the edge to log. */
+	assert_non_null(strstr(queue_errmsg(f->q), "readonly"));
 	assert_int_equal(sqlite3_exec(store_db(f->store), "PRAGMA query_only=0", NULL, NULL, NULL),
 			 SQLITE_OK);
 	assert_int_equal(queue_pending(f->q), 1);
