@@ -6,7 +6,9 @@
  * daemon's flush timer, emulated here) or at group_max; "naive" enqueues one
  * task per call and commits every write on its own (group_max 1). Both run
  * with the store's synchronous=NORMAL and again with synchronous=FULL (an
- * fsync per commit). Each run is bounded by a task count and a time budget,
+ * fsync per commit). One more grouped run enqueues every task before
+ * draining, to show the lease scan with a deep backlog. Each run is bounded
+ * by a task count and a time budget,
  * so the whole bench stays well under a minute.
  *   usage: bench_dispatch_queue [TASKS]   (default 20000)
  */
@@ -79,6 +81,7 @@ struct run {
 	const char *name;
 	bool grouped;
 	bool full_sync;
+	bool backlog;			/* enqueue everything first, then drain */
 	size_t done;			/* tasks whose result is durable */
 	double secs;
 	struct lat lat[S__N];
@@ -144,14 +147,19 @@ run_one(const char *path, struct run *run, size_t ntasks)
 	while (enq < ntasks && now_ns() < deadline) {
 		size_t k, want = ntasks - enq < BATCH ? ntasks - enq : BATCH;
 
-		for (k = 0; k < want; k += per) {
-			t = now_ns();
-			r = queue_enqueue(q, "bench", "acme", specs, per, ids, NULL, 0);
-			if (r < 0)
-				die("enqueue", r);
-			lat_add(&run->lat[S_ENQ], now_ns() - t);
-		}
-		enq += want;
+		/* With a backlog, the first round enqueues every task. */
+		do {
+			for (k = 0; k < want; k += per) {
+				t = now_ns();
+				r = queue_enqueue(q, "bench", "acme", specs, per, ids, NULL, 0);
+				if (r < 0)
+					die("enqueue", r);
+				lat_add(&run->lat[S_ENQ], now_ns() - t);
+			}
+			enq += want;
+		} while (run->backlog && enq < ntasks && now_ns() < deadline);
+		if (run->backlog)
+			want = enq;
 		for (k = 0; k < want; k++) {
 			t = now_ns();
 			if ((r = queue_lease(q, "bench", "w1", &g, NULL)) < 0)
@@ -202,6 +210,8 @@ main(int argc, char **argv)
 {
 	struct run runs[] = {
 		{ .name = "grouped", .grouped = true, .full_sync = false },
+		{ .name = "grouped, all queued first", .grouped = true, .full_sync = false,
+		  .backlog = true },
 		{ .name = "naive", .grouped = false, .full_sync = false },
 		{ .name = "grouped", .grouped = true, .full_sync = true },
 		{ .name = "naive", .grouped = false, .full_sync = true },
