@@ -7,13 +7,17 @@
  * task per call and commits every write on its own (group_max 1). Both run
  * with the store's synchronous=NORMAL and again with synchronous=FULL (an
  * fsync per commit). One more grouped run enqueues every task before
- * draining, to show the lease scan with a deep backlog. Each run is bounded
+ * draining, to show the lease scan with a deep backlog, and one moves WAL
+ * checkpoints off the loop thread (a thread with its own connection), to
+ * show what they cost the loop. Each run is bounded
  * by a task count and a time budget,
  * so the whole bench stays well under a minute.
  *   usage: bench_dispatch_queue [TASKS]   (default 20000)
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,6 +86,7 @@ struct run {
 	bool grouped;
 	bool full_sync;
 	bool backlog;			/* enqueue everything first, then drain */
+	bool bg_checkpoint;		/* no auto-checkpoint; a thread checkpoints instead */
 	size_t done;			/* tasks whose result is durable */
 	double secs;
 	struct lat lat[S__N];
@@ -106,9 +111,41 @@ rm_db(const char *path)
 	unlink(p);
 }
 
+/*
+ * What the store could do: checkpoint the WAL from a thread with its own
+ * connection (PASSIVE never blocks the writer), instead of SQLite's
+ * auto-checkpoint running inside a COMMIT on the loop thread.
+ */
+struct ckpt {
+	pthread_t thread;
+	const char *path;
+	atomic_bool stop;
+	int rounds;
+};
+
+static void *
+ckpt_main(void *arg)
+{
+	struct ckpt *c = arg;
+	struct timespec ts = { 0, 50 * 1000 * 1000 };
+	sqlite3 *db;
+
+	if (sqlite3_open(c->path, &db) != SQLITE_OK)
+		return NULL;
+	sqlite3_busy_timeout(db, 100);
+	while (!atomic_load(&c->stop)) {
+		nanosleep(&ts, NULL);
+		sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+		c->rounds++;
+	}
+	sqlite3_close(db);
+	return NULL;
+}
+
 static void
 run_one(const char *path, struct run *run, size_t ntasks)
 {
+	struct ckpt ck = { .path = path };
 	struct queue_task_spec specs[BATCH];
 	static const char body[] = "{\"cmd\":[\"true\"]}";
 	struct queue_outcome out = { .ok = true, .output = "ok\n", .output_len = 3 };
@@ -128,6 +165,14 @@ run_one(const char *path, struct run *run, size_t ntasks)
 	if (run->full_sync && sqlite3_exec(store_db(s), "PRAGMA synchronous=FULL", NULL, NULL,
 					   NULL) != SQLITE_OK)
 		die("synchronous=FULL", -1);
+	if (run->bg_checkpoint) {
+		if (sqlite3_exec(store_db(s), "PRAGMA wal_autocheckpoint=0", NULL, NULL,
+				 NULL) != SQLITE_OK)
+			die("wal_autocheckpoint", -1);
+		atomic_init(&ck.stop, false);
+		if (pthread_create(&ck.thread, NULL, ckpt_main, &ck) != 0)
+			die("pthread_create", -1);
+	}
 	queue_limits_default(&lim);
 	lim.batch_max = BATCH;
 	lim.group_max = run->grouped ? 512 : 1;
@@ -191,6 +236,10 @@ run_one(const char *path, struct run *run, size_t ntasks)
 	if (run->grouped)
 		lat_add(&run->lat[S_FLUSH], now_ns() - t);
 	run->secs = (double)(now_ns() - t0) / 1e9;
+	if (run->bg_checkpoint) {
+		atomic_store(&ck.stop, true);
+		pthread_join(ck.thread, NULL);
+	}
 	{
 		struct queue_counts c;
 
@@ -212,6 +261,8 @@ main(int argc, char **argv)
 		{ .name = "grouped", .grouped = true, .full_sync = false },
 		{ .name = "grouped, all queued first", .grouped = true, .full_sync = false,
 		  .backlog = true },
+		{ .name = "grouped, checkpoints on a thread", .grouped = true, .full_sync = false,
+		  .bg_checkpoint = true },
 		{ .name = "naive", .grouped = false, .full_sync = false },
 		{ .name = "grouped", .grouped = true, .full_sync = true },
 		{ .name = "naive", .grouped = false, .full_sync = true },
