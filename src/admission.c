@@ -13,6 +13,7 @@
 #include <sandpit/error.h>
 
 #include "admission.h"
+#include "log.h"
 #include "xmalloc.h"
 
 struct admission_tenant {
@@ -318,7 +319,7 @@ admission_started(struct admission *a, struct admission_ticket *t)
 		return SP_ECONFLICT;
 	tc = admission_tenant_find(a, t->tenant);
 	if (tc == NULL || tc->starting == 0 || (t->local && a->starting == 0))
-		abort();	/* a ticket we never issued: a broken invariant */
+		fatalx("admission: ticket of tenant '%s' was never issued", t->tenant);
 	tc->starting--;
 	tc->running++;
 	t->hold = ADMISSION_RUNNING;
@@ -340,7 +341,7 @@ admission_release(struct admission *a, struct admission_ticket *t)
 		return;
 	tc = admission_tenant_find(a, t->tenant);
 	if (tc == NULL)
-		abort();
+		fatalx("admission: ticket of tenant '%s' was never issued", t->tenant);
 	was_starting = t->hold == ADMISSION_STARTING;
 	if (was_starting)
 		tc->starting--;

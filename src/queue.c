@@ -17,6 +17,7 @@
 
 #include <sandpit/error.h>
 
+#include "log.h"
 #include "queue.h"
 #include "xmalloc.h"
 
@@ -663,7 +664,7 @@ queue_lease_id(void)
 
 	do {
 		if (getrandom(&v, sizeof(v), 0) != sizeof(v))
-			abort();	/* cannot happen for 8 bytes once the pool is ready */
+			fatalx("getrandom failed");	/* cannot happen for 8 bytes */
 		v &= INT64_MAX;
 	} while (v == 0);
 	return (int64_t)v;
