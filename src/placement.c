@@ -52,7 +52,8 @@ placement_err(char *err, size_t errlen, const char *fmt, ...)
 
 /* Append to err, keeping it terminated when it runs out of room. */
 static void
-placement_errcat(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+placement_errcat(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 
 static void
 placement_errcat(char *err, size_t errlen, const char *fmt, ...)

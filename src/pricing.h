@@ -55,7 +55,10 @@ int pricing_parse_directive(const char *value, char **ret_provider, struct prici
 struct pricing;
 struct pricing *pricing_new(void);
 void pricing_free(struct pricing *t);			/* accepts NULL */
-/* Set (or replace) provider's price. SP_EINVAL for a bad name or price, SP_ELIMIT past PRICING_PROVIDERS_MAX. */
+/*
+ * Set (or replace) provider's price. SP_EINVAL for a bad name or price,
+ * SP_ELIMIT past PRICING_PROVIDERS_MAX.
+ */
 int pricing_set(struct pricing *t, const char *provider, const struct pricing_price *p);
 /* SP_ENOTFOUND when provider has no price (its cost is then 0 and the API says "unpriced"). */
 int pricing_get(const struct pricing *t, const char *provider, struct pricing_price *ret);

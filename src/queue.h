@@ -27,29 +27,33 @@
  * Operations come in two kinds:
  *
  *  - Synchronous: queue_enqueue(), queue_cancel(), queue_cancel_swarm(),
- *    queue_recover(), queue_purge_swarm(). They commit (together with any deferred work before
- *    them) before returning 0. An acknowledged enqueue is therefore never
- *    lost. Acknowledge a task to a client only after queue_enqueue()
- *    returned 0.
+ *    queue_recover(), queue_purge_swarm(). They commit (together with any
+ *    deferred work before them) before returning 0. An acknowledged enqueue
+ *    is therefore never lost: acknowledge a task to a client only after
+ *    queue_enqueue() returned 0.
  *
  *  - Deferred: queue_lease(), queue_start(), queue_heartbeat(),
- *    queue_output(), queue_result(), queue_sweep(), queue_worker_lost(). They are applied inside the open group
- *    transaction and are visible to every later queue call at once, but they
- *    become durable only when the group commits: at queue_flush() (which the
- *    daemon calls on a short timer, flush interval), when the group reaches
- *    limits.group_max operations, or at the next synchronous operation. Each
- *    deferred operation gets a sequence number (queue_seq() right after
- *    the call); the commit callback reports the highest durable one, so a
- *    caller that must not acknowledge before durability (a worker's result)
- *    can hold the acknowledgement until then.
+ *    queue_output(), queue_result(), queue_sweep(), queue_worker_lost().
+ *    They are applied inside the open group transaction and are visible to
+ *    every later queue call at once, but they become durable only when the
+ *    group commits: at queue_flush() (which the daemon calls on a short
+ *    timer), when the group reaches limits.group_max operations, or at the
+ *    next synchronous operation. Each deferred operation gets a sequence
+ *    number (queue_seq() right after the call); the commit callback reports
+ *    the highest durable one, so a caller that must not answer before
+ *    durability can hold its answer until then.
  *
  *    A kill -9 loses at most the deferred operations since the last commit:
- *    a lost lease grant or heartbeat leaves the task held by a lease that the
- *    restart recovery or the sweep returns to the queue; a lost result means
- *    the attempt is run again (a new attempt, recorded once). No task that
- *    was acknowledged is lost and none is recorded as succeeded twice,
- *    because a result is recorded under the primary key (task, attempt) in
- *    the same transaction that moves the task to its final state.
+ *    a lost lease grant leaves the task queued (a worker that was already
+ *    handed the grant is answered QUEUE_STALE later, and the task runs
+ *    again); a lost heartbeat only shortens the lease; a lost result leaves
+ *    the task held, and the restart recovery or the sweep returns it to the
+ *    queue, so the attempt runs again and is recorded once. No acknowledged
+ *    task is lost and none is recorded as succeeded twice, because a result
+ *    is recorded under the primary key (task, attempt) in the same
+ *    transaction that moves the task to its final state. To avoid running
+ *    work twice after a crash, hand a grant to a worker, and acknowledge a
+ *    result to it, only once its sequence number is durable.
  *
  *    A failed commit (disk full, I/O error) rolls the group back: the
  *    database is as if the daemon had been killed just before the group
