@@ -83,7 +83,8 @@ int placement_take(struct placement *p, const char *policy, int64_t now_ms,
 		   struct placement_choice *ret, char *err, size_t errlen);
 /*
  * A sandbox on provider is gone (or its create failed): uncount it.
- * SP_ENOTFOUND; SP_ECONFLICT at 0. */
+ * SP_ENOTFOUND; SP_ECONFLICT at 0.
+ */
 int placement_put(struct placement *p, const char *name);
 /*
  * The outcome of a create on provider at now_ms; retry_after_ms is the
