@@ -1060,6 +1060,193 @@ test_failed_op_keeps_group(void **state)
 }
 
 /*
+ * A seeded random walk over every operation (leases, starts, heartbeats,
+ * output, results good and bad, replays of old grants, clock jumps,
+ * sweeps, lost workers, cancels, flushes, restarts with recovery), checking
+ * the queue's invariants in SQL after every step and that a task, once
+ * succeeded or failed, never changes again.
+ */
+static void
+check_invariants(struct fixture *f, const enum queue_state *final, size_t n, const int64_t *ids)
+{
+	sqlite3 *db = store_db(f->store);
+	size_t i;
+
+	/* At most one result row per attempt is the primary key; at most one success per task. */
+	assert_int_equal(query_int(db, "SELECT COUNT(*) FROM (SELECT task FROM queue_results "
+				       "WHERE ok = 1 GROUP BY task HAVING COUNT(*) > 1)"), 0);
+	/* Succeeded exactly when a success is recorded. */
+	assert_int_equal(query_int(db, "SELECT COUNT(*) FROM queue_tasks t WHERE (t.state = 3) <> "
+				       "EXISTS (SELECT 1 FROM queue_results r WHERE r.task = t.id "
+				       "AND r.ok = 1)"), 0);
+	/* Held tasks have a lease and an expiry within the deadline; others have none. */
+	assert_int_equal(query_int(db, "SELECT COUNT(*) FROM queue_tasks WHERE state IN (1, 2) AND "
+				       "(lease IS NULL OR lease_expires <= 0 OR "
+				       "lease_expires > deadline OR worker IS NULL)"), 0);
+	assert_int_equal(query_int(db, "SELECT COUNT(*) FROM queue_tasks WHERE state NOT IN (1, 2) "
+				       "AND (lease IS NOT NULL OR lease_expires <> 0)"), 0);
+	/* Failures never pass the retry limit by more than the final one. */
+	assert_int_equal(query_int(db, "SELECT COUNT(*) FROM queue_tasks "
+				       "WHERE failures > max_retries + 1 OR "
+				       "(state = 4 AND failures <> max_retries + 1)"), 0);
+	/* Every recorded attempt was granted. */
+	assert_int_equal(query_int(db, "SELECT COUNT(*) FROM queue_results r JOIN queue_tasks t "
+				       "ON t.id = r.task WHERE r.attempt > t.attempt"), 0);
+	for (i = 0; i < n; i++)
+		if (final[i] != QUEUE_STATE__COUNT)
+			assert_int_equal(state_of(f, ids[i]), final[i]);
+}
+
+static void
+test_random_walk(void **state)
+{
+	struct fixture *f = *state;
+	static const char *const workers[3] = { "w0", "w1", "w2" };
+	struct queue_outcome bad = { .ok = false, .exit_code = 1, .output = "no", .output_len = 2 };
+	struct queue_grant held[3], old[8];
+	bool has[3] = { false, false, false };
+	enum queue_state final[40];
+	struct queue_task_spec s[40];
+	size_t nold = 0, i, n;
+	unsigned seed = 12345;
+	int seen[3] = { 0 }, swept = 0, restarts = 0;
+	struct queue_counts c;
+	enum queue_verdict v;
+	struct queue_task t;
+	int64_t ids[40];
+	int step, w, op, r;
+
+	for (i = 0; i < 40; i++) {
+		s[i] = spec("x", (int)(i % 4));
+		s[i].max_retries = (unsigned)(i % 3);
+		s[i].timeout_ms = 20000 + 1000 * (i % 5);
+		final[i] = QUEUE_STATE__COUNT;
+	}
+	assert_int_equal(queue_enqueue(f->q, "sw", "acme", s, 40, ids, NULL, 0), 0);
+	for (step = 0; step < 3000; step++) {
+		w = (int)(rand_r(&seed) % 3);
+		op = (int)(rand_r(&seed) % 14);
+		switch (op) {
+		case 0: case 1: case 2:
+			if (has[w])
+				break;
+			r = queue_lease(f->q, "sw", workers[w], &held[w], NULL);
+			assert_true(r == 0 || r == -EAGAIN);
+			has[w] = r == 0;
+			break;
+		case 3:
+			if (has[w])
+				assert_int_equal(queue_start(f->q, held[w].task, held[w].attempt,
+							     held[w].lease, workers[w], &v), 0);
+			break;
+		case 4:
+			if (has[w])
+				assert_int_equal(queue_heartbeat(f->q, held[w].task, held[w].attempt,
+								 held[w].lease, workers[w], &v,
+								 NULL), 0);
+			break;
+		case 5:
+			if (has[w])
+				assert_int_equal(queue_output(f->q, held[w].task, held[w].attempt,
+							      held[w].lease, workers[w], "o", 1,
+							      &v), 0);
+			break;
+		case 6: case 7:
+			if (!has[w])
+				break;
+			assert_int_equal(queue_result(f->q, held[w].task, held[w].attempt,
+						      held[w].lease, workers[w],
+						      op == 6 ? &ok_out : &bad, &v), 0);
+			seen[v]++;
+			if (v == QUEUE_ACCEPTED) {
+				assert_int_equal(queue_get(f->q, held[w].task, &t), 0);
+				i = (size_t)(held[w].task - ids[0]);
+				assert_true(final[i] == QUEUE_STATE__COUNT);
+				if (queue_state_terminal(t.state) && t.state != QUEUE_CANCELLED)
+					final[i] = t.state;
+				queue_task_done(&t);
+			}
+			/* Keep the grant to replay later, as a late or duplicate sender. */
+			if (nold < 8) {
+				old[nold++] = held[w];
+			} else {
+				i = (size_t)rand_r(&seed) % nold;
+				queue_grant_done(&old[i]);
+				old[i] = held[w];
+			}
+			has[w] = false;
+			break;
+		case 8:
+			if (nold == 0)
+				break;
+			i = (size_t)rand_r(&seed) % nold;
+			assert_int_equal(queue_result(f->q, old[i].task, old[i].attempt, old[i].lease,
+						      workers[rand_r(&seed) % 3], &ok_out, &v), 0);
+			assert_true(v != QUEUE_ACCEPTED || final[old[i].task - ids[0]] ==
+				    QUEUE_STATE__COUNT);
+			seen[v]++;
+			if (v == QUEUE_ACCEPTED && state_of(f, old[i].task) == QUEUE_SUCCEEDED)
+				final[old[i].task - ids[0]] = QUEUE_SUCCEEDED;
+			break;
+		case 9:
+			f->now += (int64_t)(rand_r(&seed) % 15000);
+			assert_int_equal(queue_sweep(f->q, 100, &n), 0);
+			swept += (int)n;
+			break;
+		case 10:
+			assert_int_equal(queue_worker_lost(f->q, workers[w], NULL, &n), 0);
+			if (has[w]) {
+				queue_grant_done(&held[w]);
+				has[w] = false;
+			}
+			break;
+		case 11:
+			i = (size_t)rand_r(&seed) % 40;
+			r = queue_cancel(f->q, ids[i]);
+			assert_true(r == 0 || r == SP_ECONFLICT);
+			if (r == 0)
+				final[i] = QUEUE_CANCELLED;
+			break;
+		case 12:
+			assert_int_equal(queue_flush(f->q), 0);
+			break;
+		case 13:
+			if (rand_r(&seed) % 20 != 0)
+				break;
+			/* A clean restart: workers' grants survive, recovery keeps the alive ones. */
+			close_queue(f);
+			open_queue(f, NULL);
+			assert_int_equal(queue_recover(f->q, NULL, NULL, &n), 0);
+			restarts++;
+			for (w = 0; w < 3; w++) {
+				if (has[w]) {
+					queue_grant_done(&held[w]);
+					has[w] = false;
+				}
+			}
+			break;
+		}
+		if (step % 50 == 0)
+			check_invariants(f, final, 40, ids);
+	}
+	check_invariants(f, final, 40, ids);
+	/* The walk went everywhere it should have. */
+	assert_int_equal(queue_counts(f->q, "sw", &c), 0);
+	assert_true(c.n[QUEUE_SUCCEEDED] > 0);
+	assert_true(c.n[QUEUE_FAILED] > 0);
+	assert_true(c.n[QUEUE_CANCELLED] > 0);
+	assert_true(seen[QUEUE_DUPLICATE] > 0);
+	assert_true(seen[QUEUE_STALE] > 0);
+	assert_true(swept > 0);
+	assert_true(restarts > 0);
+	for (w = 0; w < 3; w++)
+		if (has[w])
+			queue_grant_done(&held[w]);
+	for (i = 0; i < nold; i++)
+		queue_grant_done(&old[i]);
+}
+
+/*
  * A child enqueues one task at a time, writing each id to a pipe only after
  * queue_enqueue() returned 0, and mixes in deferred leases and results; the
  * parent SIGKILLs it at an arbitrary moment, reopens the database and checks
@@ -1235,6 +1422,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_worker_lost, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_purge_swarm, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_failed_op_keeps_group, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_random_walk, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_exit_without_close, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_crash_consistency, setup, teardown),
 	};
