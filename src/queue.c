@@ -61,6 +61,13 @@ static const char *const queue_migrations[] = {
 	"  recorded_ms INTEGER NOT NULL,"
 	"  PRIMARY KEY (task, attempt)"
 	") WITHOUT ROWID;",
+	/* 2: unfinished tasks per swarm, kept in the same transactions as the tasks. */
+	"CREATE TABLE queue_swarms ("
+	"  swarm TEXT PRIMARY KEY NOT NULL,"
+	"  open INTEGER NOT NULL"
+	") WITHOUT ROWID;"
+	"INSERT INTO queue_swarms(swarm, open) SELECT swarm, COUNT(*) FROM queue_tasks "
+	"  WHERE state IN (0, 1, 2) GROUP BY swarm;",
 };
 
 enum queue_stmt {
@@ -84,6 +91,9 @@ enum queue_stmt {
 	QS_HELD_ALL,
 	QS_REQUEUE,
 	QS_SWARM_OPEN,
+	QS_OPEN_GET,
+	QS_OPEN_ADD,
+	QS_OPEN_DROP,
 	QS_BY_WORKER,
 	QS_PURGE_RESULTS,
 	QS_PURGE_TASKS,
@@ -140,6 +150,10 @@ static const char *const queue_sql[QS__COUNT] = {
 	[QS_PURGE_RESULTS] = "DELETE FROM queue_results WHERE task IN (SELECT id FROM queue_tasks "
 			     "WHERE swarm = ?1 AND state IN (3, 4, 5))",
 	[QS_PURGE_TASKS] = "DELETE FROM queue_tasks WHERE swarm = ?1 AND state IN (3, 4, 5)",
+	[QS_OPEN_GET] = "SELECT open FROM queue_swarms WHERE swarm = ?1",
+	[QS_OPEN_ADD] = "INSERT INTO queue_swarms(swarm, open) VALUES (?1, ?2) "
+			"ON CONFLICT(swarm) DO UPDATE SET open = open + excluded.open",
+	[QS_OPEN_DROP] = "DELETE FROM queue_swarms WHERE swarm = ?1 AND open = 0",
 	[QS_SWARM_OPEN] = "SELECT id, state FROM queue_tasks WHERE swarm = ?1 AND state IN (0, 1, 2) "
 			  "ORDER BY id",
 	[QS_CANCEL_SWARM] = "UPDATE queue_tasks SET state = 5, reason = 'cancelled', lease = NULL, "
@@ -222,6 +236,7 @@ queue_limits_default(struct queue_limits *lim)
 		.body_max = 64 * 1024,
 		.output_max = 64 * 1024,
 		.batch_max = 1000,
+		.open_max = 100000,
 		.group_max = 512,
 		.lease_ms = 30000,
 		.backoff_base_ms = 500,
@@ -235,6 +250,7 @@ queue_limits_valid(const struct queue_limits *l)
 	return l->body_max >= 1 && l->body_max <= QUEUE_BODY_MAX_MAX &&
 	       l->output_max <= QUEUE_OUTPUT_MAX_MAX &&
 	       l->batch_max >= 1 && l->batch_max <= QUEUE_BATCH_MAX_MAX &&
+	       l->open_max >= l->batch_max && l->open_max <= QUEUE_OPEN_MAX_MAX &&
 	       l->group_max >= 1 && l->group_max <= 1000000 &&
 	       l->lease_ms >= 1 && l->lease_ms <= QUEUE_TIMEOUT_MAX_MS &&
 	       l->backoff_max_ms <= QUEUE_TIMEOUT_MAX_MS &&
@@ -335,6 +351,37 @@ queue_run_plain(struct queue *q, enum queue_stmt k)
 
 	if (st == NULL)
 		return SP_EDB;
+	return queue_run(q, st);
+}
+
+/* Unfinished tasks of swarm (0 when it has none). */
+static int
+queue_open_get(struct queue *q, const char *swarm, int64_t *ret)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if ((st = queue_stmt(q, QS_OPEN_GET)) == NULL)
+		return SP_EDB;
+	sqlite3_bind_text(st, 1, swarm, -1, SQLITE_TRANSIENT);
+	rc = sqlite3_step(st);
+	*ret = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+	sqlite3_reset(st);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : queue_fail(q);
+}
+
+/* Count tasks entering (delta > 0) or leaving (< 0) the unfinished states. */
+static int
+queue_open_add(struct queue *q, const char *swarm, int64_t delta)
+{
+	sqlite3_stmt *st;
+
+	if (delta == 0)
+		return 0;
+	if ((st = queue_stmt(q, QS_OPEN_ADD)) == NULL)
+		return SP_EDB;
+	sqlite3_bind_text(st, 1, swarm, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_int64(st, 2, delta);
 	return queue_run(q, st);
 }
 
@@ -598,7 +645,7 @@ queue_enqueue(struct queue *q, const char *swarm, const char *tenant,
 {
 	char dummy[8];
 	sqlite3_stmt *st;
-	int64_t now;
+	int64_t now, open;
 	size_t i;
 	int r;
 
@@ -625,8 +672,16 @@ queue_enqueue(struct queue *q, const char *swarm, const char *tenant,
 			return r;
 
 	if ((r = queue_op_begin(q)) < 0) {
-		snprintf(err, errlen, "database: %s", sqlite3_errmsg(q->db));
+		snprintf(err, errlen, "database: %s", queue_errmsg(q));
 		return r;
+	}
+	if ((r = queue_open_get(q, swarm, &open)) < 0)
+		goto out;
+	if ((uint64_t)open + n > q->lim.open_max) {
+		snprintf(err, errlen, "swarm '%s' has %lld unfinished tasks; %zu more would pass "
+			 "the limit open_max of %zu", swarm, (long long)open, n, q->lim.open_max);
+		r = SP_ELIMIT;
+		goto out;
 	}
 	now = queue_now(q);
 	for (i = 0; i < n; i++) {
@@ -647,8 +702,11 @@ queue_enqueue(struct queue *q, const char *swarm, const char *tenant,
 		ids[i] = sqlite3_last_insert_rowid(q->db);
 		queue_event_add(q, ids[i], swarm, QUEUE_STATE__COUNT, QUEUE_QUEUED);
 	}
+	if (r == 0)
+		r = queue_open_add(q, swarm, (int64_t)n);
 	if (r < 0)
-		snprintf(err, errlen, "database: %s", sqlite3_errmsg(q->db));
+		snprintf(err, errlen, "database: %s", queue_errmsg(q));
+out:
 	r = queue_op_end(q, r, true);
 	if (r < 0 && err[0] == '\0')
 		snprintf(err, errlen, "database: commit failed");
@@ -1014,6 +1072,8 @@ queue_fail_attempt(struct queue *q, int64_t task, const char *swarm, enum queue_
 	sqlite3_bind_int64(st, 6, now);
 	if ((r = queue_run(q, st)) < 0)
 		return r;
+	if (to == QUEUE_FAILED && (r = queue_open_add(q, swarm, -1)) < 0)
+		return r;
 	queue_event_add(q, task, swarm, from, to);
 	return 0;
 }
@@ -1102,7 +1162,7 @@ queue_result(struct queue *q, int64_t task, uint32_t attempt, int64_t lease,
 		sqlite3_bind_int64(st, 4, 0);
 		sqlite3_bind_null(st, 5);
 		sqlite3_bind_int64(st, 6, now);
-		if ((r = queue_run(q, st)) < 0)
+		if ((r = queue_run(q, st)) < 0 || (r = queue_open_add(q, h.swarm, -1)) < 0)
 			goto out;
 		queue_event_add(q, task, h.swarm, h.state, QUEUE_SUCCEEDED);
 	} else {
@@ -1371,6 +1431,12 @@ queue_purge_swarm(struct queue *q, const char *swarm, size_t *ret_n)
 	if ((r = queue_run(q, st)) < 0)
 		goto out;
 	n = (size_t)sqlite3_changes(q->db);
+	if ((st = queue_stmt(q, QS_OPEN_DROP)) == NULL) {
+		r = SP_EDB;
+		goto out;
+	}
+	sqlite3_bind_text(st, 1, swarm, -1, SQLITE_TRANSIENT);
+	r = queue_run(q, st);
 out:
 	r = queue_op_end(q, r, true);
 	if (r == 0 && ret_n != NULL)
@@ -1403,7 +1469,7 @@ queue_cancel(struct queue *q, int64_t task)
 	sqlite3_bind_int64(st, 4, 0);
 	sqlite3_bind_text(st, 5, "cancelled", -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 6, queue_now(q));
-	if ((r = queue_run(q, st)) < 0)
+	if ((r = queue_run(q, st)) < 0 || (r = queue_open_add(q, h.swarm, -1)) < 0)
 		goto out;
 	queue_event_add(q, task, h.swarm, h.state, QUEUE_CANCELLED);
 out:
@@ -1414,6 +1480,7 @@ int
 queue_cancel_swarm(struct queue *q, const char *swarm, size_t *ret_n)
 {
 	sqlite3_stmt *st;
+	size_t n;
 	int rc, r;
 
 	if (!queue_name_valid(swarm))
@@ -1444,8 +1511,11 @@ queue_cancel_swarm(struct queue *q, const char *swarm, size_t *ret_n)
 	sqlite3_bind_int64(st, 2, queue_now(q));
 	if ((r = queue_run(q, st)) < 0)
 		goto out;
+	n = (size_t)sqlite3_changes(q->db);
+	if ((r = queue_open_add(q, swarm, -(int64_t)n)) < 0)
+		goto out;
 	if (ret_n != NULL)
-		*ret_n = (size_t)sqlite3_changes(q->db);
+		*ret_n = n;
 out:
 	return queue_op_end(q, r, true);
 }

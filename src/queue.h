@@ -1,7 +1,7 @@
 /*
  * The durable task queue of the swarm coordinator, in the daemon's SQLite
- * database (tables queue_tasks and queue_results, migrated as component
- * "queue"). A task belongs to a swarm and a tenant and moves
+ * database (tables queue_tasks, queue_results and queue_swarms, migrated
+ * as component "queue"). A task belongs to a swarm and a tenant and moves
  *
  *	queued -> assigned -> running -> succeeded | failed | cancelled
  *
@@ -98,6 +98,7 @@ bool queue_state_terminal(enum queue_state s);
 #define QUEUE_BODY_MAX_MAX	(16u * 1024 * 1024)
 #define QUEUE_OUTPUT_MAX_MAX	(16u * 1024 * 1024)
 #define QUEUE_BATCH_MAX_MAX	100000u
+#define QUEUE_OPEN_MAX_MAX	10000000u
 #define QUEUE_PRIORITY_MIN	(-1000)
 #define QUEUE_PRIORITY_MAX	1000
 #define QUEUE_TIMEOUT_MAX_MS	(7ull * 24 * 3600 * 1000)
@@ -110,6 +111,7 @@ struct queue_limits {
 	size_t body_max;		/* task body bytes; default 64 KiB */
 	size_t output_max;		/* output bytes kept per task; default 64 KiB */
 	size_t batch_max;		/* tasks per queue_enqueue(); default 1000 */
+	size_t open_max;		/* unfinished tasks per swarm; default 100000, >= batch_max */
 	unsigned group_max;		/* deferred ops before a forced commit; default 512; 1 = no grouping */
 	uint64_t lease_ms;		/* lease length, renewed by heartbeat; default 30 s */
 	uint64_t backoff_base_ms;	/* first retry delay; default 500 ms */
@@ -163,7 +165,9 @@ struct queue_task_spec {
 /*
  * Add n tasks (1..batch_max) to swarm for tenant, all or none, and commit.
  * ids[i] gets each task's id (ids increase in the order given; never reused).
- * SP_EINVAL / SP_ELIMIT with err naming the offending task and the limit.
+ * SP_EINVAL / SP_ELIMIT with err naming the offending task and the limit;
+ * SP_ELIMIT also when the swarm would hold more than open_max unfinished
+ * tasks (the count is kept in the database, with the tasks).
  */
 int queue_enqueue(struct queue *q, const char *swarm, const char *tenant,
 		  const struct queue_task_spec *specs, size_t n, int64_t *ids,

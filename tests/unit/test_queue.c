@@ -238,6 +238,58 @@ test_enqueue_bad_input(void **state)
 }
 
 static void
+test_open_max_per_swarm(void **state)
+{
+	struct fixture *f = *state;
+	struct queue_task_spec s[3] = { spec("a", 0), spec("b", 0), spec("c", 0) };
+	struct queue_outcome bad = { .ok = false, .exit_code = 1 };
+	struct queue_limits lim;
+	enum queue_verdict v;
+	struct queue_grant g;
+	char err[200];
+	int64_t ids[3], more;
+
+	close_queue(f);
+	queue_limits_default(&lim);
+	lim.batch_max = 3;
+	lim.open_max = 4;
+	open_queue(f, &lim);
+	assert_int_equal(queue_enqueue(f->q, "sw", "acme", s, 3, ids, err, sizeof(err)), 0);
+	assert_int_equal(queue_enqueue(f->q, "sw", "acme", s, 2, ids, err, sizeof(err)), SP_ELIMIT);
+	assert_string_equal(err, "swarm 'sw' has 3 unfinished tasks; 2 more would pass the "
+			    "limit open_max of 4");
+	/* Other swarms have their own count. */
+	assert_int_equal(queue_enqueue(f->q, "sw2", "acme", s, 3, ids, NULL, 0), 0);
+	assert_int_equal(queue_enqueue(f->q, "sw", "acme", s, 1, &more, NULL, 0), 0);
+	assert_int_equal(queue_enqueue(f->q, "sw", "acme", s, 1, &more, NULL, 0), SP_ELIMIT);
+	/* Finishing (success, final failure, cancel) makes room; a retry does not. */
+	lease_ok(f, "sw", "w", &g);
+	assert_int_equal(queue_result(f->q, g.task, 1, g.lease, "w", &ok_out, &v), 0);
+	queue_grant_done(&g);
+	assert_int_equal(queue_enqueue(f->q, "sw", "acme", s, 1, &more, NULL, 0), 0);
+	lease_ok(f, "sw", "w", &g);
+	assert_int_equal(queue_result(f->q, g.task, 1, g.lease, "w", &bad, &v), 0);	/* retried */
+	queue_grant_done(&g);
+	assert_int_equal(queue_enqueue(f->q, "sw", "acme", s, 1, &more, NULL, 0), SP_ELIMIT);
+	assert_int_equal(queue_cancel(f->q, more), 0);
+	assert_int_equal(queue_enqueue(f->q, "sw", "acme", s, 1, &more, NULL, 0), 0);
+	assert_int_equal(queue_cancel_swarm(f->q, "sw", NULL), 0);
+	assert_int_equal(query_int(store_db(f->store),
+				   "SELECT open FROM queue_swarms WHERE swarm = 'sw'"), 0);
+	assert_int_equal(queue_enqueue(f->q, "sw", "acme", s, 3, ids, NULL, 0), 0);
+	assert_int_equal(queue_cancel_swarm(f->q, "sw", NULL), 0);
+	/* Purging a finished swarm forgets its count. */
+	assert_int_equal(queue_purge_swarm(f->q, "sw", NULL), 0);
+	assert_int_equal(query_int(store_db(f->store),
+				   "SELECT COUNT(*) FROM queue_swarms WHERE swarm = 'sw'"), 0);
+	assert_int_equal(query_int(store_db(f->store),
+				   "SELECT open FROM queue_swarms WHERE swarm = 'sw2'"), 3);
+	/* open_max below batch_max makes no sense. */
+	lim.open_max = 2;
+	assert_int_equal(queue_set_limits(f->q, &lim), SP_EINVAL);
+}
+
+static void
 test_limits_checked(void **state)
 {
 	struct fixture *f = *state;
@@ -937,7 +989,7 @@ test_migration_once(void **state)
 	close_queue(f);
 	open_queue(f, NULL);
 	assert_int_equal(query_int(store_db(f->store),
-				   "SELECT version FROM schema_version WHERE component = 'queue'"), 1);
+				   "SELECT version FROM schema_version WHERE component = 'queue'"), 2);
 	assert_int_equal(query_int(store_db(f->store), "SELECT COUNT(*) FROM queue_tasks"), 1);
 }
 
@@ -1089,6 +1141,11 @@ check_invariants(struct fixture *f, const enum queue_state *final, size_t n, con
 	assert_int_equal(query_int(db, "SELECT COUNT(*) FROM queue_tasks "
 				       "WHERE failures > max_retries + 1 OR "
 				       "(state = 4 AND failures <> max_retries + 1)"), 0);
+	/* The kept count of unfinished tasks matches the tasks. */
+	assert_int_equal(query_int(db, "SELECT COUNT(*) FROM (SELECT swarm, COUNT(*) AS n FROM "
+				       "queue_tasks WHERE state IN (0, 1, 2) GROUP BY swarm) t "
+				       "FULL JOIN queue_swarms s USING (swarm) "
+				       "WHERE COALESCE(t.n, 0) <> COALESCE(s.open, 0)"), 0);
 	/* Every recorded attempt was granted. */
 	assert_int_equal(query_int(db, "SELECT COUNT(*) FROM queue_results r JOIN queue_tasks t "
 				       "ON t.id = r.task WHERE r.attempt > t.attempt"), 0);
@@ -1326,6 +1383,8 @@ test_crash_consistency(void **state)
 	assert_int_equal(query_int(store_db(f->store),
 				   "SELECT COUNT(*) FROM (SELECT task FROM queue_results "
 				   "GROUP BY task HAVING COUNT(*) > 1)"), 0);
+	/* The same invariants the random walk checks hold after the kill. */
+	check_invariants(f, NULL, 0, NULL);
 	/* A lease lost between grant and result is recovered: nothing stays held. */
 	assert_int_equal(queue_recover(f->q, NULL, NULL, &requeued), 0);
 	assert_int_equal(query_int(store_db(f->store),
@@ -1403,6 +1462,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_enqueue_get_counts, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_enqueue_bad_input, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_limits_checked, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_open_max_per_swarm, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_priority_then_fifo, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_success_and_exactly_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_lease_expiry_and_backoff, setup, teardown),
