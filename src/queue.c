@@ -1202,7 +1202,7 @@ queue_sweep(struct queue *q, size_t max, size_t *ret_n)
 	struct queue_expired *x = NULL;
 	char reason[64];
 	sqlite3_stmt *st;
-	size_t n = 0, i;
+	size_t n = 0, cap = 0, i;
 	int64_t now;
 	int rc, r;
 
@@ -1222,8 +1222,11 @@ queue_sweep(struct queue *q, size_t max, size_t *ret_n)
 	sqlite3_bind_int64(st, 1, now);
 	sqlite3_bind_int64(st, 2, (sqlite3_int64)max);
 	/* Collect first: updating rows under a running SELECT on them is asking for trouble. */
-	x = xcalloc(max, sizeof(*x));
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW && n < max) {
+		if (n == cap) {
+			cap = cap ? cap * 2 : 16;
+			x = xreallocarray(x, cap, sizeof(*x));
+		}
 		x[n].id = sqlite3_column_int64(st, 0);
 		x[n].swarm = xstrdup((const char *)sqlite3_column_text(st, 1));
 		x[n].state = (enum queue_state)sqlite3_column_int(st, 2);

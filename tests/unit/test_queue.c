@@ -456,6 +456,36 @@ test_lease_expiry_and_backoff(void **state)
 }
 
 static void
+test_sweep_in_slices(void **state)
+{
+	struct fixture *f = *state;
+	struct queue_grant g;
+	struct queue_counts c;
+	size_t n, total = 0, calls = 0;
+	int i;
+
+	for (i = 0; i < 5; i++)
+		add(f, "sw", "x", 0);
+	for (i = 0; i < 5; i++) {
+		lease_ok(f, "sw", "w", &g);
+		queue_grant_done(&g);
+	}
+	f->now += 30000;
+	do {
+		assert_int_equal(queue_sweep(f->q, 2, &n), 0);
+		assert_true(n <= 2);
+		total += n;
+		calls++;
+	} while (n == 2);
+	assert_int_equal(total, 5);
+	assert_int_equal(calls, 3);
+	assert_int_equal(queue_counts(f->q, "sw", &c), 0);
+	assert_int_equal(c.n[QUEUE_QUEUED], 5);
+	assert_int_equal(queue_sweep(f->q, 0, &n), 0);
+	assert_int_equal(n, 0);
+}
+
+static void
 test_heartbeat_renews_until_deadline(void **state)
 {
 	struct fixture *f = *state;
@@ -1466,6 +1496,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_priority_then_fifo, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_success_and_exactly_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_lease_expiry_and_backoff, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sweep_in_slices, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_heartbeat_renews_until_deadline, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_retries_then_failed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_backoff_caps, setup, teardown),
