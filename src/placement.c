@@ -28,11 +28,18 @@ struct placement_slot {
 	bool ready;
 	int64_t backoff_until;
 	unsigned rate_limited;
+	/* The circuit breaker: the last outcomes (bit set = failure), newest in bit 0. */
+	uint64_t outcomes;
+	unsigned samples;		/* outcomes recorded, up to the window */
+	enum placement_breaker breaker;
+	int64_t open_until;		/* OPEN: refuse until then */
+	int64_t trial_until;		/* HALF_OPEN: a trial is out until then */
 };
 
 struct placement {
 	struct placement_slot s[PLACEMENT_PROVIDERS_MAX];
 	size_t n;
+	struct placement_breaker_conf breaker;
 };
 
 static void
@@ -139,6 +146,7 @@ placement_new(const struct placement_provider *list, size_t n, struct placement 
 	if ((r = placement_check(list, n, err, errlen)) < 0)
 		return r;
 	p = xcalloc(1, sizeof(*p));
+	placement_breaker_default(&p->breaker);
 	placement_configure(p, list, n, NULL, 0);
 	*ret = p;
 	return 0;
@@ -191,8 +199,30 @@ placement_policy_valid(const struct placement *p, const char *policy)
 	       (strcmp(policy, PLACEMENT_AUTO) == 0 || placement_find(p, policy) != NULL);
 }
 
+void
+placement_breaker_default(struct placement_breaker_conf *c)
+{
+	*c = (struct placement_breaker_conf){
+		.threshold_pct = 50,
+		.window = 20,
+		.min_samples = 10,
+		.reset_ms = 5000,
+	};
+}
+
+int
+placement_set_breaker(struct placement *p, const struct placement_breaker_conf *c)
+{
+	if (c->threshold_pct < 1 || c->threshold_pct > 100 || c->window < 1 || c->window > 64 ||
+	    c->min_samples < 1 || c->min_samples > c->window || c->reset_ms < 1 ||
+	    c->reset_ms > 3600 * 1000)
+		return SP_EINVAL;
+	p->breaker = *c;
+	return 0;
+}
+
 /* Why slot s cannot take a sandbox now, or 0 when it can. */
-enum placement_block { PB_NONE, PB_NOT_READY, PB_FULL, PB_BACKOFF };
+enum placement_block { PB_NONE, PB_NOT_READY, PB_FULL, PB_BACKOFF, PB_OPEN, PB_TRIAL };
 
 static enum placement_block
 placement_blocked(const struct placement_slot *s, int64_t now)
@@ -201,9 +231,29 @@ placement_blocked(const struct placement_slot *s, int64_t now)
 		return PB_NOT_READY;
 	if (s->in_use >= s->capacity)
 		return PB_FULL;
+	if (s->breaker == PLACEMENT_BREAKER_OPEN && s->open_until > now)
+		return PB_OPEN;
+	if (s->breaker == PLACEMENT_BREAKER_HALF_OPEN && s->trial_until > now)
+		return PB_TRIAL;
 	if (s->backoff_until > now)
 		return PB_BACKOFF;
 	return PB_NONE;
+}
+
+/* When a blocked slot may be asked again (for -EAGAIN), or 0 if that is not a matter of time. */
+static int64_t
+placement_retry_at(const struct placement_slot *s, enum placement_block b)
+{
+	switch (b) {
+	case PB_BACKOFF:
+		return s->backoff_until;
+	case PB_OPEN:
+		return s->open_until;
+	case PB_TRIAL:
+		return s->trial_until;
+	default:
+		return 0;
+	}
 }
 
 static void
@@ -223,6 +273,14 @@ placement_describe(const struct placement_slot *s, enum placement_block b, int64
 	case PB_BACKOFF:
 		placement_errcat(err, errlen, "%s%s: rate-limited for %" PRId64 " ms", sep, s->name,
 				 s->backoff_until - now);
+		break;
+	case PB_OPEN:
+		placement_errcat(err, errlen, "%s%s: failing (circuit open for %" PRId64 " ms)", sep,
+				 s->name, s->open_until - now);
+		break;
+	case PB_TRIAL:
+		placement_errcat(err, errlen, "%s%s: failing (one trial start in progress)", sep,
+				 s->name);
 		break;
 	case PB_NONE:
 		break;
@@ -266,6 +324,13 @@ placement_take(struct placement *p, const char *policy, int64_t now_ms,
 		s = &p->s[order[i]];
 		b = placement_blocked(s, now_ms);
 		if (b == PB_NONE) {
+			/* After an open circuit, one start at a time tries the provider. */
+			if (s->breaker == PLACEMENT_BREAKER_OPEN) {
+				s->breaker = PLACEMENT_BREAKER_HALF_OPEN;
+				s->trial_until = now_ms + (int64_t)p->breaker.reset_ms;
+			} else if (s->breaker == PLACEMENT_BREAKER_HALF_OPEN) {
+				s->trial_until = now_ms + (int64_t)p->breaker.reset_ms;
+			}
 			s->in_use++;
 			ret->index = order[i];
 			ret->name = s->name;
@@ -276,10 +341,10 @@ placement_take(struct placement *p, const char *policy, int64_t now_ms,
 			return 0;
 		}
 		placement_describe(s, b, now_ms, err, errlen);
-		if (b == PB_BACKOFF) {
+		if (placement_retry_at(s, b) != 0) {
 			any_backoff = true;
-			if (s->backoff_until < retry_at)
-				retry_at = s->backoff_until;
+			if (placement_retry_at(s, b) < retry_at)
+				retry_at = placement_retry_at(s, b);
 		} else if (b == PB_FULL) {
 			any_full = true;
 		}
@@ -304,6 +369,41 @@ placement_put(struct placement *p, const char *name)
 	return 0;
 }
 
+/*
+ * Record a create's outcome in the breaker's window. A rate limit is not a
+ * failure here: backoff handles it. The trial after an open circuit decides
+ * alone: success closes the circuit with a clean window, failure opens it
+ * again.
+ */
+static void
+placement_breaker_record(struct placement *p, struct placement_slot *s, bool failed,
+			 int64_t now)
+{
+	const struct placement_breaker_conf *c = &p->breaker;
+	uint64_t mask = c->window >= 64 ? UINT64_MAX : (((uint64_t)1 << c->window) - 1);
+	unsigned fails;
+
+	if (s->breaker == PLACEMENT_BREAKER_HALF_OPEN || s->breaker == PLACEMENT_BREAKER_OPEN) {
+		if (failed) {
+			s->breaker = PLACEMENT_BREAKER_OPEN;
+			s->open_until = now + (int64_t)c->reset_ms;
+		} else {
+			s->breaker = PLACEMENT_BREAKER_CLOSED;
+			s->outcomes = 0;
+			s->samples = 0;
+		}
+		return;
+	}
+	s->outcomes = ((s->outcomes << 1) | (failed ? 1 : 0)) & mask;
+	if (s->samples < c->window)
+		s->samples++;
+	fails = (unsigned)__builtin_popcountll(s->outcomes);
+	if (s->samples >= c->min_samples && fails * 100 >= c->threshold_pct * s->samples) {
+		s->breaker = PLACEMENT_BREAKER_OPEN;
+		s->open_until = now + (int64_t)c->reset_ms;
+	}
+}
+
 int
 placement_report(struct placement *p, const char *name, enum placement_outcome o,
 		 int64_t retry_after_ms, int64_t now_ms)
@@ -318,6 +418,7 @@ placement_report(struct placement *p, const char *name, enum placement_outcome o
 	case PLACEMENT_OK:
 		s->rate_limited = 0;
 		s->backoff_until = 0;
+		placement_breaker_record(p, s, false, now_ms);
 		break;
 	case PLACEMENT_RATE_LIMITED:
 		s->rate_limited++;
@@ -332,6 +433,7 @@ placement_report(struct placement *p, const char *name, enum placement_outcome o
 		s->backoff_until = now_ms + d;
 		break;
 	case PLACEMENT_FAILED:
+		placement_breaker_record(p, s, true, now_ms);
 		break;
 	}
 	return 0;
@@ -351,6 +453,10 @@ placement_get(const struct placement *p, const char *name, struct placement_stat
 		.local = (s->caps & SP_CAP_LOCAL) != 0,
 		.backoff_until_ms = s->backoff_until,
 		.rate_limited = s->rate_limited,
+		.breaker = s->breaker,
+		.open_until_ms = s->open_until,
+		.failures = (unsigned)__builtin_popcountll(s->outcomes),
+		.samples = s->samples,
 	};
 	return 0;
 }

@@ -9,6 +9,11 @@
  * its backoff passes (exponential from 1 s to 60 s, or the provider's own
  * retry-after hint when longer); a success clears it.
  *
+ * A provider whose creates fail too often trips a circuit breaker: when at
+ * least threshold_pct of its last window outcomes (and min_samples of them)
+ * are failures, it is not chosen for reset_ms; then one start at a time may
+ * try it (half-open): success closes the circuit, failure opens it again.
+ *
  * State is in memory, on the loop thread; a take is atomic (choose and count
  * in one call). The caller owns struct placement; strings passed in are
  * copied; names handed out live until the next placement_configure(). Nothing
@@ -35,18 +40,32 @@ struct placement_provider {
 	unsigned capacity;		/* 1..100000: max_sandboxes for a local one, its quota otherwise */
 };
 
+enum placement_breaker {
+	PLACEMENT_BREAKER_CLOSED,	/* healthy */
+	PLACEMENT_BREAKER_OPEN,		/* failing: not chosen until open_until */
+	PLACEMENT_BREAKER_HALF_OPEN,	/* one trial start decides */
+};
+
+struct placement_breaker_conf {
+	unsigned threshold_pct;		/* 1..100, default 50 */
+	unsigned window;		/* outcomes remembered, 1..64, default 20 */
+	unsigned min_samples;		/* before the breaker may trip, 1..window, default 10 */
+	uint64_t reset_ms;		/* open for this long, then a trial; default 5000 */
+};
+void placement_breaker_default(struct placement_breaker_conf *c);
+
 struct placement_choice {
 	size_t index;			/* in the configured list */
 	const char *name;		/* the provider's name (owned by placement) */
 	bool burst;			/* auto chose a non-local provider */
-	int64_t retry_at_ms;		/* on -EAGAIN: when the earliest backoff ends */
+	int64_t retry_at_ms;		/* on -EAGAIN: when the earliest backoff or open circuit ends */
 };
 
 /* What a create on a provider came to. */
 enum placement_outcome {
 	PLACEMENT_OK,
 	PLACEMENT_RATE_LIMITED,		/* the provider said slow down (HTTP 429, a quota) */
-	PLACEMENT_FAILED,		/* any other failure: no backoff here (the circuit breaker's job) */
+	PLACEMENT_FAILED,		/* any other failure: counts towards the circuit breaker */
 };
 
 /*
@@ -63,6 +82,8 @@ void placement_free(struct placement *p);		/* accepts NULL */
  */
 int placement_configure(struct placement *p, const struct placement_provider *list, size_t n,
 			char *err, size_t errlen);
+/* Change the breaker's settings (SIGHUP); SP_EINVAL keeps the old ones. */
+int placement_set_breaker(struct placement *p, const struct placement_breaker_conf *c);
 /* The provider finished init (or went down). SP_ENOTFOUND. */
 int placement_set_ready(struct placement *p, const char *name, bool ready);
 
@@ -74,8 +95,8 @@ bool placement_policy_valid(const struct placement *p, const char *policy);
  * naming every candidate's state ("local: full (64/64); cloud: rate-limited
  * for 1500 ms"):
  *   SP_EINVAL     unknown policy;
- *   -EAGAIN       the candidates with room are backing off: retry at
- *                 ret->retry_at_ms;
+ *   -EAGAIN       the candidates with room are backing off or their
+ *                 circuit is open: retry at ret->retry_at_ms;
  *   SP_ELIMIT     every ready candidate is full;
  *   SP_EUNAVAIL   no candidate is ready.
  */
@@ -98,6 +119,9 @@ struct placement_state {
 	bool ready, local;
 	int64_t backoff_until_ms;	/* end of the last backoff (0: never; in the past: over) */
 	unsigned rate_limited;		/* consecutive rate-limit answers */
+	enum placement_breaker breaker;
+	int64_t open_until_ms;		/* OPEN: refused until then */
+	unsigned failures, samples;	/* in the breaker's window */
 };
 int placement_get(const struct placement *p, const char *name, struct placement_state *ret);
 

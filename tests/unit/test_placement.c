@@ -208,6 +208,91 @@ test_rate_limit_backoff(void **state)
 }
 
 static void
+test_circuit_breaker(void **state)
+{
+	struct placement_provider list[2] = { { "flaky", SP_CAP_LOCAL, 100 }, { "spare", 0, 100 } };
+	struct placement_breaker_conf bc;
+	struct placement_choice c;
+	struct placement_state st;
+	struct placement *p;
+	char err[256];
+	int64_t t = 1000;
+	int i;
+
+	(void)state;
+	assert_int_equal(placement_new(list, 2, &p, NULL, 0), 0);
+	assert_int_equal(placement_set_ready(p, "flaky", true), 0);
+	assert_int_equal(placement_set_ready(p, "spare", true), 0);
+	placement_breaker_default(&bc);
+	bc.window = 10;
+	bc.min_samples = 4;
+	bc.threshold_pct = 50;
+	bc.reset_ms = 5000;
+	assert_int_equal(placement_set_breaker(p, &bc), 0);
+	/* Three failures in three: not enough samples to judge yet. */
+	for (i = 0; i < 3; i++)
+		assert_int_equal(placement_report(p, "flaky", PLACEMENT_FAILED, 0, t), 0);
+	assert_int_equal(placement_take(p, "auto", t, &c, NULL, 0), 0);
+	assert_string_equal(c.name, "flaky");
+	assert_int_equal(placement_put(p, "flaky"), 0);
+	/* Rate limits are backoff's business, not failures. */
+	assert_int_equal(placement_report(p, "flaky", PLACEMENT_RATE_LIMITED, 0, t - 2000), 0);
+	assert_int_equal(placement_get(p, "flaky", &st), 0);
+	assert_int_equal(st.samples, 3);
+	assert_int_equal(st.breaker, PLACEMENT_BREAKER_CLOSED);
+	/* A fourth outcome, a success: 3 of 4 failed, past 50 %: the circuit opens. */
+	assert_int_equal(placement_report(p, "flaky", PLACEMENT_OK, 0, t), 0);
+	assert_int_equal(placement_get(p, "flaky", &st), 0);
+	assert_int_equal(st.breaker, PLACEMENT_BREAKER_OPEN);
+	assert_int_equal(st.failures, 3);
+	/* auto bursts past it; by name it answers -EAGAIN until the reset. */
+	assert_int_equal(placement_take(p, "auto", t, &c, NULL, 0), 0);
+	assert_string_equal(c.name, "spare");
+	assert_true(c.burst);
+	assert_int_equal(placement_take(p, "flaky", t + 1000, &c, err, sizeof(err)), -EAGAIN);
+	assert_int_equal(c.retry_at_ms, t + 5000);
+	assert_string_equal(err, "flaky: failing (circuit open for 4000 ms)");
+	/* After the reset one trial goes through; others wait for its outcome. */
+	t += 5000;
+	assert_int_equal(placement_take(p, "flaky", t, &c, NULL, 0), 0);
+	assert_int_equal(placement_get(p, "flaky", &st), 0);
+	assert_int_equal(st.breaker, PLACEMENT_BREAKER_HALF_OPEN);
+	assert_int_equal(placement_take(p, "flaky", t, &c, err, sizeof(err)), -EAGAIN);
+	assert_string_equal(err, "flaky: failing (one trial start in progress)");
+	assert_int_equal(placement_take(p, "auto", t, &c, NULL, 0), 0);
+	assert_string_equal(c.name, "spare");
+	/* The trial fails: open again for another reset period. */
+	assert_int_equal(placement_report(p, "flaky", PLACEMENT_FAILED, 0, t), 0);
+	assert_int_equal(placement_put(p, "flaky"), 0);
+	assert_int_equal(placement_get(p, "flaky", &st), 0);
+	assert_int_equal(st.breaker, PLACEMENT_BREAKER_OPEN);
+	assert_int_equal(st.open_until_ms, t + 5000);
+	/* A trial whose outcome never comes (put back unreported) expires and another runs. */
+	t += 5000;
+	assert_int_equal(placement_take(p, "flaky", t, &c, NULL, 0), 0);
+	assert_int_equal(placement_put(p, "flaky"), 0);
+	assert_int_equal(placement_take(p, "flaky", t + 4999, &c, NULL, 0), -EAGAIN);
+	assert_int_equal(placement_take(p, "flaky", t + 5000, &c, NULL, 0), 0);
+	/* This trial succeeds: closed, with a clean window. */
+	assert_int_equal(placement_report(p, "flaky", PLACEMENT_OK, 0, t + 5000), 0);
+	assert_int_equal(placement_get(p, "flaky", &st), 0);
+	assert_int_equal(st.breaker, PLACEMENT_BREAKER_CLOSED);
+	assert_int_equal(st.samples, 0);
+	assert_int_equal(placement_take(p, "auto", t + 5000, &c, NULL, 0), 0);
+	assert_string_equal(c.name, "flaky");
+	/* Settings are checked. */
+	bc.min_samples = 11;
+	assert_int_equal(placement_set_breaker(p, &bc), SP_EINVAL);
+	bc.min_samples = 4;
+	bc.window = 65;
+	assert_int_equal(placement_set_breaker(p, &bc), SP_EINVAL);
+	bc.window = 10;
+	bc.threshold_pct = 0;
+	assert_int_equal(placement_set_breaker(p, &bc), SP_EINVAL);
+	placement_free(p);
+}
+
+static void
 test_put_and_reconfigure(void **state)
 {
 	struct placement_provider next[2] = {
@@ -471,6 +556,7 @@ main(void)
 		cmocka_unit_test(test_named_policy),
 		cmocka_unit_test(test_nothing_ready),
 		cmocka_unit_test(test_rate_limit_backoff),
+		cmocka_unit_test(test_circuit_breaker),
 		cmocka_unit_test(test_put_and_reconfigure),
 		cmocka_unit_test(test_with_admission),
 		cmocka_unit_test(test_loop_burst_through_fake_providers),
