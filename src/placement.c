@@ -357,6 +357,17 @@ placement_take(struct placement *p, const char *policy, int64_t now_ms,
 }
 
 int
+placement_adopt(struct placement *p, const char *name)
+{
+	struct placement_slot *s = placement_find(p, name);
+
+	if (s == NULL)
+		return SP_ENOTFOUND;
+	s->in_use++;
+	return 0;
+}
+
+int
 placement_put(struct placement *p, const char *name)
 {
 	struct placement_slot *s = placement_find(p, name);

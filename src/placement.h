@@ -103,6 +103,11 @@ bool placement_policy_valid(const struct placement *p, const char *policy);
 int placement_take(struct placement *p, const char *policy, int64_t now_ms,
 		   struct placement_choice *ret, char *err, size_t errlen);
 /*
+ * Count a sandbox found on provider at daemon start (re-adoption), whatever
+ * its capacity, readiness or backoff. SP_ENOTFOUND.
+ */
+int placement_adopt(struct placement *p, const char *name);
+/*
  * A sandbox on provider is gone (or its create failed): uncount it.
  * SP_ENOTFOUND; SP_ECONFLICT at 0.
  */

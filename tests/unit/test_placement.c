@@ -307,6 +307,15 @@ test_put_and_reconfigure(void **state)
 	(void)state;
 	assert_int_equal(placement_put(p, "local-x"), SP_ECONFLICT);
 	assert_int_equal(placement_put(p, "ghost"), SP_ENOTFOUND);
+	/* Re-adoption counts even past capacity and while not ready. */
+	assert_int_equal(placement_set_ready(p, "cloud-a", false), 0);
+	for (int k = 0; k < 3; k++)
+		assert_int_equal(placement_adopt(p, "cloud-a"), 0);
+	assert_int_equal(placement_get(p, "cloud-a", &st), 0);
+	assert_int_equal(st.in_use, 3);
+	assert_int_equal(st.capacity, 2);
+	assert_int_equal(placement_adopt(p, "ghost"), SP_ENOTFOUND);
+	assert_int_equal(placement_set_ready(p, "cloud-a", true), 0);
 	assert_int_equal(placement_take(p, "auto", 0, &c, NULL, 0), 0);
 	assert_int_equal(placement_take(p, "auto", 0, &c, NULL, 0), 0);
 	assert_int_equal(placement_report(p, "local-x", PLACEMENT_RATE_LIMITED, 0, 0), 0);
