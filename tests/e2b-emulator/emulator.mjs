@@ -173,7 +173,7 @@ function addFault(f) {
 		id: ++faultSeq, kind: f.kind, op: f.op ?? '*', sandboxID: f.sandboxID ?? null,
 		count: Number.isInteger(f.count) ? f.count : 1, fired: 0,
 		status: f.status, message: f.message, code: f.code, retryAfter: f.retryAfter,
-		ms: f.ms, afterEvents: f.afterEvents, variant: f.variant, errorCode: f.errorCode,
+		ms: f.ms, afterEvents: f.afterEvents, mode: f.mode, variant: f.variant, errorCode: f.errorCode,
 	};
 	faults.push(fault);
 	return fault;
@@ -1370,7 +1370,12 @@ class EventStream {
 		if (this.garbage && this.sent >= (this.garbage.afterEvents ?? 1))
 			return this.sendGarbage();
 		if (this.cut && this.sent >= (this.cut.afterEvents ?? 1)) {
-			this.res.destroy();
+			// mode "reset": TCP close mid-body; "eof": a clean end of
+			// the HTTP body with no end-of-stream envelope.
+			if (this.cut.mode === 'eof')
+				this.res.end();
+			else
+				this.res.destroy();
 			this.detach();
 			return;
 		}
