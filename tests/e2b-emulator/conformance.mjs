@@ -279,6 +279,39 @@ await step('paths cannot escape the sandbox root', async () => {
 	check(r.length === 100000, 'in-root .. still works');
 });
 
+await step('a backgrounded grandchild holding stdout does not hold the end event', async () => {
+	const r = await sbx.commands.run('sleep 20 & echo started', { timeoutMs: 10000 });
+	check(r.stdout === 'started\n' && r.exitCode === 0, JSON.stringify(r));
+});
+
+await step('signed download/upload URLs work without the access token', async () => {
+	await sbx.files.write('/home/user/signed.txt', 'signed content');
+	// The SDK builds these on the direct envd URL; route them the way the
+	// edge proxy would, with the sandbox headers, and send no token.
+	const route = { 'E2b-Sandbox-Id': sbx.sandboxId, 'E2b-Sandbox-Port': '49983' };
+	const dl = new URL(await sbx.downloadUrl('/home/user/signed.txt'));
+	check(/^v1_[A-Za-z0-9+/]+$/.test(dl.searchParams.get('signature') ?? ''), `signature ${dl.searchParams.get('signature')}`);
+	let r = await fetch(dl, { headers: route });
+	check(r.status === 200, `download status ${r.status}`);
+	check(await r.text() === 'signed content', 'download body');
+	dl.searchParams.set('signature', 'v1_AAAA');
+	r = await fetch(dl, { headers: route });
+	check(r.status === 401, `tampered signature gave ${r.status}`);
+	const expired = await sbx.downloadUrl('/home/user/signed.txt', { useSignatureExpiration: -5 });
+	r = await fetch(expired, { headers: route });
+	check(r.status === 401, `expired signature gave ${r.status}`);
+	const bare = new URL(dl);
+	bare.searchParams.delete('signature');
+	r = await fetch(bare, { headers: route });
+	check(r.status === 401, `unsigned, tokenless read gave ${r.status}`);
+	const up = await sbx.uploadUrl('/home/user/up.txt');
+	const fd = new FormData();
+	fd.append('file', new Blob(['uploaded']), 'up.txt');
+	r = await fetch(up, { method: 'POST', body: fd, headers: route });
+	check(r.status === 200, `upload status ${r.status}`);
+	check(await sbx.files.read('/home/user/up.txt') === 'uploaded', 'uploaded content');
+});
+
 await step('list finds the sandbox by metadata, and a wrong filter does not', async () => {
 	const found = await listAll({ metadata: { run: RUN } });
 	check(found.length === 1 && found[0].sandboxId === sbx.sandboxId, `found ${found.map((s) => s.sandboxId)}`);
@@ -311,6 +344,22 @@ await step('Sandbox.connect re-attaches to a running sandbox', async () => {
 	const again = await Sandbox.connect(sbx.sandboxId, CONN);
 	const r = await again.commands.run('echo connected');
 	check(r.stdout === 'connected\n', 'command after connect');
+});
+
+await step('pause keeps files, lists as paused, connect resumes it', async () => {
+	check(await sbx.pause() === true, 'pause');
+	check(await Sandbox.pause(sbx.sandboxId, CONN) === false, 'second pause is false (409)');
+	const paused = await listAll({ metadata: { run: RUN }, state: ['paused'] });
+	check(paused.length === 1 && paused[0].sandboxId === sbx.sandboxId && paused[0].state === 'paused', 'paused listing');
+	check(await sbx.isRunning() === false, 'envd answers while paused');
+	const resumed = await Sandbox.connect(sbx.sandboxId, { ...CONN, timeoutMs: 300000 });
+	check((await Sandbox.getInfo(sbx.sandboxId, CONN)).state === 'running', 'state after connect');
+	check(await resumed.files.read('/home/user/up.txt') === 'uploaded', 'files survive a pause');
+});
+
+await step('getMetrics returns samples', async () => {
+	const m = await sbx.getMetrics();
+	check(Array.isArray(m) && m.length >= 1 && m[0].cpuCount === 2 && m[0].memTotal > 0, JSON.stringify(m));
 });
 
 await step('a wrong API key gives AuthenticationError', async () => {
@@ -349,6 +398,27 @@ await step('fault: concurrency limit 429 -> RateLimitError naming the limit', as
 	} finally {
 		await admin('POST', '/config', { maxSandboxes: prev });
 	}
+});
+
+await step('creation rate limit (token bucket) -> RateLimitError', async () => {
+	await admin('POST', '/config', { createRate: 1 });
+	const made = [];
+	let err = null;
+	try {
+		for (let i = 0; i < 5 && !err; i++) {
+			try {
+				made.push(await Sandbox.create('base', { ...CONN, retries: 0, metadata: { run: RUN, rate: '1' } }));
+			} catch (e) {
+				err = e;
+			}
+		}
+	} finally {
+		await admin('POST', '/config', { createRate: 0 });
+		for (const m of made)
+			await m.kill();
+	}
+	check(err instanceof RateLimitError, `want RateLimitError, got ${err && err.name}: ${err && err.message}`);
+	check(made.length >= 1, 'the first create should pass');
 });
 
 await step('fault: 500 on create -> SandboxError with the status', async () => {

@@ -43,7 +43,7 @@ function parseArgs(argv) {
 	const o = {
 		host: '127.0.0.1', port: 0, apiKey: null, maxSandboxes: 20,
 		maxLifetimeSec: 3600, templates: null, domain: null,
-		keepaliveSec: 90, faults: [], quiet: false,
+		keepaliveSec: 90, createRate: 0, faults: [], quiet: false,
 	};
 	for (let i = 0; i < argv.length; i++) {
 		const a = argv[i];
@@ -61,6 +61,7 @@ function parseArgs(argv) {
 		case '--templates': o.templates = v().split(',').filter(Boolean); break;
 		case '--domain': o.domain = v(); break;
 		case '--keepalive': o.keepaliveSec = intArg(a, v(), 1, 3600); break;
+		case '--create-rate': o.createRate = intArg(a, v(), 0, 100000); break;
 		case '--fault': o.faults.push(JSON.parse(v())); break;
 		case '--quiet': o.quiet = true; break;
 		case '-h': case '--help':
@@ -75,7 +76,8 @@ function parseArgs(argv) {
 }
 
 const USAGE = `usage: run --port N [--api-key KEY] [--max-sandboxes N] [--max-lifetime SEC]
-           [--templates a,b] [--domain D] [--keepalive SEC] [--fault JSON]... [--quiet]
+           [--templates a,b] [--domain D] [--keepalive SEC] [--create-rate N/s]
+           [--fault JSON]... [--quiet]
 `;
 
 function intArg(name, s, lo, hi) {
@@ -429,7 +431,13 @@ function sandboxDetail(sb) {
 
 // Sandbox IDs: 20 chars of [a-z0-9]; the legacy "<id>-<clientID>" is split.
 function parseSandboxId(raw) {
-	const id = decodeURIComponent(raw).split('-')[0];
+	let dec;
+	try {
+		dec = decodeURIComponent(raw);
+	} catch {
+		throw new HttpError(400, 'Invalid sandbox ID');
+	}
+	const id = dec.split('-')[0];
 	if (!SANDBOX_ID_RE.test(id))
 		throw new HttpError(400, 'Invalid sandbox ID');
 	return id;
@@ -597,6 +605,13 @@ async function controlPlane(req, res, url, entry) {
 	const v2 = url.pathname.startsWith('/v2/');
 	switch (op) {
 	case 'create': {
+		const rl = takeCreateToken();
+		if (rl) {
+			if (!rl.ok)
+				return apiError(res, 429, 'Rate limit exceeded', rl.headers);
+			for (const [k, hv] of Object.entries(rl.headers))
+				res.setHeader(k, hv);
+		}
 		const body = await readJson(req);
 		const sb = await createSandbox(body, { v2 });
 		return sendJson(res, 201, sandboxResponse(sb));
@@ -706,6 +721,32 @@ async function controlPlane(req, res, url, entry) {
 	throw new HttpError(500, 'unhandled route');
 }
 
+// Token bucket for POST /sandboxes (the published "creation rate"): a
+// bucket of createRate tokens refilled at createRate per second. Returns null
+// when no rate is configured.
+const createBucket = { tokens: null, at: 0 };
+function takeCreateToken() {
+	const rate = opts.createRate;
+	if (!rate)
+		return null;
+	const now = Date.now();
+	if (createBucket.tokens === null)
+		createBucket.tokens = rate;
+	createBucket.tokens = Math.min(rate, createBucket.tokens + (now - createBucket.at) * rate / 1000);
+	createBucket.at = now;
+	const ok = createBucket.tokens >= 1;
+	if (ok)
+		createBucket.tokens -= 1;
+	const reset = Math.max(1, Math.ceil((1 - Math.min(1, createBucket.tokens)) / rate));
+	const headers = {
+		'RateLimit-Limit': String(rate), 'RateLimit-Remaining': String(Math.floor(createBucket.tokens)),
+		'RateLimit-Reset': String(reset),
+	};
+	if (!ok)
+		headers['Retry-After'] = String(reset);
+	return { ok, headers };
+}
+
 function checkConcurrency() {
 	const running = [...sandboxes.values()].filter((s) => s.state === 'running').length;
 	if (running >= opts.maxSandboxes)
@@ -728,7 +769,7 @@ async function admin(req, res, url) {
 	if (p === '/_emulator/state' && req.method === 'GET') {
 		return sendJson(res, 200, {
 			counters, faults,
-			config: { maxSandboxes: opts.maxSandboxes, maxLifetimeSec: opts.maxLifetimeSec, keepaliveSec: opts.keepaliveSec },
+			config: { maxSandboxes: opts.maxSandboxes, maxLifetimeSec: opts.maxLifetimeSec, keepaliveSec: opts.keepaliveSec, createRate: opts.createRate },
 			sandboxes: [...sandboxes.values()].map((sb) => ({
 				...listedSandbox(sb), root: sb.root,
 				processes: [...sb.processes.values()].map((pr) => ({ pid: pr.pid, tag: pr.tag })),
@@ -767,7 +808,11 @@ async function admin(req, res, url) {
 			opts.maxLifetimeSec = clampInt(v.maxLifetimeSec, 1, 7 * 86400);
 		if (v.keepaliveSec !== undefined)
 			opts.keepaliveSec = clampInt(v.keepaliveSec, 1, 3600);
-		return sendJson(res, 200, { maxSandboxes: opts.maxSandboxes, maxLifetimeSec: opts.maxLifetimeSec, keepaliveSec: opts.keepaliveSec });
+		if (v.createRate !== undefined) {
+			opts.createRate = clampInt(v.createRate, 0, 100000);
+			createBucket.tokens = null;
+		}
+		return sendJson(res, 200, { maxSandboxes: opts.maxSandboxes, maxLifetimeSec: opts.maxLifetimeSec, keepaliveSec: opts.keepaliveSec, createRate: opts.createRate });
 	}
 	const m = /^\/_emulator\/sandboxes\/([a-z0-9]{20})\/expire$/.exec(p);
 	if (m && req.method === 'POST') {
@@ -1058,6 +1103,20 @@ function decodeFormFilename(s) {
 	return s.replace(/%22/g, '"').replace(/%0D/gi, '\r').replace(/%0A/gi, '\n').replace(/\\(.)/g, '$1');
 }
 
+// What envd answers for a filesystem error on /files.
+function fsHttpError(e, sandboxPath) {
+	if (e instanceof HttpError)
+		return e;
+	switch (e.code) {
+	case 'ENOENT': return new HttpError(404, `path '${sandboxPath}' does not exist`);
+	case 'ENOTDIR': case 'EISDIR': case 'EEXIST':
+		return new HttpError(400, `path '${sandboxPath}': ${e.code === 'ENOTDIR' ? 'a parent is not a directory' : 'is a directory'}`);
+	case 'EACCES': case 'EPERM': return new HttpError(401, `permission denied on '${sandboxPath}'`);
+	case 'ENOSPC': case 'EDQUOT': return new HttpError(507, 'not enough disk space available');
+	default: return new HttpError(500, `error writing '${sandboxPath}': ${e.message}`);
+	}
+}
+
 async function filesPost(req, res, url, sb, tokenOk) {
 	checkFilesAuth(url, sb, tokenOk, 'write');
 	const user = userOf(req, url, true);
@@ -1104,9 +1163,13 @@ async function filesPost(req, res, url, sb, tokenOk) {
 			if (e instanceof HttpError)
 				throw e;
 		}
-		await fsp.mkdir(path.dirname(host), { recursive: true });
-		confineHost(sb, path.dirname(host), f.p, httpErr);
-		await fsp.writeFile(host, f.data);
+		try {
+			await fsp.mkdir(path.dirname(host), { recursive: true });
+			confineHost(sb, path.dirname(host), f.p, httpErr);
+			await fsp.writeFile(host, f.data);
+		} catch (e) {
+			throw fsHttpError(e, sandboxPath);
+		}
 		if (Object.keys(meta).length)
 			sb.fileMeta.set(sandboxPath, meta);
 		out.push({ path: sandboxPath, name: path.posix.basename(sandboxPath), type: 'file',
@@ -1171,8 +1234,8 @@ async function rpc(req, res, sb, service, method) {
 		const e = new RpcError('invalid_argument', `connect-protocol-version must be "1": got "${pv}"`);
 		return streaming ? streamError(req, res, e) : sendJson(res, 400, { code: e.code, message: e.message });
 	}
-	const timeoutMs = parseTimeout(req.headers['connect-timeout-ms']);
 	try {
+		const timeoutMs = parseTimeout(req.headers['connect-timeout-ms']);
 		const raw = await readBody(req, LIMITS.jsonBody);
 		const msg = streaming ? parseEnvelope(raw) : parseMsg(raw);
 		if (streaming) {
@@ -1261,7 +1324,15 @@ class Proc {
 			this.child.stdin.on('error', () => {});
 		this.child.stdout.on('data', (d) => this.output(pty ? 'pty' : 'stdout', d));
 		this.child.stderr.on('data', (d) => this.output(pty ? 'pty' : 'stderr', d));
+		// 'close' waits for every holder of the pipes; a backgrounded
+		// grandchild (nohup worker &) would hold the end event forever,
+		// which envd (StdoutPipe + Wait) does not do. Give the pipes a
+		// moment to drain after 'exit', then end anyway.
 		this.child.on('close', (code, signal) => this.finish(code, signal, null));
+		this.child.on('exit', (code, signal) => {
+			const t = setTimeout(() => this.finish(code, signal, null), 200);
+			t.unref();
+		});
 	}
 
 	output(stream, d) {
@@ -1472,6 +1543,8 @@ function processStart(req, res, sb, msg, timeoutMs) {
 
 function processConnect(req, res, sb, msg, timeoutMs) {
 	const proc = selectProcess(sb, msg.process);
+	if (proc.subscribers.size >= 16)
+		throw new RpcError('resource_exhausted', 'too many streams attached to this process');
 	const s = new EventStream(req, res, sb, proc, timeoutMs, 'envd:/process.Process/Connect');
 	s.ownsProcess = false;
 	proc.subscribers.add(s);
@@ -1632,9 +1705,21 @@ function permString(st) {
 // ---------------------------------------------------------------- server
 
 const server = http.createServer({ requestTimeout: 0, maxHeaderSize: 16384 }, async (req, res) => {
+	const h = req.headers;
 	const entry = {
 		t: new Date().toISOString(), method: req.method, path: req.url.split('?')[0],
+		query: req.url.includes('?') ? req.url.slice(req.url.indexOf('?') + 1) : '',
 		op: null, sandboxID: null, status: null,
+		headers: {
+			'user-agent': h['user-agent'], 'content-type': h['content-type'],
+			'connect-timeout-ms': h['connect-timeout-ms'],
+			'keepalive-ping-interval': h['keepalive-ping-interval'],
+			'e2b-sandbox-id': h['e2b-sandbox-id'], 'e2b-sandbox-port': h['e2b-sandbox-port'],
+			host: h.host,
+			// presence only: the log must not hold credentials
+			'x-api-key': h['x-api-key'] !== undefined, 'x-access-token': h['x-access-token'] !== undefined,
+			authorization: h.authorization !== undefined,
+		},
 	};
 	requestLog.push(entry);
 	if (requestLog.length > LIMITS.requestLog)
