@@ -499,5 +499,5 @@ await step('no connection left loopback', async () => {
 	check(reqs.length > 0, 'emulator saw no requests');
 });
 
-console.log(`${passed} passed, ${failed} failed`);
+console.log(`sdk-conformance: ${passed} passed, ${failed} failed`);
 process.exit(failed === 0 ? 0 : 1);

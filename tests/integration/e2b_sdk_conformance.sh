@@ -2,8 +2,8 @@
 # Conformance of the E2B emulator against the official E2B JavaScript SDK:
 # installs the pinned SDK (npm ci) when node_modules is missing or stale,
 # starts tests/e2b-emulator/run on a free loopback port, runs
-# tests/e2b-emulator/conformance.mjs against it and stops the emulator on
-# exit. The SDK is pointed at 127.0.0.1 only; the script's network guard
+# tests/e2b-emulator/conformance.mjs (then selftest.mjs) against it and
+# stops the emulator on exit. The SDK is pointed at 127.0.0.1 only; the script's network guard
 # fails the run if anything tries to leave loopback.
 set -euo pipefail
 
@@ -67,11 +67,31 @@ if [ -z "$port" ]; then
 fi
 echo "e2b_sdk_conformance: emulator on 127.0.0.1:$port, SDK e2b@$(node -p "require('$emu/node_modules/e2b/package.json').version")"
 
+# The official SDK first, then the raw-protocol self-test (what the C
+# provider relies on and the SDK never sends). Each prints
+# "<name>: N passed, N failed"; the closing line here is their sum.
+total_pass=0
+total_fail=0
 status=0
-(cd "$emu" && E2B_EMULATOR_URL="http://127.0.0.1:$port" E2B_EMULATOR_API_KEY="$api_key" \
-	timeout 300 node conformance.mjs) || status=$?
+for script in conformance.mjs selftest.mjs; do
+	rc=0
+	(cd "$emu" && E2B_EMULATOR_URL="http://127.0.0.1:$port" E2B_EMULATOR_API_KEY="$api_key" \
+		timeout 300 node "$script") | tee "$work/out" || rc=$?
+	[ "$rc" -eq 0 ] || status=1
+	line=$(sed -n 's/^[a-z-]*: \([0-9][0-9]*\) passed, \([0-9][0-9]*\) failed$/\1 \2/p' "$work/out" | tail -1)
+	if [ -z "$line" ]; then
+		echo "e2b_sdk_conformance: $script ended without its summary (exit $rc)" >&2
+		total_fail=$((total_fail + 1))
+		status=1
+		continue
+	fi
+	total_pass=$((total_pass + ${line% *}))
+	total_fail=$((total_fail + ${line#* }))
+done
 if [ -s "$work/emulator.err" ]; then
 	echo "--- emulator stderr" >&2
 	cat "$work/emulator.err" >&2
 fi
+[ "$total_fail" -eq 0 ] || status=1
+echo "$total_pass passed, $total_fail failed"
 exit "$status"
