@@ -443,11 +443,16 @@ function parseSandboxId(raw) {
 	return id;
 }
 
+// infra: handlers/errors.go sandboxNotFoundMsg
+function notFoundMsg(id) {
+	return `Sandbox ${JSON.stringify(id)} doesn't exist or you don't have access to it`;
+}
+
 function lookup(raw) {
 	const id = parseSandboxId(raw);
 	const sb = sandboxes.get(id);
 	if (!sb)
-		throw new HttpError(404, `sandbox "${id}" doesn't exist or you don't have access to it`);
+		throw new HttpError(404, notFoundMsg(id));
 	return sb;
 }
 
@@ -526,13 +531,14 @@ function listV2(q) {
 
 function checkApiKey(req) {
 	const key = req.headers['x-api-key'];
-	if (!key) {
-		if (req.headers.authorization)
-			throw new HttpError(401, 'Invalid access token');
-		throw new HttpError(401, 'Authorization header is missing');
-	}
+	// infra: auth/middleware.go (the header is read, its e2b_ prefix
+	// checked, then the key validated).
+	if (!key)
+		throw new HttpError(401, 'authorization header is missing');
+	if (!key.startsWith('e2b_'))
+		throw new HttpError(401, 'authorization header is malformed');
 	if (opts.apiKey !== null ? key !== opts.apiKey : !/^e2b_[0-9a-f]+$/.test(key))
-		throw new HttpError(401, 'Invalid API key');
+		throw new HttpError(401, 'Invalid API key, please visit https://e2b.dev/docs/api-key for more information.');
 }
 
 const ROUTES = [
@@ -639,7 +645,7 @@ async function controlPlane(req, res, url, entry) {
 		if (!Number.isInteger(body.timeout))
 			throw new HttpError(400, 'Error when parsing request: property "timeout" is missing');
 		if (sb.state !== 'running')
-			throw new HttpError(404, `sandbox "${sb.id}" is not running`);
+			throw new HttpError(404, notFoundMsg(sb.id));
 		sb.endAt = capEnd(sb, Date.now() + Math.max(0, body.timeout) * 1000);
 		armExpiry(sb);
 		return sendEmpty(res, 204);
@@ -652,7 +658,7 @@ async function controlPlane(req, res, url, entry) {
 			throw new HttpError(400, 'Duration must be between 0 and 3600 seconds');
 		d = Math.max(d, 15);
 		if (sb.state !== 'running')
-			throw new HttpError(404, `sandbox "${sb.id}" is not running`);
+			throw new HttpError(404, notFoundMsg(sb.id));
 		sb.endAt = Math.max(sb.endAt, capEnd(sb, Date.now() + d * 1000));
 		armExpiry(sb);
 		return sendEmpty(res, 204);
@@ -904,9 +910,9 @@ async function envd(req, res, url, target, entry) {
 	const tokenOk = !sb.secure || token === sb.accessToken;
 	if (url.pathname === '/files') {
 		if (req.method === 'GET')
-			return filesGet(req, res, url, sb, tokenOk);
+			return filesGet(req, res, url, sb);
 		if (req.method === 'POST')
-			return filesPost(req, res, url, sb, tokenOk);
+			return filesPost(req, res, url, sb);
 		return sendJson(res, 405, { code: 405, message: 'Method not allowed' });
 	}
 	if (!tokenOk)
@@ -1016,23 +1022,32 @@ function signatureFor(p, operation, username, token, exp) {
 	return 'v1_' + crypto.createHash('sha256').update(raw).digest('base64').replace(/=+$/, '');
 }
 
-function checkFilesAuth(url, sb, tokenOk, operation) {
-	if (tokenOk)
+// envd api/auth.go validateSigning: a token header, when present, must
+// match (a signature does not rescue a wrong one); otherwise the signature
+// is checked, then its expiry.
+function checkFilesAuth(req, url, sb, operation) {
+	if (!sb.secure)
 		return;
+	const token = req.headers['x-access-token'];
+	if (token) {
+		if (token !== sb.accessToken)
+			throw new HttpError(401, 'access token present in header but does not match');
+		return;
+	}
 	const sig = url.searchParams.get('signature');
-	if (!sig)
-		throw new HttpError(401, 'unauthorized access, please provide a valid access token or method signing if supported');
+	if (sig === null)
+		throw new HttpError(401, 'missing signature query parameter');
 	const exp = url.searchParams.get('signature_expiration');
-	if (exp && Number(exp) * 1000 < Date.now())
-		throw new HttpError(401, 'signature is already expired');
 	const want = signatureFor(url.searchParams.get('path') ?? '', operation,
 		url.searchParams.get('username') ?? '', sb.accessToken, exp);
 	if (sig !== want)
 		throw new HttpError(401, 'invalid signature');
+	if (exp !== null && Number(exp) * 1000 < Date.now())
+		throw new HttpError(401, 'signature is already expired');
 }
 
-async function filesGet(req, res, url, sb, tokenOk) {
-	checkFilesAuth(url, sb, tokenOk, 'read');
+async function filesGet(req, res, url, sb) {
+	checkFilesAuth(req, url, sb, 'read');
 	const user = userOf(req, url, true);
 	const { host, sandboxPath } = resolveSandboxPath(sb, url.searchParams.get('path'), user, httpErr);
 	let st;
@@ -1047,7 +1062,7 @@ async function filesGet(req, res, url, sb, tokenOk) {
 		throw new HttpError(400, `path '${sandboxPath}' is not a regular file`);
 	const gzip = /\bgzip\b/.test(req.headers['accept-encoding'] ?? '');
 	const headers = {
-		'Content-Type': 'application/octet-stream',
+		'Content-Type': contentTypeOf(sandboxPath), Vary: 'Accept-Encoding',
 		'Content-Disposition': `inline; filename=${JSON.stringify(path.posix.basename(sandboxPath))}`,
 	};
 	const rs = fs.createReadStream(host);
@@ -1061,29 +1076,41 @@ async function filesGet(req, res, url, sb, tokenOk) {
 	rs.on('error', () => res.destroy());
 }
 
+// envd serves with http.ServeContent (type from the extension, else
+// sniffed); the emulator knows a few extensions and otherwise says
+// octet-stream.
+const CONTENT_TYPES = {
+	'.txt': 'text/plain; charset=utf-8', '.json': 'application/json', '.html': 'text/html; charset=utf-8',
+	'.js': 'text/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8', '.png': 'image/png',
+	'.gz': 'application/gzip', '.tar': 'application/x-tar', '.xml': 'text/xml; charset=utf-8',
+};
+function contentTypeOf(p) {
+	return CONTENT_TYPES[path.posix.extname(p).toLowerCase()] ?? 'application/octet-stream';
+}
+
 function parseMultipart(buf, contentType) {
 	const bm = /boundary=(?:"([^"]+)"|([^;]+))/i.exec(contentType);
 	if (!bm)
-		throw new HttpError(400, 'multipart body without boundary');
+		throw new HttpError(500, 'error parsing multipart form: no multipart boundary param in Content-Type');
 	const boundary = Buffer.from(`--${bm[1] ?? bm[2].trim()}`);
 	const parts = [];
 	let pos = buf.indexOf(boundary);
 	if (pos < 0)
-		throw new HttpError(400, 'malformed multipart body');
+		throw new HttpError(500, 'error reading form: malformed multipart body');
 	for (;;) {
 		pos += boundary.length;
 		if (buf.slice(pos, pos + 2).toString() === '--')
 			break;
 		if (buf.slice(pos, pos + 2).toString() !== '\r\n')
-			throw new HttpError(400, 'malformed multipart body');
+			throw new HttpError(500, 'error reading form: malformed multipart body');
 		pos += 2;
 		const hEnd = buf.indexOf('\r\n\r\n', pos);
 		if (hEnd < 0)
-			throw new HttpError(400, 'malformed multipart part headers');
+			throw new HttpError(500, 'error reading form: malformed part headers');
 		const headers = buf.slice(pos, hEnd).toString('utf8');
 		const next = buf.indexOf(Buffer.concat([Buffer.from('\r\n'), boundary]), hEnd + 4);
 		if (next < 0)
-			throw new HttpError(400, 'truncated multipart body');
+			throw new HttpError(500, 'error reading form: unexpected EOF');
 		const data = buf.slice(hEnd + 4, next);
 		const cd = /^content-disposition:(.*)$/im.exec(headers);
 		const name = cd && /\bname="([^"]*)"/i.exec(cd[1]);
@@ -1117,8 +1144,8 @@ function fsHttpError(e, sandboxPath) {
 	}
 }
 
-async function filesPost(req, res, url, sb, tokenOk) {
-	checkFilesAuth(url, sb, tokenOk, 'write');
+async function filesPost(req, res, url, sb) {
+	checkFilesAuth(req, url, sb, 'write');
 	const user = userOf(req, url, true);
 	const ctype = (req.headers['content-type'] ?? '').toLowerCase();
 	let body = await readBody(req, LIMITS.upload);
@@ -1134,17 +1161,18 @@ async function filesPost(req, res, url, sb, tokenOk) {
 	}
 	const qpath = url.searchParams.get('path');
 	let files;
-	if (ctype.startsWith('multipart/form-data')) {
+	// envd api/upload.go: a "path" parameter names the destination of
+	// every "file" part (so two parts collide); otherwise each part's
+	// filename does. Other parts are ignored.
+	if (ctype.startsWith('multipart/')) {
 		const parts = parseMultipart(body, req.headers['content-type']).filter((p) => p.name === 'file');
-		if (parts.length === 0)
-			throw new HttpError(400, 'no file part in the multipart body');
-		files = parts.map((p) => ({ p: (parts.length === 1 && qpath) ? qpath : (p.filename ?? qpath), data: p.data }));
-	} else if (ctype.startsWith('application/octet-stream')) {
+		files = parts.map((p) => ({ p: qpath ?? p.filename ?? '', data: p.data }));
+	} else if (ctype.split(';')[0].trim() === 'application/octet-stream') {
 		if (!qpath)
-			throw new HttpError(400, 'path is required for application/octet-stream uploads');
+			throw new HttpError(400, 'path query parameter is required for raw body upload');
 		files = [{ p: qpath, data: body }];
 	} else {
-		throw new HttpError(415, `unsupported content type ${ctype || '(none)'}`);
+		throw new HttpError(400, `unsupported content type: ${req.headers['content-type'] ?? ''}, expected multipart/form-data or application/octet-stream`);
 	}
 	const meta = {};
 	for (const [k, v] of Object.entries(req.headers))
@@ -1152,9 +1180,9 @@ async function filesPost(req, res, url, sb, tokenOk) {
 			meta[k.slice('x-metadata-'.length)] = String(v);
 	const out = [];
 	for (const f of files) {
-		if (!f.p)
-			throw new HttpError(400, 'missing destination path');
 		const { host, sandboxPath } = resolveSandboxPath(sb, f.p, user, httpErr);
+		if (out.some((o) => o.path === sandboxPath))
+			throw new HttpError(400, `you cannot upload multiple files to the same path '${sandboxPath}' in one upload request, only the first specified file was uploaded`);
 		try {
 			const st = await fsp.stat(host);
 			if (st.isDirectory())
@@ -1165,7 +1193,11 @@ async function filesPost(req, res, url, sb, tokenOk) {
 		}
 		try {
 			await fsp.mkdir(path.dirname(host), { recursive: true });
-			confineHost(sb, path.dirname(host), f.p, httpErr);
+		} catch (e) {
+			throw new HttpError(500, `error ensuring directories: ${e.code ?? e.message}`);
+		}
+		confineHost(sb, path.dirname(host), f.p, httpErr);
+		try {
 			await fsp.writeFile(host, f.data);
 		} catch (e) {
 			throw fsHttpError(e, sandboxPath);
@@ -1532,8 +1564,9 @@ function processStart(req, res, sb, msg, timeoutMs) {
 		tag, !!msg.pty, wantStdin, user);
 	if (proc.spawnError || !proc.pid) {
 		// spawn() reports ENOENT asynchronously; answer the way envd does.
-		return streamError(req, res, new RpcError('internal',
-			`error starting process: exec: "${cfg.cmd}": executable file not found in $PATH`));
+		// envd: handler.Start() failing is invalid_argument.
+		return streamError(req, res, new RpcError('invalid_argument',
+			`error starting process '${[cfg.cmd, ...(cfg.args ?? [])].join(' ')}': exec: "${cfg.cmd}": ${proc.spawnError ? proc.spawnError.code : 'ENOENT'}`));
 	}
 	sb.processes.set(proc.pid, proc);
 	const s = new EventStream(req, res, sb, proc, timeoutMs, 'envd:/process.Process/Start');

@@ -317,7 +317,7 @@ await step('RPC bad input: content types, envelopes, schema, unknown method', as
 	await eos(Buffer.concat([Buffer.from([0, 0, 0, 0, 50]), Buffer.from('{}')]), 'invalid_argument', 'length mismatch');
 	await eos(env({ process: {} }), 'invalid_argument', 'no cmd');
 	await eos(env({ process: { cmd: '/bin/true', args: 'x' } }), 'invalid_argument', 'args not a list');
-	await eos(env({ process: { cmd: '/no/such/binary' } }), 'internal', 'missing binary');
+	await eos(env({ process: { cmd: '/no/such/binary' } }), 'invalid_argument', 'missing binary');
 	await eos(env({ process: { cmd: '/bin/true', cwd: '/nope' } }), 'invalid_argument', 'missing cwd');
 	r = await envd(sb, 'POST', '/process.Process/Start', {
 		headers: { 'Content-Type': 'application/connect+json', 'Connect-Timeout-Ms': 'soon' }, body: env({ process: bash('true') }),
@@ -354,13 +354,24 @@ await step('/files: octet-stream, gzip both ways, errors, symlink escape refused
 	r = await f('GET', 'path=/home/user/none');
 	check(r.status === 404 && jsonOf(r).code === 404, `missing ${r.status}`);
 	r = await f('POST', 'path=/home/user/z.txt/sub', { headers: { 'Content-Type': 'application/octet-stream' }, body: 'q' });
-	check(r.status === 400, `under a file ${r.status}`);
+	check(r.status === 500 && /ensuring directories/.test(jsonOf(r).message), `under a file ${r.status}`);
 	r = await f('POST', 'path=/home/user/a', { headers: { 'Content-Type': 'text/plain' }, body: 'q' });
-	check(r.status === 415, `content type ${r.status}`);
+	check(r.status === 400 && /unsupported content type/.test(jsonOf(r).message), `content type ${r.status}`);
 	r = await f('POST', '', { headers: { 'Content-Type': 'application/octet-stream' }, body: 'q' });
 	check(r.status === 400, `no path ${r.status}`);
 	r = await f('POST', 'path=/x', { headers: { 'Content-Type': 'multipart/form-data; boundary=zz' }, body: '--zz\r\nbroken' });
-	check(r.status === 400, `broken multipart ${r.status}`);
+	check(r.status === 500 && jsonOf(r).code === 500, `broken multipart ${r.status}`);
+	const mp = (parts) => parts.map(([n, fn, d]) => `--B\r\nContent-Disposition: form-data; name="${n}"; filename="${fn}"\r\n\r\n${d}\r\n`).join('') + '--B--\r\n';
+	r = await f('POST', 'path=/home/user/dup.txt', { headers: { 'Content-Type': 'multipart/form-data; boundary=B' }, body: mp([['file', 'a', '1'], ['file', 'b', '2']]) });
+	check(r.status === 400 && /multiple files to the same path/.test(jsonOf(r).message), `duplicate ${r.status}`);
+	r = await f('POST', '', { headers: { 'Content-Type': 'multipart/form-data; boundary=B' }, body: mp([['file', '/home/user/m1', 'one'], ['other', 'x', 'ignored'], ['file', 'm2', 'two']]) });
+	check(r.status === 200 && jsonOf(r).map((e) => e.path).join() === '/home/user/m1,/home/user/m2', `multi ${r.body}`);
+	r = await f('GET', 'path=/home/user/m2');
+	check(r.body.toString() === 'two', 'multi part content');
+	r = await envd({ ...sb, envdAccessToken: 'wrong' }, 'GET', '/files?path=/home/user/m2');
+	check(r.status === 401 && /does not match/.test(jsonOf(r).message), `wrong token on /files ${r.status}`);
+	r = await envd({ ...sb, envdAccessToken: undefined }, 'GET', '/files?path=/home/user/m2');
+	check(r.status === 401 && /missing signature/.test(jsonOf(r).message), `no token, no signature ${r.status}`);
 	r = await f('GET', 'path=/home/user/z.txt&username=mallory');
 	check(r.status === 401, `unknown user ${r.status}`);
 	// A symlink made by a command that points out of the root.
