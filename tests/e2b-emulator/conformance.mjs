@@ -165,7 +165,7 @@ await step('network guard is installed and refuses non-loopback hosts', async ()
 });
 
 await step('Sandbox.create returns a secured sandbox (POST /v2/sandboxes)', async () => {
-	sbx = await Sandbox.create('base', { ...CONN, timeoutMs: 120000, metadata: { suite: 'conformance', run: RUN } });
+	sbx = await Sandbox.create('base', { ...CONN, timeoutMs: 120000, metadata: { suite: 'conformance', run: RUN, 'odd key': 'a&b=c/ü+%' } });
 	check(/^[a-z0-9]{20}$/.test(sbx.sandboxId), `sandbox id ${sbx.sandboxId}`);
 	const st = await admin('GET', '/state');
 	check(st.sandboxes.some((s) => s.sandboxID === sbx.sandboxId), 'emulator does not know the sandbox');
@@ -318,6 +318,9 @@ await step('list finds the sandbox by metadata, and a wrong filter does not', as
 	check(found[0].metadata.suite === 'conformance' && found[0].state === 'running', 'listed fields');
 	const none = await listAll({ metadata: { run: RUN, suite: 'other' } });
 	check(none.length === 0, 'wrong filter matched');
+	// Keys and values with the characters the SDK's triple encoding protects.
+	const odd = await listAll({ metadata: { 'odd key': 'a&b=c/ü+%' } });
+	check(odd.length === 1 && odd[0].sandboxId === sbx.sandboxId, `odd metadata found ${odd.length}`);
 });
 
 await step('list paginates with limit and X-Next-Token', async () => {

@@ -388,6 +388,7 @@ function pauseSandbox(sb) {
 	clearTimeout(sb.timer);
 	killProcesses(sb);
 	sb.state = 'paused';
+	sb.endAt = Date.now();	// listed paused sandboxes carry the snapshot time
 }
 
 function resumeSandbox(sb, timeout) {
@@ -458,33 +459,55 @@ function lookup(raw) {
 
 // ---------------------------------------------------------------- listing
 
+// Go's url.QueryUnescape: '+' is a space, a bad escape is an error.
+function goQueryUnescape(s) {
+	try {
+		return decodeURIComponent(s.replace(/\+/g, ' '));
+	} catch {
+		throw new HttpError(400, 'Error parsing metadata');
+	}
+}
+
+// infra api/internal/utils/sandboxes_list.go parseFilters: the (already
+// URL-decoded) parameter is unescaped once more as a whole, split on '&'
+// and '=', and each key and value unescaped again. Hence the SDK's triple
+// encoding (pairs, URLSearchParams, the query string).
 function parseMetadataFilter(s) {
-	if (s === null || s === undefined || s === '')
+	if (s === null || s === undefined)
 		return null;
 	const out = [];
-	for (const [k, v] of new URLSearchParams(s))
-		out.push([k, v]);
+	for (const pair of goQueryUnescape(s).split('&')) {
+		const kv = pair.split('=');
+		if (kv.length !== 2)
+			throw new HttpError(400, 'Error parsing metadata');
+		out.push([goQueryUnescape(kv[0]), goQueryUnescape(kv[1])]);
+	}
 	return out;
 }
 
 function matchesMetadata(sb, filter) {
-	return !filter || filter.every(([k, v]) => sb.metadata[k] === v);
+	return !filter || filter.every(([k, v]) => Object.hasOwn(sb.metadata, k) && sb.metadata[k] === v);
 }
 
-function encodeToken(sb) {
-	return Buffer.from(`${sb.startedAt}|${sb.id}`).toString('base64url');
+// infra utils/pagination.go: base64url("<RFC3339Nano>__<id>[__asc]").
+function encodeToken(sb, order) {
+	const c = `${nowIso(sb.startedAt)}__${sb.id}${order === 'asc' ? '__asc' : ''}`;
+	return Buffer.from(c).toString('base64').replace(/\+/g, '-').replace(/\//g, '_');
 }
 
-function decodeToken(tok) {
-	const s = Buffer.from(tok, 'base64url').toString('utf8');
-	const m = /^(\d+)\|([a-z0-9]{20})$/.exec(s);
-	if (!m)
+function decodeToken(tok, order) {
+	if (!/^[A-Za-z0-9_-]+={0,2}$/.test(tok))
 		throw new HttpError(400, 'Invalid next token');
-	return { t: Number(m[1]), id: m[2] };
+	const parts = Buffer.from(tok, 'base64url').toString('utf8').split('__');
+	const t = Date.parse(parts[0]);
+	if ((parts.length !== 2 && parts.length !== 3) || Number.isNaN(t) || (parts.length === 3 && parts[2] !== 'asc'))
+		throw new HttpError(400, 'Invalid next token');
+	if ((parts.length === 3 ? 'asc' : 'desc') !== order)
+		throw new HttpError(400, 'Invalid next token');	// issued for the other order
+	return { t, id: parts[1] };
 }
 
 function listV2(q) {
-	const filter = parseMetadataFilter(q.get('metadata'));
 	let states = ['running', 'paused'];
 	if (q.get('state')) {
 		states = q.get('state').split(',');
@@ -501,6 +524,8 @@ function listV2(q) {
 		if (!Number.isInteger(limit) || limit < 1 || limit > LIMITS.listPage)
 			throw new HttpError(400, `limit must be between 1 and ${LIMITS.listPage}`);
 	}
+	const cursor = q.get('nextToken') ? decodeToken(q.get('nextToken'), order) : null;
+	const filter = parseMetadataFilter(q.get('metadata'));
 	let after = null;
 	if (q.get('startedAfter')) {
 		after = Date.parse(q.get('startedAfter'));
@@ -511,19 +536,23 @@ function listV2(q) {
 	let items = [...sandboxes.values()].filter((sb) => states.includes(sb.state) &&
 		matchesMetadata(sb, filter) && (after === null || sb.startedAt >= after) &&
 		(!template || sb.templateID === template || sb.alias === template));
-	const cmp = (a, b) => (a.startedAt - b.startedAt) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
-	items.sort(order === 'asc' ? cmp : (a, b) => cmp(b, a));
-	if (q.get('nextToken')) {
-		const c = decodeToken(q.get('nextToken'));
-		const cur = { startedAt: c.t, id: c.id };
-		items = items.filter((sb) => (order === 'asc' ? cmp(sb, cur) : cmp(cur, sb)) > 0);
+	const headers = {};
+	// X-Total-Running: running matches before the cursor and the limit, and
+	// only when running sandboxes were asked for.
+	if (states.includes('running'))
+		headers['X-Total-Running'] = String(items.filter((sb) => sb.state === 'running').length);
+	// Newest first with the ID ascending as tie-break (SortPaginatedSandboxesDesc),
+	// or oldest first.
+	const idCmp = (a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+	items.sort(order === 'asc' ? (a, b) => (a.startedAt - b.startedAt) || idCmp(a, b)
+		: (a, b) => (b.startedAt - a.startedAt) || idCmp(a, b));
+	if (cursor) {
+		items = items.filter((sb) => (order === 'asc' ? sb.startedAt > cursor.t : sb.startedAt < cursor.t) ||
+			(sb.startedAt === cursor.t && sb.id > cursor.id));
 	}
 	const page = items.slice(0, limit);
-	const headers = {
-		'X-Total-Running': String([...sandboxes.values()].filter((s) => s.state === 'running').length),
-	};
 	if (items.length > limit)
-		headers['X-Next-Token'] = encodeToken(page[page.length - 1]);
+		headers['X-Next-Token'] = encodeToken(page[page.length - 1], order);
 	return { page, headers };
 }
 

@@ -158,17 +158,30 @@ await step('sandbox IDs: legacy <id>-<clientID> accepted, malformed 400, unknown
 });
 
 await step('list: metadata filter with escaped values, v1 vs v2, order, bad params', async () => {
-	const q = encodeURIComponent(`${encodeURIComponent('job')}=${encodeURIComponent('a b&c=d')}`);
-	let r = await api('GET', `/v2/sandboxes?metadata=${q}`);
+	// The SDK's encoding: each key and value, then URLSearchParams, then the
+	// query string; the server undoes all three (infra parseFilters).
+	const meta = (o) => encodeURIComponent(new URLSearchParams(Object.fromEntries(
+		Object.entries(o).map(([k, v]) => [encodeURIComponent(k), encodeURIComponent(v)]))).toString());
+	let r = await api('GET', `/v2/sandboxes?metadata=${meta({ job: 'a b&c=d' })}`);
 	let ids = jsonOf(r).map((s) => s.sandboxID);
 	check(ids.length === 1 && ids[0] === sb1.sandboxID, `escaped filter ${ids}`);
-	check(r.headers['x-total-running'] === '2', `X-Total-Running ${r.headers['x-total-running']}`);
-	r = await api('GET', `/v2/sandboxes?metadata=${encodeURIComponent('owner=selftest')}&order=asc`);
-	ids = jsonOf(r).map((s) => s.sandboxID);
-	check(ids.join() === [sb1.sandboxID, sb.sandboxID].join(), `asc order ${ids}`);
+	check(r.headers['x-total-running'] === '1', `X-Total-Running ${r.headers['x-total-running']}`);
+	r = await api('GET', `/v2/sandboxes?metadata=${meta({ job: 'a b&c=d', owner: 'other' })}`);
+	check(jsonOf(r).length === 0 && r.headers['x-total-running'] === '0', 'every pair must match');
+	r = await api('GET', `/v2/sandboxes?metadata=${encodeURIComponent('nopair')}`);
+	check(r.status === 400, `bad metadata ${r.status}`);
+	r = await api('GET', `/v2/sandboxes?metadata=${encodeURIComponent('owner=selftest')}&state=paused`);
+	check(r.status === 200 && jsonOf(r).length === 0 && r.headers['x-total-running'] === undefined, 'paused only');
+	const byOrder = async (order) => jsonOf(await api('GET', `/v2/sandboxes?metadata=${encodeURIComponent('owner=selftest')}&order=${order}`));
+	const asc = await byOrder('asc');
+	const desc = await byOrder('desc');
+	const key = (x) => `${x.startedAt}|${x.sandboxID}`;
+	check(asc.length === 2 && asc.every((x, i) => i === 0 || Date.parse(asc[i - 1].startedAt) <= Date.parse(x.startedAt)), `asc ${asc.map(key)}`);
+	check(desc.every((x, i) => i === 0 || Date.parse(desc[i - 1].startedAt) >= Date.parse(x.startedAt)), `desc ${desc.map(key)}`);
 	r = await api('GET', `/sandboxes?metadata=${encodeURIComponent('owner=selftest')}`);
 	check(r.status === 200 && jsonOf(r).length === 2, 'v1 list');
-	for (const bad of ['state=dead', 'order=up', 'limit=0', 'limit=101', 'nextToken=garbage'])
+	for (const bad of ['state=dead', 'order=up', 'limit=0', 'limit=101', 'nextToken=garbage', 'nextToken=%25%25',
+		`nextToken=${Buffer.from('2026-01-01T00:00:00Z__abc__asc').toString('base64url')}`])
 		check((await api('GET', `/v2/sandboxes?${bad}`)).status === 400, `${bad} not 400`);
 });
 
