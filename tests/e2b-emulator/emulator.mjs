@@ -876,19 +876,41 @@ function clampInt(v, lo, hi) {
 
 // ---------------------------------------------------------------- envd routing
 
-// The proxy reads E2b-Sandbox-Id/-Port only when Host is sandbox.<domain>,
-// localhost or an IP literal; otherwise it parses "<port>-<id>.<domain>".
+// infra shared/pkg/proxy/host.go: the routing headers are read only when
+// Host is localhost, a loopback IP or sandbox.<domain>, and then both must
+// be there; otherwise the first label of Host is "<port>-<id>[-…]". Here the
+// control plane shares the port, so a request with neither is the API's.
+// Returns null (control plane), {port, id} or {error} (the proxy's 400).
 function envdTarget(req) {
 	const hostHdr = (req.headers.host ?? '').toLowerCase();
-	const host = hostHdr.startsWith('[') ? hostHdr.slice(0, hostHdr.indexOf(']') + 1) : hostHdr.split(':')[0];
-	const hm = /^(\d+)-([a-z0-9]+)(?:-[a-z0-9]+)?\.(.+)$/.exec(host);
-	if (hm)
-		return { port: Number(hm[1]), id: hm[2] };
-	const plain = host === 'localhost' || /^[\d.]+$/.test(host) || host.startsWith('[') ||
-		host.startsWith('sandbox.');
-	if (plain && req.headers['e2b-sandbox-id'])
-		return { port: Number(req.headers['e2b-sandbox-port'] ?? ENVD_PORT), id: String(req.headers['e2b-sandbox-id']) };
-	return null;
+	const host = hostHdr.startsWith('[') ? hostHdr.slice(1, hostHdr.indexOf(']')) : hostHdr.split(':')[0];
+	const local = host === 'localhost' || /^127\.\d+\.\d+\.\d+$/.test(host) || host === '::1' ||
+		(host.startsWith('sandbox.') && host.length > 'sandbox.'.length);
+	const hid = req.headers['e2b-sandbox-id'];
+	const hport = req.headers['e2b-sandbox-port'];
+	if (local && (hid || hport)) {
+		if (!hid)
+			return { error: 'Missing header: E2b-Sandbox-Id' };
+		if (!hport)
+			return { error: 'Missing header: E2b-Sandbox-Port' };
+		if (!/^\d{1,19}$/.test(hport))
+			return { error: 'invalid sandbox port' };
+		if (!SANDBOX_ID_RE.test(hid))
+			return { error: 'invalid sandbox ID' };
+		return { port: Number(hport), id: hid };
+	}
+	const hm = /^(\d+)-([^.-]*)(?:-[^.]*)?\./.exec(host);
+	if (!hm)
+		return null;
+	if (!SANDBOX_ID_RE.test(hm[2]))
+		return { error: 'invalid sandbox ID' };
+	return { port: Number(hm[1]), id: hm[2] };
+}
+
+// The proxy's plain-text errors (net/http's http.Error).
+function plainError(res, status, msg) {
+	res.writeHead(status, { 'Content-Type': 'text/plain; charset=utf-8', 'X-Content-Type-Options': 'nosniff' });
+	res.end(`${msg}\n`);
 }
 
 function proxyNotFound(res, id) {
@@ -903,8 +925,9 @@ async function envd(req, res, url, target, entry) {
 	const sb = sandboxes.get(id);
 	if (!sb || sb.state !== 'running')
 		return proxyNotFound(res, id);
+	// Nothing listens on other ports: the proxy's upstream dial fails.
 	if (target.port !== ENVD_PORT)
-		return sendJson(res, 502, { sandboxId: id, message: 'The sandbox is running but port is not open', port: target.port, code: 502 });
+		return plainError(res, 502, 'Failed to route request to sandbox');
 
 	const delay = takeFault(['delay'], op, id);
 	if (delay)
@@ -1798,6 +1821,8 @@ const server = http.createServer({ requestTimeout: 0, maxHeaderSize: 16384 }, as
 	try {
 		if (url.pathname.startsWith('/_emulator/'))
 			await admin(req, res, url);
+		else if (target && target.error)
+			plainError(res, 400, target.error);
 		else if (target)
 			await envd(req, res, url, target, entry);
 		else

@@ -212,8 +212,16 @@ await step('envd routing: headers and <port>-<id>.<domain> Host, 502s', async ()
 	r = await envd(sb, 'GET', '/health', { viaHost: true });
 	check(r.status === 204, `health via Host ${r.status}`);
 	r = await req('GET', '/health', { host: `8080-${sb.sandboxID}.e2b-emulator.test` });
-	check(r.status === 502 && jsonOf(r).port === 8080 && jsonOf(r).code === 502, `closed port ${r.status}`);
-	r = await req('GET', '/health', { headers: { 'E2b-Sandbox-Id': 'z'.repeat(20) } });
+	check(r.status === 502 && /Failed to route request to sandbox/.test(r.body.toString()), `closed port ${r.status}`);
+	r = await req('GET', '/health', { host: `49983-${sb.sandboxID}-${sb.clientID}.e2b-emulator.test` });
+	check(r.status === 204, `Host with client ID ${r.status}`);
+	r = await req('GET', '/health', { headers: { 'E2b-Sandbox-Id': sb.sandboxID } });
+	check(r.status === 400 && /Missing header: E2b-Sandbox-Port/.test(r.body.toString()), `missing port header ${r.status}`);
+	r = await req('GET', '/health', { headers: { 'E2b-Sandbox-Id': 'BAD', 'E2b-Sandbox-Port': '49983' } });
+	check(r.status === 400 && /invalid sandbox ID/.test(r.body.toString()), `bad id header ${r.status}`);
+	r = await req('GET', '/health', { host: '49983-NOPE.e2b-emulator.test' });
+	check(r.status === 400, `bad id host ${r.status}`);
+	r = await req('GET', '/health', { headers: { 'E2b-Sandbox-Id': 'z'.repeat(20), 'E2b-Sandbox-Port': '49983' } });
 	const b = jsonOf(r);
 	check(r.status === 502 && b.code === 502 && b.sandboxId === 'z'.repeat(20) && b.message === 'The sandbox was not found', `missing ${r.status}`);
 });
