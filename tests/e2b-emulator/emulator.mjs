@@ -16,7 +16,7 @@ import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 
 const ENVD_VERSION = '0.6.13';
 const ENVD_PORT = 49983;
@@ -43,7 +43,7 @@ function parseArgs(argv) {
 	const o = {
 		host: '127.0.0.1', port: 0, apiKey: null, maxSandboxes: 20,
 		maxLifetimeSec: 3600, templates: null, domain: null,
-		keepaliveSec: 90, createRate: 0, faults: [], quiet: false,
+		keepaliveSec: 90, createRate: 0, faults: [], quiet: false, isolation: 'auto',
 	};
 	for (let i = 0; i < argv.length; i++) {
 		const a = argv[i];
@@ -62,6 +62,11 @@ function parseArgs(argv) {
 		case '--domain': o.domain = v(); break;
 		case '--keepalive': o.keepaliveSec = intArg(a, v(), 1, 3600); break;
 		case '--create-rate': o.createRate = intArg(a, v(), 0, 100000); break;
+		case '--isolation':
+			o.isolation = v();
+			if (!['auto', 'mountns', 'none'].includes(o.isolation))
+				die('--isolation: auto, mountns or none');
+			break;
 		case '--fault': o.faults.push(JSON.parse(v())); break;
 		case '--quiet': o.quiet = true; break;
 		case '-h': case '--help':
@@ -77,6 +82,7 @@ function parseArgs(argv) {
 
 const USAGE = `usage: run --port N [--api-key KEY] [--max-sandboxes N] [--max-lifetime SEC]
            [--templates a,b] [--domain D] [--keepalive SEC] [--create-rate N/s]
+           [--isolation auto|mountns|none]
            [--fault JSON]... [--quiet]
 `;
 
@@ -122,6 +128,29 @@ class RpcError extends Error {
 
 const opts = parseArgs(process.argv.slice(2));
 const baseDir = fs.mkdtempSync(path.join(os.tmpdir(), 'e2b-emulator-'));
+
+// With a private mount namespace per process, the sandbox root's home,
+// root and tmp are bound over /home, /root and /tmp, so a command sees the
+// same absolute paths as the files API (/home/user/x). It needs
+// CAP_SYS_ADMIN (root); without it ("none") commands see the host's paths
+// and only cwd and HOME point into the sandbox root.
+function probeMountNs() {
+	const probe = path.join(baseDir, '.probe');
+	fs.mkdirSync(probe, { recursive: true });
+	const r = spawnSync('unshare', ['-m', '--propagation', 'private', '/bin/sh', '-c',
+		'mount --bind "$0" /tmp && test -d /tmp', probe], { timeout: 5000, stdio: 'ignore' });
+	fs.rmSync(probe, { recursive: true, force: true });
+	return r.status === 0;
+}
+const MOUNT_NS_SCRIPT = 'mount --bind "$E2B_EMULATOR_ROOT/home" /home && ' +
+	'mount --bind "$E2B_EMULATOR_ROOT/root" /root && mount --bind "$E2B_EMULATOR_ROOT/tmp" /tmp && ' +
+	'cd "$E2B_EMULATOR_CWD" && unset E2B_EMULATOR_CWD && exec "$@"';
+if (opts.isolation !== 'none') {
+	const ok = probeMountNs();
+	if (!ok && opts.isolation === 'mountns')
+		die('--isolation mountns: cannot make a private mount namespace (needs root and unshare)');
+	opts.isolation = ok ? 'mountns' : 'none';
+}
 const sandboxes = new Map();	// sandboxID -> sandbox
 let faults = [];
 let faultSeq = 0;
@@ -804,7 +833,7 @@ async function admin(req, res, url) {
 	if (p === '/_emulator/state' && req.method === 'GET') {
 		return sendJson(res, 200, {
 			counters, faults,
-			config: { maxSandboxes: opts.maxSandboxes, maxLifetimeSec: opts.maxLifetimeSec, keepaliveSec: opts.keepaliveSec, createRate: opts.createRate },
+			config: { maxSandboxes: opts.maxSandboxes, maxLifetimeSec: opts.maxLifetimeSec, keepaliveSec: opts.keepaliveSec, createRate: opts.createRate, isolation: opts.isolation },
 			sandboxes: [...sandboxes.values()].map((sb) => ({
 				...listedSandbox(sb), root: sb.root,
 				processes: [...sb.processes.values()].map((pr) => ({ pid: pr.pid, tag: pr.tag })),
@@ -1384,20 +1413,30 @@ class Proc {
 		this.pty = pty;
 		this.subscribers = new Set();
 		this.ended = false;
-		const home = path.join(sb.root, homeOf(user));
-		const cwdHost = cfg.cwd ? resolveSandboxPath(sb, cfg.cwd, user, rpcErr).host : home;
-		if (!fs.existsSync(cwdHost) || !fs.statSync(cwdHost).isDirectory())
-			throw new RpcError('invalid_argument', `cwd '${cfg.cwd}' does not exist`);
+		const mountNs = opts.isolation === 'mountns';
+		const cwd = cfg.cwd ? resolveSandboxPath(sb, cfg.cwd, user, rpcErr) :
+			{ host: path.join(sb.root, homeOf(user)), sandboxPath: homeOf(user) };
+		if (!fs.existsSync(cwd.host) || !fs.statSync(cwd.host).isDirectory())
+			throw new RpcError('invalid_argument', `cwd '${cwd.sandboxPath}' does not exist`);
 		const env = {
 			PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
-			HOME: home, USER: user, LOGNAME: user, LANG: 'C.UTF-8',
+			HOME: mountNs ? homeOf(user) : path.join(sb.root, homeOf(user)),
+			USER: user, LOGNAME: user, LANG: 'C.UTF-8',
 			E2B_SANDBOX: 'true', E2B_SANDBOX_ID: sb.id, E2B_EMULATOR_ROOT: sb.root,
 			...sb.envVars, ...(cfg.envs ?? {}),
 		};
-		this.child = spawn(cfg.cmd, cfg.args ?? [], {
-			cwd: cwdHost, env, detached: true,
-			stdio: [wantStdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
-		});
+		const stdio = [wantStdin ? 'pipe' : 'ignore', 'pipe', 'pipe'];
+		// Like envd, which starts every command through /bin/sh (its
+		// OOM/nice wrapper) that execs it: a missing binary is a started
+		// process that exits 127, not a start error. unshare and sh both
+		// exec, so the pid is the command's own.
+		this.child = mountNs ?
+			spawn('unshare', ['-m', '--propagation', 'private', '/bin/sh', '-c', MOUNT_NS_SCRIPT,
+				'sh', cfg.cmd, ...(cfg.args ?? [])], {
+				cwd: sb.root, env: { ...env, E2B_EMULATOR_CWD: cwd.sandboxPath }, detached: true, stdio,
+			}) :
+			spawn('/bin/sh', ['-c', 'exec "$@"', 'sh', cfg.cmd, ...(cfg.args ?? [])],
+				{ cwd: cwd.host, env, detached: true, stdio });
 		this.spawnError = null;
 		this.child.on('error', (e) => {
 			this.spawnError = e;

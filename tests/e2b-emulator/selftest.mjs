@@ -285,6 +285,31 @@ await step('Start: non-zero exit, signals (-1), tag, List, Connect re-attach, SI
 	check(r.status === 200 && e.length === 1 && e[0].flags === 2 && e[0].msg.error.code === 'not_found', 'connect gone');
 });
 
+await step('commands see the sandbox filesystem (mount namespace) or at least HOME', async () => {
+	const iso = jsonOf(await req('GET', '/_emulator/state')).config.isolation;
+	await envd(sb, 'POST', '/files?path=/home/user/abs.txt', { headers: { 'Content-Type': 'application/octet-stream' }, body: 'abs' });
+	if (iso === 'mountns') {
+		const tmpName = `/tmp/e2b-selftest-${process.pid}-${Date.now()}`;
+		const r = await start(sb, bash(`cat /home/user/abs.txt; echo; pwd; echo $HOME; echo made > ${tmpName}`));
+		const out = stdoutOf(events(r)).split('\n');
+		check(out[0] === 'abs' && out[1] === '/home/user' && out[2] === '/home/user', `mountns view ${JSON.stringify(out)}`);
+		const f = await envd(sb, 'GET', `/files?path=${tmpName}`);
+		check(f.status === 200 && f.body.toString() === 'made\n', `/tmp written by a command ${f.status}`);
+		let hostHas = true;
+		try {
+			(await import('node:fs')).accessSync(tmpName);
+		} catch {
+			hostHas = false;
+		}
+		check(!hostHas, 'the command wrote to the host /tmp');
+	} else {
+		check(iso === 'none', `isolation ${iso}`);
+		const r = await start(sb, bash('cat "$HOME/abs.txt"; echo; pwd'));
+		const out = stdoutOf(events(r)).split('\n');
+		check(out[0] === 'abs' && out[1].endsWith('/home/user') && out[1] !== '/home/user', `host view ${JSON.stringify(out)}`);
+	}
+});
+
 await step('keepalive events after Keepalive-Ping-Interval of silence', async () => {
 	const r = await start(sb, bash('sleep 2.5; echo done'), { 'Keepalive-Ping-Interval': '1' });
 	const ka = events(r).filter((e) => e.msg.event && e.msg.event.keepalive);
@@ -338,7 +363,11 @@ await step('RPC bad input: content types, envelopes, schema, unknown method', as
 	await eos(Buffer.concat([Buffer.from([0, 0, 0, 0, 50]), Buffer.from('{}')]), 'invalid_argument', 'length mismatch');
 	await eos(env({ process: {} }), 'invalid_argument', 'no cmd');
 	await eos(env({ process: { cmd: '/bin/true', args: 'x' } }), 'invalid_argument', 'args not a list');
-	await eos(env({ process: { cmd: '/no/such/binary' } }), 'invalid_argument', 'missing binary');
+	// envd runs commands through /bin/sh, which fails to exec: exit 127.
+	let rr = await start(sb, { cmd: '/no/such/binary', args: [] });
+	let ee = events(rr);
+	const endEv = ee.find((e) => e.msg.event && e.msg.event.end);
+	check(ee[0].msg.event.start && endEv && endEv.msg.event.end.exitCode === 127, `missing binary ${rr.body}`);
 	await eos(env({ process: { cmd: '/bin/true', cwd: '/nope' } }), 'invalid_argument', 'missing cwd');
 	r = await envd(sb, 'POST', '/process.Process/Start', {
 		headers: { 'Content-Type': 'application/connect+json', 'Connect-Timeout-Ms': 'soon' }, body: env({ process: bash('true') }),
