@@ -1867,7 +1867,8 @@ const server = http.createServer({ requestTimeout: 0, maxHeaderSize: 16384 }, as
 		else
 			await controlPlane(req, res, url, entry);
 	} catch (e) {
-		if (res.headersSent) {
+		// The client went away mid-request: nothing to answer.
+		if (res.headersSent || req.aborted || e.code === 'ECONNRESET' || e.message === 'aborted') {
 			res.destroy();
 			return;
 		}

@@ -7,6 +7,7 @@
 // usage: E2B_EMULATOR_URL=http://127.0.0.1:N E2B_EMULATOR_API_KEY=e2b_... node selftest.mjs
 
 import http from 'node:http';
+import net from 'node:net';
 import zlib from 'node:zlib';
 
 const EMU = new URL(process.env.E2B_EMULATOR_URL ?? '');
@@ -516,6 +517,53 @@ await step('pagination walks every sandbox exactly once', async () => {
 	check(seen.length === 5 && new Set(seen).size === 5 && made.every((id) => seen.includes(id)), `seen ${seen}`);
 	for (const id of made)
 		await api('DELETE', `/sandboxes/${id}`);
+});
+
+await step('abuse: dropped streams, a reader that stalls, garbage HTTP, huge headers, cut bodies', async () => {
+	const raw = (fn) => new Promise((res) => {
+		const r = http.request({ host: EMU.hostname, port: EMU.port, method: 'POST', path: '/process.Process/Start', agent: false,
+			headers: { 'E2b-Sandbox-Id': sb.sandboxID, 'E2b-Sandbox-Port': '49983', 'X-Access-Token': sb.envdAccessToken,
+				'Content-Type': 'application/connect+json' } }, (rs) => fn(r, rs, res));
+		r.on('error', () => res());
+		r.end(env({ process: bash('yes | head -c 30000000') }));
+	});
+	for (let i = 0; i < 3; i++) {
+		await raw((r, rs, done) => {
+			let got = 0;
+			rs.on('data', (d) => {
+				got += d.length;
+				if (got > 65536) {
+					r.destroy();
+					done();
+				}
+			});
+			rs.on('error', () => {});
+		});
+	}
+	// Never read: the emulator must bound what it buffers and drop us.
+	await raw((r, rs, done) => {
+		rs.pause();
+		rs.on('error', () => {});
+		setTimeout(() => {
+			r.destroy();
+			done();
+		}, 1500);
+	});
+	const sock = (bytes) => new Promise((res) => {
+		const so = net.connect(Number(EMU.port), EMU.hostname, () => so.write(bytes));
+		let first = '';
+		so.on('data', (d) => { first += d.toString('latin1'); });
+		so.on('error', () => res(first));
+		so.on('close', () => res(first));
+		setTimeout(() => { so.destroy(); res(first); }, 500);
+	});
+	check(/^HTTP\/1\.1 400/.test(await sock('GARBAGE / HTTP/9\r\n\r\n\0\x01')), 'garbage request line');
+	check(/^HTTP\/1\.1 431/.test(await sock(`GET /health HTTP/1.1\r\nX: ${'a'.repeat(40000)}\r\n\r\n`)), 'huge header');
+	await sock(`POST /v2/sandboxes HTTP/1.1\r\nHost: x\r\nX-API-Key: ${KEY}\r\nContent-Length: 1000\r\n\r\n{"templ`);
+	const r = await envd(sb, 'GET', '/health');
+	check(r.status === 204, `emulator unwell after abuse: ${r.status}`);
+	const h = await api('GET', '/health');
+	check(h.status === 204, 'control plane unwell after abuse');
 });
 
 await step('request log records ops and header presence, never credentials', async () => {

@@ -109,6 +109,11 @@ if [ -s "$work/emulator.err" ]; then
 	echo "--- emulator stderr" >&2
 	cat "$work/emulator.err" >&2
 fi
+# Whatever a client sent, the emulator must never have hit an internal error.
+if grep -q 'internal error' "$work/emulator.err" 2>/dev/null; then
+	echo "e2b_sdk_conformance: the emulator logged internal errors" >&2
+	total_fail=$((total_fail + 1))
+fi
 [ "$total_fail" -eq 0 ] || status=1
 echo "$total_pass passed, $total_fail failed"
 exit "$status"
