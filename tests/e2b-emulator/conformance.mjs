@@ -482,6 +482,16 @@ await step('expiry: a sandbox past its end time is killed and gone', async () =>
 	await expectReject(short.commands.run('true'), SandboxNotFoundError, 'command after expiry');
 });
 
+await step('a sandbox killed under a running command: the SDK reports it gone (TimeoutError)', async () => {
+	const v = await Sandbox.create('base', { ...CONN, timeoutMs: 60000, metadata: { run: RUN, victim: '1' } });
+	const h = await v.commands.run('echo started; sleep 30', { background: true });
+	for (let i = 0; i < 100 && !h.stdout.includes('started'); i++)
+		await new Promise((r) => setTimeout(r, 20));
+	check(await Sandbox.kill(v.sandboxId, CONN) === true, 'kill');
+	const e = await expectReject(h.wait(), TimeoutError, 'command of a killed sandbox');
+	check(/killed or reached its end of life/.test(e.message), e.message);
+});
+
 await step('expiry switch: /_emulator/sandboxes/{id}/expire', async () => {
 	await admin('POST', `/sandboxes/${sbx2.sandboxId}/expire`);
 	await expectReject(Sandbox.getInfo(sbx2.sandboxId, CONN), SandboxNotFoundError, 'getInfo after forced expiry');

@@ -400,9 +400,16 @@ function expire(sb) {
 		killSandbox(sb);
 }
 
+// A sandbox that is killed or paused takes its VM, envd and every open
+// connection with it: streams are cut with no end event (the SDK then
+// probes /health and reports the sandbox gone), and only then do the
+// processes die.
 function killProcesses(sb) {
-	for (const p of sb.processes.values())
+	for (const p of sb.processes.values()) {
+		for (const st of [...p.subscribers])
+			st.sever();
 		p.kill('SIGKILL');
+	}
 }
 
 function killSandbox(sb) {
@@ -1610,6 +1617,13 @@ class EventStream {
 			return;
 		this.write(envelope(0x02, {}));
 		this.res.end();
+		this.detach();
+	}
+
+	sever() {
+		if (this.closed)
+			return;
+		this.res.destroy();
 		this.detach();
 	}
 

@@ -478,6 +478,23 @@ await step('faults: garbage variants, delay, drop, http_error, count, sandboxID'
 	e = null;
 });
 
+await step('killing a sandbox cuts its open streams (no end event), then 502s', async () => {
+	const victim = jsonOf(await api('POST', '/v2/sandboxes', { templateID: 'base', metadata: { owner: 'victim' } }));
+	const sp = start(victim, bash('echo started; sleep 30'));
+	let listed = false;
+	for (let i = 0; i < 100 && !listed; i++) {
+		listed = jsonOf(await unary(victim, '/process.Process/List', {})).processes.length === 1;
+		if (!listed)
+			await new Promise((res) => setTimeout(res, 20));
+	}
+	check(listed, 'victim process not running');
+	check((await api('DELETE', `/sandboxes/${victim.sandboxID}`)).status === 204, 'kill');
+	const r = await sp;
+	const evs = parseEnvelopes(r.body).out;
+	check(r.error && !evs.some((e) => e.flags === 2 || (e.msg.event && e.msg.event.end)), `stream ended cleanly: ${r.body}`);
+	check((await envd(victim, 'GET', '/health')).status === 502, 'health after kill');
+});
+
 await step('concurrency limit and autoPause expiry', async () => {
 	await req('POST', '/_emulator/config', { body: JSON.stringify({ maxSandboxes: 2 }) });
 	let r = await api('POST', '/v2/sandboxes', { templateID: 'base' });
