@@ -310,10 +310,6 @@ function isStringMap(v) {
 
 // ---------------------------------------------------------------- sandboxes
 
-function sandboxRoot(sb) {
-	return sb.root;
-}
-
 async function createSandbox(body, { v2 }) {
 	if (typeof body.templateID !== 'string' || body.templateID === '')
 		throw new HttpError(400, 'Error when parsing request: property "templateID" is missing');

@@ -443,7 +443,7 @@ await step('faults: garbage variants, delay, drop, http_error, count, sandboxID'
 	check(events(r).some((e) => e.flags === 1), 'bad flags');
 	await fault({ kind: 'cut_stream', mode: 'eof', op: 'envd:/process.Process/Start', afterEvents: 1 });
 	r = await s();
-	let e = events(r);
+	const e = events(r);
 	check(!r.error && e.length === 1 && e[0].msg.event.start, `eof cut ${e.length}`);
 	await fault({ kind: 'cut_stream', op: 'envd:/process.Process/Start', afterEvents: 1 });
 	r = await s();
@@ -475,7 +475,6 @@ await step('faults: garbage variants, delay, drop, http_error, count, sandboxID'
 	check(st.faults.length === 0, `faults left: ${JSON.stringify(st.faults)}`);
 	r = await req('POST', '/_emulator/faults', { body: '{"kind":"meteor"}' });
 	check(r.status === 400, 'unknown fault kind');
-	e = null;
 });
 
 await step('killing a sandbox cuts its open streams (no end event), then 502s', async () => {
