@@ -128,6 +128,23 @@ class RpcError extends Error {
 
 const opts = parseArgs(process.argv.slice(2));
 const baseDir = fs.mkdtempSync(path.join(os.tmpdir(), 'e2b-emulator-'));
+let server = null;
+
+// Installed first, so a SIGTERM during start-up also cleans up.
+function shutdown() {
+	for (const sb of [...sandboxes.values()])
+		killSandbox(sb);
+	if (server) {
+		server.close();
+		server.closeAllConnections();
+	}
+	try {
+		fs.rmSync(baseDir, { recursive: true, force: true });
+	} catch { /* best effort */ }
+	process.exit(0);
+}
+process.on('SIGTERM', shutdown);
+process.on('SIGINT', shutdown);
 
 // With a private mount namespace per process, the sandbox root's home,
 // root and tmp are bound over /home, /root and /tmp, so a command sees the
@@ -662,7 +679,8 @@ async function controlPlane(req, res, url, entry) {
 			return apiError(res, 429, f.message ?? 'Rate limit exceeded',
 				{ 'Retry-After': String(f.retryAfter ?? 1) });
 		if (f.kind === 'concurrency')
-			return apiError(res, 429, concurrencyError().message);
+			return apiError(res, 429, concurrencyError().message,
+				f.retryAfter !== undefined ? { 'Retry-After': String(f.retryAfter) } : {});
 		const st = Number(f.status) || 500;
 		return apiError(res, st, f.message ?? http.STATUS_CODES[st] ?? 'error',
 			f.retryAfter !== undefined ? { 'Retry-After': String(f.retryAfter) } : {},
@@ -1838,7 +1856,7 @@ function permString(st) {
 
 // ---------------------------------------------------------------- server
 
-const server = http.createServer({ requestTimeout: 0, maxHeaderSize: 16384 }, async (req, res) => {
+server = http.createServer({ requestTimeout: 0, maxHeaderSize: 16384 }, async (req, res) => {
 	const h = req.headers;
 	const entry = {
 		t: new Date().toISOString(), method: req.method, path: req.url.split('?')[0],
@@ -1897,18 +1915,6 @@ server.headersTimeout = 60000;
 for (const f of opts.faults)
 	addFault(f);
 
-function shutdown() {
-	for (const sb of [...sandboxes.values()])
-		killSandbox(sb);
-	server.close();
-	server.closeAllConnections();
-	try {
-		fs.rmSync(baseDir, { recursive: true, force: true });
-	} catch { /* best effort */ }
-	process.exit(0);
-}
-process.on('SIGTERM', shutdown);
-process.on('SIGINT', shutdown);
 
 server.on('error', (e) => die(`listen: ${e.message}`));
 server.listen(opts.port, opts.host, () => {
