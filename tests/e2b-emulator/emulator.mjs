@@ -1443,8 +1443,10 @@ class Proc {
 			PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
 			HOME: mountNs ? homeOf(user) : path.join(sb.root, homeOf(user)),
 			USER: user, LOGNAME: user, LANG: 'C.UTF-8',
-			E2B_SANDBOX: 'true', E2B_SANDBOX_ID: sb.id, E2B_EMULATOR_ROOT: sb.root,
+			E2B_SANDBOX: 'true', E2B_SANDBOX_ID: sb.id,
 			...sb.envVars, ...(cfg.envs ?? {}),
+			// Last: the mount script binds this path, so no client env may move it.
+			E2B_EMULATOR_ROOT: sb.root,
 		};
 		const stdio = [wantStdin ? 'pipe' : 'ignore', 'pipe', 'pipe'];
 		// Like envd, which starts every command through /bin/sh (its
