@@ -44,3 +44,14 @@ if ! ping_docker; then
 	done
 	ping_docker || { echo "setup: dockerd did not answer; see /var/log/sandpit-dockerd.log" >&2; exit 1; }
 fi
+
+# Node.js >= 20.18.1 with npm runs the official E2B SDK's conformance test
+# against tests/e2b-emulator (npm package e2b, pinned there). Debian 12's own
+# nodejs is 18.x, too old for it, so this checks rather than installs.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null ||
+   ! node -e 'const [a,b,c]=process.versions.node.split(".").map(Number);
+	      process.exit(a>20||(a===20&&(b>18||(b===18&&c>=1)))?0:1)'; then
+	echo "setup: the E2B SDK conformance test needs Node.js >= 20.18.1 with npm" >&2
+	echo "       (Debian 12's nodejs is 18.x); install a newer Node.js and run again" >&2
+	exit 1
+fi
