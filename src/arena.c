@@ -330,8 +330,8 @@ arena_get(struct arena *a, int64_t rowid, const float **vec)
 
 /* --- search --- */
 
-static bool
-arena_pass(const struct arena_meta *m, const struct arena_filter *f)
+bool
+arena_filter_pass(const struct arena_meta *m, const struct arena_filter *f)
 {
 	if (f->has_ns && m->ns != f->ns)
 		return false;
@@ -448,7 +448,7 @@ arena_brute(struct arena *a, const float *q, const struct arena_filter *f, size_
 	for (size_t i = 0; i < a->n; i++) {
 		struct arena_hit h;
 
-		if (!arena_pass(&a->meta[i], f))
+		if (!arena_filter_pass(&a->meta[i], f))
 			continue;
 		h.rowid = a->meta[i].rowid;
 		h.idx = (uint32_t)i;
@@ -484,7 +484,7 @@ arena_search(struct arena *a, const float *q, const struct arena_filter *f, size
 	for (i = 0; i < a->n; i++) {
 		struct arena_hit h;
 
-		if (!arena_pass(&a->meta[i], f))
+		if (!arena_filter_pass(&a->meta[i], f))
 			continue;
 		h.rowid = a->meta[i].rowid;
 		h.idx = (uint32_t)i;
@@ -524,7 +524,7 @@ arena_search(struct arena *a, const float *q, const struct arena_filter *f, size
 			bound = a->qerr[i] + (1.0f + a->qerr[i]) * qerr + ARENA_EPS;
 			if (approx_sim + bound < thresh)
 				continue;
-			if (!arena_pass(&a->meta[i], f))
+			if (!arena_filter_pass(&a->meta[i], f))
 				continue;
 			h.idx = (uint32_t)i;
 			if (bsearch(&h.idx, done, ndone, sizeof(*done), arena_idx_cmp) != NULL)

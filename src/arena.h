@@ -55,6 +55,8 @@ struct arena_hit {
 
 /* A filter that lets everything through. */
 void arena_filter_init(struct arena_filter *f);
+/* Whether an item's metadata passes f. */
+bool arena_filter_pass(const struct arena_meta *m, const struct arena_filter *f);
 /* The 64-bit hash the metadata uses for strings (namespace, domain, tags). */
 uint64_t arena_hash(const char *s);
 
