@@ -1256,7 +1256,13 @@ memory_search(struct memory *m, const char *tenant, json_t *body, json_t **ret, 
 			age = 0;
 		cand[i].rec = exp2(-age / halflife);
 		cand[i].rel = meta->confidence;
-		cand[i].score = alpha * (cand[i].sim > 0 ? cand[i].sim : 0) +
+		/*
+		 * Hybrid: relevance is the fused rank, scaled so first in both
+		 * lists is 1, else cosine clamped to [0,1].
+		 */
+		if (hybrid)
+			cand[i].rrf /= 2.0 / (MEM_RRF_K + 1);
+		cand[i].score = alpha * (hybrid ? cand[i].rrf : cand[i].sim > 0 ? cand[i].sim : 0) +
 				beta * cand[i].rec + gamma * cand[i].rel;
 	}
 	for (size_t picked = 0; picked < k && picked < ncand; picked++) {
@@ -1303,6 +1309,9 @@ memory_search(struct memory *m, const char *tenant, json_t *body, json_t **ret, 
 					    "sim", (double)cand[best].sim,
 					    "recency", cand[best].rec,
 					    "reliability", cand[best].rel));
+			if (hybrid)
+				json_object_set_new(json_object_get(o, "parts"), "fused",
+						    json_real(cand[best].rrf));
 			json_array_append_new(results, o);
 			mem_note_usage(m, cand[best].seq);
 		}

@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,10 @@
 #include "memory.h"
 #include "memtest.h"
 #include "store.h"
+
+/* Measured when the corpus was written (see test_retrieval_quality). */
+#define HIT3_FLOOR 0.55		/* measured 0.587 (hit@1 0.493) */
+#define HIT3_HYBRID_FLOOR 0.60	/* measured 0.632 */
 
 static int
 search(struct memtest *t, const char *tenant, const char *json, json_t **ret)
@@ -525,6 +530,112 @@ test_corrupt_db(void **state)
 	memtest_cleanup(&t);
 }
 
+/*
+ * Retrieval quality on the hand-written corpus: every item is stored, every
+ * paraphrased query must find its item in the top 3. hit@k is printed for
+ * the hashing embedder alone and fused with BM25; the floors asserted are
+ * the values measured when the corpus was written, minus a small margin.
+ */
+struct corpus_item {
+	char *title, *content, *query;
+	char id[48];
+};
+
+static size_t
+corpus_load(struct corpus_item **ret)
+{
+	const char *src = getenv("SANDPIT_SOURCE_DIR");
+	char path[512], line[2048];
+	struct corpus_item *items = NULL;
+	size_t n = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/tests/unit/data/memory_corpus.txt", src ? src : "..");
+	f = fopen(path, "r");
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f) != NULL) {
+		char *a, *b, *nl;
+
+		if (line[0] == '#' || line[0] == '\n')
+			continue;
+		if ((nl = strchr(line, '\n')) != NULL)
+			*nl = '\0';
+		a = strstr(line, " | ");
+		assert_non_null(a);
+		b = strstr(a + 3, " | ");
+		assert_non_null(b);
+		*a = *b = '\0';
+		items = realloc(items, (n + 1) * sizeof(*items));
+		items[n].title = strdup(line);
+		items[n].content = strdup(a + 3);
+		items[n].query = strdup(b + 3);
+		n++;
+	}
+	fclose(f);
+	*ret = items;
+	return n;
+}
+
+static double
+corpus_hits(struct memtest *t, struct corpus_item *items, size_t n, int k, bool hybrid)
+{
+	size_t hits = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		json_t *body = json_pack("{sssisb}", "query", items[i].query, "k", k, "hybrid",
+					 hybrid), *ret;
+		char err[256];
+
+		assert_int_equal(memory_search(t->mem, "corpus", body, &ret, err, sizeof(err)), 0);
+		for (size_t j = 0; j < nresults(ret); j++)
+			if (strcmp(result_id(ret, j), items[i].id) == 0) {
+				hits++;
+				break;
+			}
+		json_decref(ret);
+		json_decref(body);
+	}
+	return (double)hits / (double)n;
+}
+
+static void
+test_retrieval_quality(void **state)
+{
+	struct memtest t = { 0 };
+	struct corpus_item *items;
+	size_t n = corpus_load(&items);
+	double h1, h3, h3h, h1h;
+
+	assert_true(n >= 200);
+	memtest_open(&t, NULL);
+	for (size_t i = 0; i < n; i++) {
+		json_t *body = json_pack("{ssss}", "title", items[i].title, "content",
+					 items[i].content), *ret;
+		char err[256];
+
+		assert_int_equal(memory_add(t.mem, "corpus", body, &ret, err, sizeof(err)), 0);
+		snprintf(items[i].id, sizeof(items[i].id), "%s",
+			 json_string_value(json_object_get(ret, "id")));
+		json_decref(ret);
+		json_decref(body);
+	}
+	h1 = corpus_hits(&t, items, n, 1, false);
+	h3 = corpus_hits(&t, items, n, 3, false);
+	h1h = corpus_hits(&t, items, n, 1, true);
+	h3h = corpus_hits(&t, items, n, 3, true);
+	printf("retrieval corpus: %zu items, %zu queries; hashing fh1-384: hit@1 %.3f hit@3 %.3f;"
+	       " hybrid (+BM25 RRF): hit@1 %.3f hit@3 %.3f\n", n, n, h1, h3, h1h, h3h);
+	assert_true(h3 >= HIT3_FLOOR);
+	assert_true(h3h >= HIT3_HYBRID_FLOOR);
+	for (size_t i = 0; i < n; i++) {
+		free(items[i].title);
+		free(items[i].content);
+		free(items[i].query);
+	}
+	free(items);
+	memtest_cleanup(&t);
+}
+
 int
 main(void)
 {
@@ -537,6 +648,7 @@ main(void)
 		cmocka_unit_test(test_mmr_and_recency),
 		cmocka_unit_test(test_db_failures),
 		cmocka_unit_test(test_corrupt_db),
+		cmocka_unit_test(test_retrieval_quality),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
