@@ -356,11 +356,12 @@ consolidate_run(sqlite3 *db, const char *tenant, const struct consolidate_params
 			} else if (nb[j].sim >= p->contradiction_threshold &&
 				   a->outcome >= 0 && b->outcome >= 0 &&
 				   a->outcome != b->outcome) {
-				cons_link_add(&s, a->seq, b->seq, "contradicts", nb[j].sim);
+				/* Symmetric: one row per pair, lower seq first. */
+				cons_link_add(&s, a->seq < b->seq ? a->seq : b->seq,
+					      a->seq < b->seq ? b->seq : a->seq, "contradicts",
+					      nb[j].sim);
 			}
 		}
-		if (a->merged_into != 0)
-			continue;
 	}
 	free(nb);
 	/* Items beyond max_new stay fresh for the next run. */

@@ -268,7 +268,7 @@ memory_config_defaults(struct memory_config *cfg)
 	cfg->min_confidence = 0.3f;
 	cfg->max_age_days = 365;
 	cfg->consolidate_every = 20;
-	cfg->dup_threshold = 0.90f;
+	cfg->dup_threshold = 0.80f;
 	cfg->contradiction_threshold = 0.55f;
 	cfg->quarantine_after = 5;
 	cfg->quarantine_min_usage = 3;

@@ -27,7 +27,7 @@
  *   memory_min_confidence X       0.3     default min_confidence filter
  *   memory_max_age DURATION       365d    default max_age filter
  *   memory_consolidate_every N    20      inserts per tenant between runs (0: on request only)
- *   memory_dup_threshold X        0.90    cosine for near-duplicates (hashing-calibrated)
+ *   memory_dup_threshold X        0.80    cosine for near-duplicates (hashing-calibrated)
  *   memory_contradiction_threshold X 0.55 cosine for contradictions (hashing-calibrated)
  *   memory_prune_age DURATION     180d    unused low-confidence items older than this go
  *   memory_scrub yes|no           yes     scrub secrets/PII from text before storing
