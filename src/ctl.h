@@ -16,6 +16,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 #include <jansson.h>
 #include <uv.h>
@@ -96,5 +97,32 @@ void ctl_stream_begin(struct ctl_req *req, int status, const char *content_type)
 /* 0, or -EPIPE when the client is gone (keep calling is harmless), -ENOBUFS when it is too slow. */
 int ctl_stream_write(struct ctl_req *req, const void *data, size_t len);
 void ctl_stream_end(struct ctl_req *req);
+
+/* --- additions: tuning and the pure helpers, exposed for tests --- */
+/*
+ * Idle keep-alive timeout and the time a request (head and body) may take to
+ * arrive once started, also the time a new connection has to start one.
+ * Defaults 60 s and 10 s. Applies to timers armed from now on.
+ */
+void ctl_set_timeouts(struct ctl *ctl, uint64_t idle_ms, uint64_t request_ms);
+/* Whether s is a valid tenant name ([a-z0-9][a-z0-9_-]{0,62}). */
+bool ctl_tenant_valid(const char *s);
+/*
+ * %-decode s[0..n) into *ret (malloc'd, NUL-terminated); '+' becomes a space
+ * when plus. -EINVAL on a malformed escape or an encoded NUL (*ret untouched).
+ */
+int ctl_pct_decode(const char *s, size_t n, bool plus, char **ret);
+/*
+ * The peer rule: uid 0, the daemon's own effective uid, or (gid not
+ * (gid_t)-1) a primary or supplementary group equal to gid. groups may be NULL.
+ */
+bool ctl_peer_allowed(const struct ctl_peer *peer, gid_t gid, const gid_t *groups,
+		      size_t ngroups);
+/*
+ * Read the supplementary groups of pid from <proc_dir>/<pid>/status (the
+ * "Groups:" line), at most max. Returns the count, or a negative errno. The
+ * server prefers SO_PEERGROUPS and uses this only where that is missing.
+ */
+int ctl_proc_groups(const char *proc_dir, pid_t pid, gid_t *groups, size_t max);
 
 #endif
