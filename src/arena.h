@@ -7,10 +7,10 @@
  * arena at start and mirrors every insert, update and delete.
  *
  * Search: the int8 scan ranks every item passing the filter, the top C are
- * re-scored in float32. With exact set, every other item whose int8 score
- * plus its error bound could still reach the C-th float32 score is re-scored
- * too, so the result is the same top C as a float32 brute force (ties broken
- * by rowid), by construction rather than by luck.
+ * re-scored in float32. In exact mode every other item whose int8 score plus
+ * its error bound could still reach the k-th float32 score is re-scored too,
+ * so the top k equal a float32 brute force's (ties broken by rowid), by
+ * construction rather than by luck.
  *
  * Not thread-safe: the loop thread owns every arena.
  */
@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #define ARENA_MAX_TAGS 16
+#define ARENA_MAX_EXACT 1000	/* largest exact_k */
 
 struct arena;
 
@@ -79,11 +80,13 @@ const float *arena_vec(const struct arena *a, uint32_t idx);
 
 /*
  * The top c items for unit query q (dims floats) passing f, best first, into
- * out (room for c). Returns how many were found. With exact, the answer
- * equals arena_brute()'s; without it the re-rank covers only the int8 top c.
+ * out (room for c), scored in float32. Returns how many were found. The
+ * first exact_k (≤ ARENA_MAX_EXACT) of them are guaranteed to equal
+ * arena_brute()'s first exact_k; the rest are the int8 scan's best, re-scored.
+ * exact_k = c makes the whole answer exact (at a higher re-score cost).
  */
 size_t arena_search(struct arena *a, const float *q, const struct arena_filter *f,
-		    size_t c, bool exact, struct arena_hit *out);
+		    size_t c, size_t exact_k, struct arena_hit *out);
 /* The same by float32 brute force (tests, the bench's ground truth). */
 size_t arena_brute(struct arena *a, const float *q, const struct arena_filter *f,
 		   size_t c, struct arena_hit *out);

@@ -394,10 +394,14 @@ mem_outcome_code(const char *s)
 static void
 mem_meta_tags(struct arena_meta *meta, const char *tags_json)
 {
-	json_t *tags = json_loads(tags_json, 0, NULL), *v;
+	json_t *tags, *v;
 	size_t i;
 
 	meta->ntags = 0;
+	/* Most items have no tags: skip the parser for them (start-up time). */
+	if (tags_json == NULL || strcmp(tags_json, "[]") == 0)
+		return;
+	tags = json_loads(tags_json, 0, NULL);
 	if (tags == NULL)
 		return;
 	json_array_foreach(tags, i, v) {
@@ -784,6 +788,35 @@ mem_fetch_seq(struct memory *m, const char *tenant, int64_t seq, int *r)
 
 /* --- insert --- */
 
+/* The stored item as GET would show it, built from what was inserted. */
+static json_t *
+mem_new_json(const struct mem_new *n, int64_t now)
+{
+	json_t *o = json_object(), *tags = json_loads(n->tags, 0, NULL);
+
+	json_object_set_new(o, "id", json_string(n->id));
+	json_object_set_new(o, "namespace", json_string(n->ns));
+	json_object_set_new(o, "domain", json_string(n->domain));
+	json_object_set_new(o, "agent_id", n->agent ? json_string(n->agent) : json_null());
+	json_object_set_new(o, "task_id", n->task ? json_string(n->task) : json_null());
+	json_object_set_new(o, "title", json_string(n->title));
+	json_object_set_new(o, "description", json_string(n->description));
+	json_object_set_new(o, "content", json_string(n->content));
+	json_object_set_new(o, "tags", tags ? tags : json_array());
+	json_object_set_new(o, "outcome", n->outcome ? json_string(n->outcome) : json_null());
+	json_object_set_new(o, "confidence", json_real(n->confidence));
+	json_object_set_new(o, "usage_count", json_integer(0));
+	json_object_set_new(o, "success_count", json_integer(0));
+	json_object_set_new(o, "failure_count", json_integer(0));
+	json_object_set_new(o, "created_ms", json_integer(now));
+	json_object_set_new(o, "updated_ms", json_integer(now));
+	json_object_set_new(o, "last_used_ms", json_null());
+	json_object_set_new(o, "model", json_string(n->model));
+	json_object_set_new(o, "dims", json_integer(n->dims));
+	json_object_set_new(o, "state", json_string("active"));
+	return o;
+}
+
 static void mem_maybe_consolidate(struct memory *m, struct mem_tenant *t);
 
 int
@@ -902,12 +935,7 @@ memory_add(struct memory *m, const char *tenant, json_t *body, json_t **ret, cha
 		json_t *o;
 
 		arena_add(s->arena, &items[i].meta, items[i].vec);
-		o = mem_fetch_seq(m, tenant, items[i].meta.rowid, &r);
-		if (o == NULL) {
-			/* Stored but unreadable: answer with the id only. */
-			o = json_pack("{ss}", "id", items[i].id);
-			r = 0;
-		}
+		o = mem_new_json(&items[i], now);
 		if (arr)
 			json_array_append_new(out, o);
 		else
@@ -1081,6 +1109,7 @@ memory_search(struct memory *m, const char *tenant, json_t *body, json_t **ret, 
 	struct arena *a;
 	struct arena_hit *hits = NULL;
 	struct mem_cand *cand = NULL;
+	double *maxsim = NULL;
 	float *q = NULL;
 	unsigned qdims;
 	size_t k = m->cfg.k_default, c, nhits, ncand = 0, i;
@@ -1188,7 +1217,7 @@ memory_search(struct memory *m, const char *tenant, json_t *body, json_t **ret, 
 	/* Candidates: the exact top C by cosine, C = max(50, 10k). */
 	c = 10 * k > 50 ? 10 * k : 50;
 	hits = xmalloc(c * sizeof(*hits));
-	nhits = arena_search(a, q, &f, c, exact, hits);
+	nhits = arena_search(a, q, &f, c, exact ? k : 0, hits);
 	cand = xcalloc(2 * c, sizeof(*cand));
 	for (i = 0; i < nhits; i++) {
 		cand[ncand].seq = hits[i].rowid;
@@ -1265,33 +1294,34 @@ memory_search(struct memory *m, const char *tenant, json_t *body, json_t **ret, 
 		cand[i].score = alpha * (hybrid ? cand[i].rrf : cand[i].sim > 0 ? cand[i].sim : 0) +
 				beta * cand[i].rec + gamma * cand[i].rel;
 	}
+	/* maxsim[i]: the largest cosine from candidate i to a picked one, kept incrementally. */
+	maxsim = xcalloc(ncand ? ncand : 1, sizeof(*maxsim));
 	for (size_t picked = 0; picked < k && picked < ncand; picked++) {
 		size_t best = (size_t)-1;
 		double bestv = -INFINITY;
 
 		for (i = 0; i < ncand; i++) {
-			double maxsim = 0, val;
+			double val;
 
 			if (cand[i].picked)
 				continue;
-			if (lambda < 1.0) {
-				for (size_t j = 0; j < ncand; j++) {
-					double s;
-
-					if (!cand[j].picked)
-						continue;
-					s = arena_dot(arena_vec(a, cand[i].idx),
-						      arena_vec(a, cand[j].idx), qdims);
-					if (s > maxsim)
-						maxsim = s;
-				}
-			}
-			val = lambda * cand[i].score - (1.0 - lambda) * maxsim;
+			val = lambda * cand[i].score - (1.0 - lambda) * maxsim[i];
 			if (val > bestv || (val == bestv && cand[i].seq < cand[best].seq)) {
 				bestv = val;
 				best = i;
 			}
 		}
+		if (lambda < 1.0)
+			for (i = 0; i < ncand; i++) {
+				double s;
+
+				if (cand[i].picked || i == best)
+					continue;
+				s = arena_dot(arena_vec(a, cand[i].idx), arena_vec(a, cand[best].idx),
+					      qdims);
+				if (s > maxsim[i])
+					maxsim[i] = s;
+			}
 		cand[best].picked = 1;
 		{
 			json_t *o = mem_fetch_seq(m, tenant, cand[best].seq, &r);
@@ -1321,6 +1351,7 @@ out_reply:
 	*ret = json_pack("{sosssi}", "results", results, "model", model, "k", (json_int_t)k);
 	r = 0;
 out_free:
+	free(maxsim);
 	free(cand);
 	free(hits);
 	free(q);
