@@ -1,8 +1,9 @@
 /*
- * embed: the feature-hashing text embedder. It owns no state; each call
- * collects the text's feature hashes, counts them and folds them into the
- * output vector. It must stay deterministic across builds and machines: the
- * vectors it makes are stored and compared later.
+ * embed: the feature-hashing text embedder and the HTTP embedder client.
+ * The hasher owns no state; each call collects the text's feature hashes,
+ * counts them and folds them into the output vector. It must stay
+ * deterministic across builds and machines: its vectors are stored and
+ * compared later. The HTTP side only builds requests and parses answers.
  */
 #include <math.h>
 #include <stdbool.h>
@@ -10,6 +11,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <jansson.h>
+
+#include <sandpit/error.h>
+#include <sandpit/httpc.h>
 
 #include "embed.h"
 #include "xmalloc.h"
@@ -207,4 +213,152 @@ embed_normalize(float *v, unsigned dims)
 	for (unsigned i = 0; i < dims; i++)
 		v[i] *= inv;
 	return norm;
+}
+
+/* --- the HTTP embedder --- */
+
+struct embed_http {
+	struct sp_httpc *httpc;
+	char *url;
+	char *model;
+	uint64_t timeout_ms;
+};
+
+struct embed_http_req {
+	struct embed_http *e;
+	size_t n;
+	embed_http_cb cb;
+	void *arg;
+};
+
+int
+embed_http_new(struct sp_httpc *httpc, const char *url, const char *model,
+	       uint64_t timeout_ms, struct embed_http **ret)
+{
+	struct embed_http *e;
+
+	if (httpc == NULL || url == NULL || model == NULL || model[0] == '\0' ||
+	    (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0))
+		return SP_ECONFIG;
+	e = xcalloc(1, sizeof(*e));
+	e->httpc = httpc;
+	e->url = xstrdup(url);
+	e->model = xstrdup(model);
+	e->timeout_ms = timeout_ms ? timeout_ms : 30000;
+	*ret = e;
+	return 0;
+}
+
+void
+embed_http_free(struct embed_http *e)
+{
+	if (e == NULL)
+		return;
+	free(e->url);
+	free(e->model);
+	free(e);
+}
+
+const char *
+embed_http_model(const struct embed_http *e)
+{
+	return e->model;
+}
+
+static void
+embed_http_done(void *arg, int status, const struct sp_http_resp *resp)
+{
+	struct embed_http_req *r = arg;
+	json_t *root = NULL, *data, *it;
+	float *vecs = NULL;
+	unsigned dims = 0;
+	char err[200] = "";
+	size_t i;
+
+	if (status < 0) {
+		snprintf(err, sizeof(err), "embedder: %s", sp_strerror(status));
+		goto out;
+	}
+	status = SP_EPROTO;
+	if (resp->status != 200) {
+		snprintf(err, sizeof(err), "embedder answered HTTP %ld", resp->status);
+		status = SP_EUNAVAIL;
+		goto out;
+	}
+	root = json_loadb(resp->body, resp->body_len, 0, NULL);
+	data = json_object_get(root, "data");
+	if (!json_is_array(data) || json_array_size(data) != r->n) {
+		snprintf(err, sizeof(err), "embedder: expected %zu embeddings", r->n);
+		goto out;
+	}
+	json_array_foreach(data, i, it) {
+		json_t *emb = json_object_get(it, "embedding"), *x, *ix = json_object_get(it, "index");
+		size_t at = json_is_integer(ix) ? (size_t)json_integer_value(ix) : i, j;
+
+		if (!json_is_array(emb) || json_array_size(emb) < EMBED_MIN_DIMS ||
+		    json_array_size(emb) > EMBED_MAX_DIMS || at >= r->n ||
+		    (dims != 0 && json_array_size(emb) != dims)) {
+			snprintf(err, sizeof(err), "embedder: bad embedding %zu", i);
+			goto out;
+		}
+		if (dims == 0) {
+			dims = (unsigned)json_array_size(emb);
+			vecs = xcalloc(r->n * dims, sizeof(float));
+		}
+		json_array_foreach(emb, j, x) {
+			if (!json_is_number(x)) {
+				snprintf(err, sizeof(err), "embedder: non-number in embedding %zu", i);
+				goto out;
+			}
+			vecs[at * dims + j] = (float)json_number_value(x);
+		}
+		if (embed_normalize(vecs + at * dims, dims) == 0.0f) {
+			snprintf(err, sizeof(err), "embedder: zero embedding %zu", i);
+			goto out;
+		}
+	}
+	status = 0;
+out:
+	r->cb(r->arg, status, status == 0 ? vecs : NULL, r->n, dims, status == 0 ? NULL : err);
+	free(vecs);
+	json_decref(root);
+	free(r);
+}
+
+int
+embed_http_request(struct embed_http *e, const char *const *texts, size_t n,
+		   embed_http_cb cb, void *arg, struct sp_http_call **call)
+{
+	static const char *const headers[] = { "Content-Type: application/json", NULL };
+	struct sp_http_opts o = { 0 };
+	struct embed_http_req *r;
+	json_t *body, *input;
+	char *text;
+	int rc;
+
+	if (n == 0 || n > EMBED_HTTP_MAX_TEXTS)
+		return SP_EINVAL;
+	input = json_array();
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(input, json_string(texts[i]));
+	body = json_pack("{ssso}", "model", e->model, "input", input);
+	text = json_dumps(body, JSON_COMPACT);
+	json_decref(body);
+	r = xcalloc(1, sizeof(*r));
+	r->e = e;
+	r->n = n;
+	r->cb = cb;
+	r->arg = arg;
+	o.method = "POST";
+	o.url = e->url;
+	o.headers = headers;
+	o.body = text;
+	o.body_len = strlen(text);
+	o.timeout_ms = e->timeout_ms;
+	o.max_body = EMBED_HTTP_MAX_REPLY;
+	rc = sp_http_request(e->httpc, &o, NULL, embed_http_done, r, call);
+	free(text);
+	if (rc < 0)
+		free(r);
+	return rc;
 }

@@ -13,6 +13,7 @@
 #define SANDPIT_EMBED_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #define EMBED_MIN_DIMS 8
 #define EMBED_MAX_DIMS 4096
@@ -34,3 +35,37 @@ void embed_hash_model(unsigned dims, char *buf, size_t buflen);
 float embed_normalize(float *v, unsigned dims);
 
 #endif
+
+/*
+ * The optional HTTP embedder: an OpenAI-compatible POST {url} with
+ * {"model": model, "input": [texts]} answering {"data": [{"index": i,
+ * "embedding": [...]}, ...]} (Ollama, TEI, vLLM, llama.cpp server...). It
+ * goes through the core's asynchronous HTTP client, so it never blocks the
+ * loop, and its callback never fires inside embed_http_request().
+ */
+struct sp_httpc;
+struct sp_http_call;
+struct embed_http;
+
+#define EMBED_HTTP_MAX_TEXTS 256
+#define EMBED_HTTP_MAX_REPLY (64u << 20)
+
+/*
+ * Called once per request: status 0 with vecs (n × dims floats, unit length,
+ * valid during the call), or a negative error (SP_EUNAVAIL, SP_ETIMEDOUT,
+ * SP_ECANCELED, SP_EPROTO for a bad answer) with a message in err.
+ */
+typedef void (*embed_http_cb)(void *arg, int status, const float *vecs, size_t n,
+			      unsigned dims, const char *err);
+
+/* The client is borrowed and must outlive every request. 0 or SP_ECONFIG. */
+int embed_http_new(struct sp_httpc *httpc, const char *url, const char *model,
+		   uint64_t timeout_ms, struct embed_http **ret);
+void embed_http_free(struct embed_http *e);	/* no request may be pending */
+const char *embed_http_model(const struct embed_http *e);
+/*
+ * Embed texts[0..n) (1 ≤ n ≤ EMBED_HTTP_MAX_TEXTS). *call (may be NULL)
+ * receives the handle for sp_http_cancel(). 0, or a negative error (no callback).
+ */
+int embed_http_request(struct embed_http *e, const char *const *texts, size_t n,
+		       embed_http_cb cb, void *arg, struct sp_http_call **call);

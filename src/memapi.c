@@ -26,10 +26,31 @@ static void
 memapi_fail(struct ctl_req *req, int r, const char *err)
 {
 	/* Text, batch and tag limits are sizes of the request: 413, not 429. */
-	if (r == SP_ELIMIT)
+	if (r == SP_EUNAVAIL || r == SP_EPROTO || r == SP_ETIMEDOUT)
+		ctl_reply_error(req, 503, "embedder_unavailable", "%s", err);
+	else if (r == SP_ELIMIT)
 		ctl_reply_error(req, 413, "too_large", "%s", err);
 	else
 		ctl_reply_err(req, r, err);
+}
+
+/* The HTTP embedder answered (or failed): reply with the memory's result. */
+static void
+memapi_added(void *arg, int status, json_t *ret, const char *err)
+{
+	if (status < 0)
+		memapi_fail(arg, status, err);
+	else
+		ctl_reply_json(arg, 201, json_incref(ret));
+}
+
+static void
+memapi_found(void *arg, int status, json_t *ret, const char *err)
+{
+	if (status < 0)
+		memapi_fail(arg, status, err);
+	else
+		ctl_reply_json(arg, 200, json_incref(ret));
 }
 
 static void
@@ -42,6 +63,15 @@ memapi_add(struct ctl_req *req, void *arg)
 
 	if ((tenant = memapi_tenant(req)) == NULL || (body = ctl_req_json(req)) == NULL)
 		return;
+	if (memory_embeds_async(arg)) {
+		r = memory_add_async(arg, tenant, body, memapi_added, req, err, sizeof(err));
+		if (r != SP_ECONFLICT) {
+			json_decref(body);
+			if (r < 0)
+				memapi_fail(req, r, err);
+			return;
+		}
+	}
 	r = memory_add(arg, tenant, body, &ret, err, sizeof(err));
 	json_decref(body);
 	if (r < 0)
@@ -60,6 +90,15 @@ memapi_search(struct ctl_req *req, void *arg)
 
 	if ((tenant = memapi_tenant(req)) == NULL || (body = ctl_req_json(req)) == NULL)
 		return;
+	if (memory_embeds_async(arg)) {
+		r = memory_search_async(arg, tenant, body, memapi_found, req, err, sizeof(err));
+		if (r != SP_ECONFLICT) {
+			json_decref(body);
+			if (r < 0)
+				memapi_fail(req, r, err);
+			return;
+		}
+	}
 	r = memory_search(arg, tenant, body, &ret, err, sizeof(err));
 	json_decref(body);
 	if (r < 0)

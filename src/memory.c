@@ -17,6 +17,7 @@
 #include <sqlite3.h>
 
 #include <sandpit/error.h>
+#include <sandpit/httpc.h>
 
 #include "arena.h"
 #include "consolidate.h"
@@ -173,7 +174,9 @@ struct memory {
 	uv_timer_t timer;
 	bool timer_armed;
 
-	unsigned works;			/* consolidations on the thread pool */
+	struct embed_http *http;	/* the HTTP embedder, or NULL */
+	struct mem_pending *pending;	/* requests waiting for it */
+	unsigned works;			/* consolidations and embedder calls in flight */
 	bool closing;
 	void (*close_cb)(void *);
 	void *close_arg;
@@ -461,16 +464,20 @@ memory_open(uv_loop_t *loop, struct store *store, const struct memory_config *cf
 	    cfg->lambda < 0.5f || cfg->lambda > 1.0f || cfg->half_life_days <= 0 ||
 	    cfg->max_batch < 1 || cfg->max_tags > ARENA_MAX_TAGS)
 		return SP_ECONFIG;
-	/* The HTTP embedder is not built yet; refuse rather than silently hash. */
-	if (cfg->embedder_url != NULL)
-		return SP_ECONFIG;
 	m = xcalloc(1, sizeof(*m));
+	if (cfg->embedder_url != NULL &&
+	    (r = embed_http_new(cfg->httpc, cfg->embedder_url, cfg->embedder_model,
+				cfg->embedder_timeout_ms, &m->http)) < 0) {
+		free(m);
+		return r;
+	}
 	m->loop = loop;
 	m->store = store;
 	m->db = store_db(store);
 	m->cfg = *cfg;
-	m->cfg.embedder_url = NULL;
+	m->cfg.embedder_url = NULL;	/* kept in m->http */
 	m->cfg.embedder_model = NULL;
+	m->cfg.httpc = NULL;
 	embed_hash_model(cfg->dimensions, m->hash_model, sizeof(m->hash_model));
 	if ((r = store_migrate(store, "memory", memory_migrations,
 			       sizeof(memory_migrations) / sizeof(memory_migrations[0]))) < 0)
@@ -483,6 +490,7 @@ memory_open(uv_loop_t *loop, struct store *store, const struct memory_config *cf
 
 out_free:
 	mem_tenants_free(m);
+	embed_http_free(m->http);
 	free(m);
 	return r;
 }
@@ -651,7 +659,8 @@ mem_clean(struct memory *m, const char *s)
 }
 
 static int
-mem_validate_item(struct memory *m, json_t *it, struct mem_new *n, char *err, size_t errlen)
+mem_validate_item(struct memory *m, json_t *it, struct mem_new *n, bool dry, char *err,
+		  size_t errlen)
 {
 	static const char *const keys[] = {
 		"title", "description", "content", "tags", "domain", "namespace", "outcome",
@@ -705,7 +714,13 @@ mem_validate_item(struct memory *m, json_t *it, struct mem_new *n, char *err, si
 	} else {
 		n->tags = xstrdup("[]");
 	}
-	if (n->vec == NULL) {
+	if (n->vec == NULL && m->http != NULL) {
+		/* The HTTP embedder's vectors arrive through memory_add_async(). */
+		if (!dry)
+			return mem_err(err, errlen, SP_EINVAL,
+				       "items need vectors from the HTTP embedder");
+		n->model = embed_http_model(m->http);
+	} else if (n->vec == NULL) {
 		/* The embedding input: title, description and content joined. */
 		char *text;
 
@@ -819,9 +834,9 @@ mem_new_json(const struct mem_new *n, int64_t now)
 
 static void mem_maybe_consolidate(struct memory *m, struct mem_tenant *t);
 
-int
-memory_add(struct memory *m, const char *tenant, json_t *body, json_t **ret, char *err,
-	   size_t errlen)
+static int
+mem_add(struct memory *m, const char *tenant, json_t *body, bool dry, json_t **ret, char *err,
+	size_t errlen)
 {
 	struct mem_new *items;
 	json_t *arr = NULL, *out;
@@ -855,8 +870,8 @@ memory_add(struct memory *m, const char *tenant, json_t *body, json_t **ret, cha
 		char e[200];
 		struct mem_space *s;
 
-		if ((r = mem_validate_item(m, arr ? json_array_get(arr, i) : body, &items[i], e,
-					   sizeof(e))) < 0) {
+		if ((r = mem_validate_item(m, arr ? json_array_get(arr, i) : body, &items[i], dry,
+					   e, sizeof(e))) < 0) {
 			if (arr != NULL)
 				mem_err(err, errlen, r, "items[%zu]: %s", i, e);
 			else
@@ -866,7 +881,7 @@ memory_add(struct memory *m, const char *tenant, json_t *body, json_t **ret, cha
 		}
 		/* Dimensions are fixed per (tenant, model) by the first vector stored. */
 		s = t ? mem_space(t, items[i].model, 0) : NULL;
-		if (s != NULL && arena_dims(s->arena) != items[i].dims) {
+		if (s != NULL && items[i].dims != 0 && arena_dims(s->arena) != items[i].dims) {
 			r = mem_err(err, errlen, SP_EINVAL,
 				    "%s%zu%s'vector' has %u dimensions, model '%s' has %u",
 				    arr ? "items[" : "", i, arr ? "]: " : "", items[i].dims,
@@ -876,7 +891,7 @@ memory_add(struct memory *m, const char *tenant, json_t *body, json_t **ret, cha
 		}
 		for (size_t j = 0; j < i; j++)
 			if (strcmp(items[j].model, items[i].model) == 0 &&
-			    items[j].dims != items[i].dims) {
+			    items[j].dims != items[i].dims && items[j].dims && items[i].dims) {
 				r = mem_err(err, errlen, SP_EINVAL,
 					    "items[%zu]: dimensions differ within model '%s'", i,
 					    items[i].model);
@@ -885,6 +900,10 @@ memory_add(struct memory *m, const char *tenant, json_t *body, json_t **ret, cha
 			}
 	}
 
+	if (dry) {
+		r = 0;
+		goto out_free;
+	}
 	if ((r = mem_exec(m, "BEGIN IMMEDIATE")) < 0) {
 		mem_err(err, errlen, r, "database: %s", sqlite3_errmsg(m->db));
 		goto out_free;
@@ -956,6 +975,13 @@ out_free:
 	free(items);
 	(void)done;
 	return r;
+}
+
+int
+memory_add(struct memory *m, const char *tenant, json_t *body, json_t **ret, char *err,
+	   size_t errlen)
+{
+	return mem_add(m, tenant, body, false, ret, err, errlen);
 }
 
 /* --- usage batching --- */
@@ -1091,9 +1117,9 @@ mem_fts_query(const char *q)
 	return out;
 }
 
-int
-memory_search(struct memory *m, const char *tenant, json_t *body, json_t **ret, char *err,
-	      size_t errlen)
+static int
+mem_search(struct memory *m, const char *tenant, json_t *body, bool dry, json_t **ret,
+	   char *err, size_t errlen)
 {
 	static const char *const keys[] = {
 		"query", "vector", "model", "k", "namespace", "domain", "tags", "outcome",
@@ -1174,12 +1200,19 @@ memory_search(struct memory *m, const char *tenant, json_t *body, json_t **ret, 
 			return mem_err(err, errlen, SP_EINVAL, "'model' is only for a 'vector'");
 		if (query == NULL || query[0] == '\0')
 			return mem_err(err, errlen, SP_EINVAL, "'query' or 'vector' is required");
+		if (m->http != NULL)
+			return dry ? 0 : mem_err(err, errlen, SP_EINVAL,
+						 "the query needs the HTTP embedder");
 		model = m->hash_model;
 		qdims = m->cfg.dimensions;
 		q = xmalloc(qdims * sizeof(float));
 		embed_hash(query, strlen(query), q, qdims);
 	}
 
+	if (dry) {
+		free(q);
+		return 0;
+	}
 	results = json_array();
 	a = mem_arena(m, tenant, model);
 	if (a == NULL)
@@ -1356,6 +1389,172 @@ out_free:
 	free(hits);
 	free(q);
 	return r;
+}
+
+int
+memory_search(struct memory *m, const char *tenant, json_t *body, json_t **ret, char *err,
+	      size_t errlen)
+{
+	return mem_search(m, tenant, body, false, ret, err, errlen);
+}
+
+/* --- the HTTP embedder's asynchronous paths --- */
+
+/* A request waiting for the HTTP embedder; owned by the memory until done. */
+struct mem_pending {
+	struct memory *m;
+	char *tenant;
+	json_t *body;			/* a copy; vectors are added to it */
+	bool search;
+	json_t **slots;			/* the objects that get a "vector" (borrowed from body) */
+	size_t nslots;
+	memory_cb cb;
+	void *arg;
+	struct sp_http_call *call;
+	struct mem_pending *next, **pprev;
+};
+
+static void mem_close_maybe_done(struct memory *m);
+
+bool
+memory_embeds_async(const struct memory *m)
+{
+	return m->http != NULL;
+}
+
+static void
+mem_pending_done(void *arg, int status, const float *vecs, size_t n, unsigned dims,
+		 const char *eerr)
+{
+	struct mem_pending *p = arg;
+	struct memory *m = p->m;
+	json_t *ret = NULL;
+	char err[256] = "";
+	int r = status;
+
+	if (p->next != NULL)
+		p->next->pprev = p->pprev;
+	*p->pprev = p->next;
+	if (status == 0 && m->closing)
+		r = SP_ECANCELED;
+	if (r == 0) {
+		for (size_t i = 0; i < p->nslots; i++) {
+			json_t *v = json_array();
+
+			for (unsigned d = 0; d < dims; d++)
+				json_array_append_new(v, json_real(vecs[i * dims + d]));
+			json_object_set_new(p->slots[i], "vector", v);
+			json_object_set_new(p->slots[i], "model",
+					    json_string(embed_http_model(m->http)));
+		}
+		r = p->search ? mem_search(m, p->tenant, p->body, false, &ret, err, sizeof(err)) :
+			mem_add(m, p->tenant, p->body, false, &ret, err, sizeof(err));
+	} else {
+		snprintf(err, sizeof(err), "%s", eerr ? eerr : sp_strerror(r));
+	}
+	(void)n;
+	p->cb(p->arg, r, ret, err);
+	json_decref(ret);
+	json_decref(p->body);
+	free(p->slots);
+	free(p->tenant);
+	free(p);
+	m->works--;
+	mem_close_maybe_done(m);
+}
+
+static int
+mem_async(struct memory *m, const char *tenant, json_t *body, bool search, memory_cb cb,
+	  void *arg, char *err, size_t errlen)
+{
+	struct mem_pending *p;
+	const char **texts;
+	char **owned;
+	json_t *arr, *it, *ret = NULL;
+	size_t i, n;
+	int r;
+
+	if (m->http == NULL || m->closing)
+		return mem_err(err, errlen, m->closing ? SP_ECANCELED : SP_EINVAL,
+			       "no HTTP embedder");
+	/* Validate everything first: a bad request costs no embedder call. */
+	r = search ? mem_search(m, tenant, body, true, &ret, err, errlen) :
+		mem_add(m, tenant, body, true, &ret, err, errlen);
+	if (r < 0)
+		return r;
+	p = xcalloc(1, sizeof(*p));
+	p->m = m;
+	p->tenant = xstrdup(tenant);
+	p->body = json_deep_copy(body);
+	p->search = search;
+	p->cb = cb;
+	p->arg = arg;
+	arr = search ? NULL : json_object_get(p->body, "items");
+	n = search ? 1 : arr ? json_array_size(arr) : 1;
+	p->slots = xcalloc(n, sizeof(*p->slots));
+	texts = xcalloc(n, sizeof(*texts));
+	owned = xcalloc(n, sizeof(*owned));
+	for (i = 0; i < n; i++) {
+		it = arr ? json_array_get(arr, i) : p->body;
+		if (json_object_get(it, "vector") != NULL)
+			continue;	/* the client sent its own */
+		if (search) {
+			owned[p->nslots] = xstrdup(json_string_value(json_object_get(it, "query")));
+		} else {
+			/* The same input as the hashing path: scrubbed title, description, content. */
+			const char *d = json_string_value(json_object_get(it, "description"));
+			char *t = mem_clean(m, json_string_value(json_object_get(it, "title")));
+			char *dd = mem_clean(m, d);
+			char *c = mem_clean(m, json_string_value(json_object_get(it, "content")));
+
+			xasprintf(&owned[p->nslots], "%s\n%s\n%s", t, dd, c);
+			free(t);
+			free(dd);
+			free(c);
+		}
+		texts[p->nslots] = owned[p->nslots];
+		p->slots[p->nslots++] = it;
+	}
+	if (p->nslots == 0) {
+		/* Every vector came with the request: the caller uses the synchronous call. */
+		r = SP_ECONFLICT;
+	} else {
+		r = embed_http_request(m->http, texts, p->nslots, mem_pending_done, p, &p->call);
+	}
+	for (i = 0; i < p->nslots; i++)
+		free(owned[i]);
+	free(owned);
+	free(texts);
+	if (r < 0) {
+		if (r != SP_ECONFLICT)
+			mem_err(err, errlen, r, "embedder: %s", sp_strerror(r));
+		json_decref(p->body);
+		free(p->slots);
+		free(p->tenant);
+		free(p);
+		return r;
+	}
+	p->next = m->pending;
+	if (p->next != NULL)
+		p->next->pprev = &p->next;
+	p->pprev = &m->pending;
+	m->pending = p;
+	m->works++;
+	return 0;
+}
+
+int
+memory_add_async(struct memory *m, const char *tenant, json_t *body, memory_cb cb, void *arg,
+		 char *err, size_t errlen)
+{
+	return mem_async(m, tenant, body, false, cb, arg, err, errlen);
+}
+
+int
+memory_search_async(struct memory *m, const char *tenant, json_t *body, memory_cb cb,
+		    void *arg, char *err, size_t errlen)
+{
+	return mem_async(m, tenant, body, true, cb, arg, err, errlen);
 }
 
 /* --- get, delete, feedback, trajectories --- */
@@ -1695,6 +1894,7 @@ mem_free(struct memory *m)
 	for (size_t i = 0; i < MS__COUNT; i++)
 		sqlite3_finalize(m->stmt[i]);
 	mem_tenants_free(m);
+	embed_http_free(m->http);
 	free(m->usage);
 	free(m);
 }
@@ -1729,5 +1929,8 @@ memory_close(struct memory *m, void (*cb)(void *arg), void *arg)
 	uv_timer_stop(&m->timer);
 	m->timer_armed = false;
 	memory_flush_usage(m);
+	/* Their callbacks fire later with SP_ECANCELED and count works down. */
+	for (struct mem_pending *p = m->pending; p != NULL; p = p->next)
+		sp_http_cancel(p->call);
 	mem_close_maybe_done(m);
 }

@@ -34,8 +34,9 @@
  *   memory_max_text SIZE          16k     content bytes (title 512, description 2k)
  *   memory_max_batch N            256     items per insert request
  *   memory_usage_flush DURATION   1s      usage counter batching interval
- *   memory_embedder_url URL       unset   HTTP embedder (not implemented yet: refused)
- *   memory_embedder_model NAME    unset
+ *   memory_embedder_url URL       unset   OpenAI-compatible /v1/embeddings endpoint
+ *   memory_embedder_model NAME    unset   required with the URL; also the model id stored
+ *   memory_embedder_timeout DURATION 30s
  */
 #ifndef SANDPIT_MEMORY_H
 #define SANDPIT_MEMORY_H
@@ -48,6 +49,7 @@
 
 struct store;
 struct memory;
+struct sp_httpc;
 
 struct memory_config {
 	unsigned dimensions;
@@ -70,7 +72,9 @@ struct memory_config {
 	unsigned max_batch, max_tags;
 	uint64_t usage_flush_ms;
 	const char *embedder_url;		/* NULL: the hashing embedder */
-	const char *embedder_model;
+	const char *embedder_model;		/* required with embedder_url */
+	uint64_t embedder_timeout_ms;		/* 0: 30 s */
+	struct sp_httpc *httpc;			/* the core's HTTP client, with embedder_url */
 };
 
 /* Fill cfg with the defaults listed above. */
@@ -84,8 +88,10 @@ void memory_config_defaults(struct memory_config *cfg);
 int memory_open(uv_loop_t *loop, struct store *store, const struct memory_config *cfg,
 		struct memory **ret);
 /*
- * Flush pending usage counts, wait for running consolidations, close the
- * timer, then call cb(arg) from the loop and free m. No other call after.
+ * Flush pending usage counts, cancel embedder calls and wait for their
+ * callbacks, wait for running consolidations, close the timer, then call
+ * cb(arg) from the loop and free m. No other call after. Close the memory
+ * before the HTTP client it borrows.
  */
 void memory_close(struct memory *m, void (*cb)(void *arg), void *arg);
 
@@ -122,6 +128,25 @@ int memory_trajectory_add(struct memory *m, const char *tenant, json_t *body, js
 typedef void (*memory_consolidate_cb)(void *arg, int status, json_t *stats);
 int memory_consolidate(struct memory *m, const char *tenant, memory_consolidate_cb cb,
 		       void *arg);
+
+/*
+ * With the HTTP embedder (memory_embeds_async()), text must be embedded by
+ * the remote model first, so adding and searching go through these: the
+ * request is validated now (errors returned as from the synchronous calls,
+ * no callback), then cb(arg, status, ret, err) fires later from the loop,
+ * never inside the call, with the synchronous call's status and answer (ret
+ * borrowed for the call) — or SP_EUNAVAIL / SP_ETIMEDOUT / SP_EPROTO when
+ * the embedder fails, SP_ECANCELED at close. SP_ECONFLICT (no callback)
+ * when the request needs no embedding (all vectors given): call the
+ * synchronous function instead. The synchronous calls refuse text that
+ * needs the HTTP embedder.
+ */
+typedef void (*memory_cb)(void *arg, int status, json_t *ret, const char *err);
+bool memory_embeds_async(const struct memory *m);
+int memory_add_async(struct memory *m, const char *tenant, json_t *body, memory_cb cb,
+		     void *arg, char *err, size_t errlen);
+int memory_search_async(struct memory *m, const char *tenant, json_t *body, memory_cb cb,
+			void *arg, char *err, size_t errlen);
 
 /* Write the batched usage counters now (tests, shutdown). 0 or SP_EDB. */
 int memory_flush_usage(struct memory *m);

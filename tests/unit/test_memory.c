@@ -19,6 +19,8 @@
 
 #include <sandpit/error.h>
 
+#include "embed.h"
+#include "httpc.h"
 #include "memory.h"
 #include "memtest.h"
 #include "store.h"
@@ -636,6 +638,279 @@ test_retrieval_quality(void **state)
 	memtest_cleanup(&t);
 }
 
+/*
+ * The HTTP embedder against a tiny loopback server (libuv TCP on
+ * 127.0.0.1:0) that answers /v1/embeddings with 16-dimensional hashing
+ * vectors, fails with 500 on demand, or never answers (to test close).
+ */
+struct fake_emb {
+	uv_tcp_t srv;
+	uv_tcp_t conn;
+	bool conn_open;
+	char buf[65536];
+	size_t len;
+	int requests;
+	int mode;			/* 0 answer, 1 HTTP 500, 2 never answer */
+	int port;
+};
+
+static void
+fake_alloc(uv_handle_t *h, size_t sz, uv_buf_t *b)
+{
+	struct fake_emb *f = h->data;
+
+	b->base = f->buf + f->len;
+	b->len = sizeof(f->buf) - f->len - 1;
+}
+
+static void
+fake_written(uv_write_t *w, int status)
+{
+	free(w->data);
+	free(w);
+}
+
+static void
+fake_reply(struct fake_emb *f, const char *body, int code)
+{
+	uv_write_t *w = malloc(sizeof(*w));
+	char *out;
+	uv_buf_t b;
+	int n = asprintf(&out, "HTTP/1.1 %d X\r\nContent-Type: application/json\r\n"
+			 "Content-Length: %zu\r\n\r\n%s", code, strlen(body), body);
+
+	assert_true(n > 0);
+	w->data = out;
+	b = uv_buf_init(out, (unsigned)n);
+	uv_write(w, (uv_stream_t *)&f->conn, &b, 1, fake_written);
+}
+
+static void
+fake_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+	struct fake_emb *f = s->data;
+	char *hdr_end, *cl;
+	size_t need;
+
+	if (nread < 0) {
+		if (f->conn_open)
+			uv_close((uv_handle_t *)&f->conn, NULL);
+		f->conn_open = false;
+		return;
+	}
+	f->len += (size_t)nread;
+	f->buf[f->len] = '\0';
+	if ((hdr_end = strstr(f->buf, "\r\n\r\n")) == NULL)
+		return;
+	cl = strcasestr(f->buf, "Content-Length:");
+	need = (size_t)(hdr_end + 4 - f->buf) + (cl ? strtoul(cl + 15, NULL, 10) : 0);
+	if (f->len < need)
+		return;
+	f->requests++;
+	if (getenv("FAKE_DEBUG"))
+		fprintf(stderr, "fake got: [%s]\n", f->buf);
+	if (f->mode == 1) {
+		fake_reply(f, "{\"error\":\"boom\"}", 500);
+	} else if (f->mode == 0) {
+		json_t *req = json_loads(hdr_end + 4, 0, NULL), *in = json_object_get(req, "input");
+		json_t *data = json_array(), *t;
+		size_t i;
+		char *body;
+
+		assert_string_equal(json_string_value(json_object_get(req, "model")), "fake-16");
+		json_array_foreach(in, i, t) {
+			float v[16];
+			json_t *e = json_array();
+
+			embed_hash(json_string_value(t), json_string_length(t), v, 16);
+			for (int d = 0; d < 16; d++)
+				json_array_append_new(e, json_real(v[d]));
+			json_array_append_new(data, json_pack("{sisoss}", "index", (int)i,
+							      "embedding", e, "object", "embedding"));
+		}
+		body = json_dumps(json_pack("{so}", "data", data), JSON_COMPACT);
+		fake_reply(f, body, 200);
+		free(body);
+		json_decref(req);
+	}
+	f->len = 0;
+}
+
+static void
+fake_accept(uv_stream_t *s, int status)
+{
+	struct fake_emb *f = s->data;
+
+	assert_int_equal(status, 0);
+	if (f->conn_open) {
+		/* One connection at a time is all libcurl needs here; refuse extras. */
+		uv_tcp_t *extra = malloc(sizeof(*extra));
+
+		uv_tcp_init(s->loop, extra);
+		uv_accept(s, (uv_stream_t *)extra);
+		uv_close((uv_handle_t *)extra, (uv_close_cb)free);
+		return;
+	}
+	uv_tcp_init(s->loop, &f->conn);
+	f->conn.data = f;
+	f->conn_open = true;
+	f->len = 0;
+	assert_int_equal(uv_accept(s, (uv_stream_t *)&f->conn), 0);
+	uv_read_start((uv_stream_t *)&f->conn, fake_alloc, fake_read);
+}
+
+struct async_done {
+	int called, status;
+	json_t *ret;
+	char err[256];
+};
+
+static void
+async_cb(void *arg, int status, json_t *ret, const char *err)
+{
+	struct async_done *d = arg;
+
+	d->called++;
+	d->status = status;
+	d->ret = json_incref(ret);
+	snprintf(d->err, sizeof(d->err), "%s", err ? err : "");
+}
+
+static void
+wait_done(struct memtest *t, struct async_done *d)
+{
+	while (d->called == 0)
+		uv_run(&t->loop, UV_RUN_ONCE);
+}
+
+static void
+httpc_closed(void *arg)
+{
+	*(int *)arg = 1;
+}
+
+static void
+test_http_embedder(void **state)
+{
+	struct memtest t = { 0 };
+	struct fake_emb f = { 0 };
+	struct memory_config cfg;
+	struct sp_httpc *httpc;
+	struct sockaddr_in addr;
+	struct sockaddr_storage bound;
+	int blen = sizeof(bound), closed = 0, reqs;
+	char url[128], err[256], id[48];
+	struct async_done d = { 0 };
+	json_t *body, *ret;
+
+	strcpy(t.dir, "/tmp/sp-test-mem-XXXXXX");
+	assert_non_null(mkdtemp(t.dir));
+	snprintf(t.path, sizeof(t.path), "%s/sandpit.db", t.dir);
+	assert_int_equal(uv_loop_init(&t.loop), 0);
+	uv_tcp_init(&t.loop, &f.srv);
+	f.srv.data = &f;
+	uv_ip4_addr("127.0.0.1", 0, &addr);
+	assert_int_equal(uv_tcp_bind(&f.srv, (struct sockaddr *)&addr, 0), 0);
+	assert_int_equal(uv_listen((uv_stream_t *)&f.srv, 8, fake_accept), 0);
+	uv_tcp_getsockname(&f.srv, (struct sockaddr *)&bound, &blen);
+	f.port = ntohs(((struct sockaddr_in *)&bound)->sin_port);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/embeddings", f.port);
+	assert_int_equal(httpc_new(&t.loop, &httpc), 0);
+
+	memory_config_defaults(&cfg);
+	cfg.embedder_url = url;
+	cfg.embedder_model = "fake-16";
+	cfg.httpc = httpc;
+	memtest_open(&t, &cfg);
+	assert_true(memory_embeds_async(t.mem));
+
+	/* Insert: embedded remotely, stored under the embedder's model id. */
+	body = memtest_json("{\"title\":\"Pin python dependencies\",\"content\":\"Write exact "
+			    "versions into requirements.txt\"}");
+	assert_int_equal(memory_add_async(t.mem, "acme", body, async_cb, &d, err, sizeof(err)), 0);
+	assert_int_equal(d.called, 0);		/* never inside the call */
+	json_decref(body);
+	wait_done(&t, &d);
+	if (d.status != 0)
+		fail_msg("add: %d %s", d.status, d.err);
+	assert_string_equal(json_string_value(json_object_get(d.ret, "model")), "fake-16");
+	assert_int_equal(json_integer_value(json_object_get(d.ret, "dims")), 16);
+	snprintf(id, sizeof(id), "%s", json_string_value(json_object_get(d.ret, "id")));
+	json_decref(d.ret);
+	memset(&d, 0, sizeof(d));
+	body = memtest_json("{\"items\":[{\"title\":\"Evicted pods\",\"content\":\"raise the pod "
+			    "memory limit\"},{\"title\":\"Docker cache\",\"content\":\"order the "
+			    "layers\"}]}");
+	assert_int_equal(memory_add_async(t.mem, "acme", body, async_cb, &d, err, sizeof(err)), 0);
+	json_decref(body);
+	wait_done(&t, &d);
+	assert_int_equal(d.status, 0);
+	json_decref(d.ret);
+	assert_int_equal(f.requests, 2);	/* one call per request, not per item */
+
+	/* The synchronous call refuses text that needs the remote model. */
+	body = memtest_json("{\"title\":\"x\",\"content\":\"y\"}");
+	assert_int_equal(memory_add(t.mem, "acme", body, &ret, err, sizeof(err)), SP_EINVAL);
+	json_decref(body);
+
+	/* Search: the query goes through the embedder too. */
+	memset(&d, 0, sizeof(d));
+	body = memtest_json("{\"query\":\"python dependencies requirements versions\",\"k\":1}");
+	assert_int_equal(memory_search_async(t.mem, "acme", body, async_cb, &d, err, sizeof(err)),
+			 0);
+	json_decref(body);
+	wait_done(&t, &d);
+	assert_int_equal(d.status, 0);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(d.ret,
+			    "results"), 0), "id")), id);
+	json_decref(d.ret);
+
+	/* Bad input: refused before any embedder call. */
+	reqs = f.requests;
+	body = memtest_json("{\"query\":\"x\",\"k\":99}");
+	assert_int_equal(memory_search_async(t.mem, "acme", body, async_cb, &d, err, sizeof(err)),
+			 SP_EINVAL);
+	json_decref(body);
+	body = memtest_json("{\"title\":\"x\"}");
+	assert_int_equal(memory_add_async(t.mem, "acme", body, async_cb, &d, err, sizeof(err)),
+			 SP_EINVAL);
+	json_decref(body);
+	assert_int_equal(f.requests, reqs);
+
+	/* The embedder fails: the request fails, nothing is stored. */
+	f.mode = 1;
+	memset(&d, 0, sizeof(d));
+	body = memtest_json("{\"title\":\"x\",\"content\":\"while the embedder is down\"}");
+	assert_int_equal(memory_add_async(t.mem, "acme", body, async_cb, &d, err, sizeof(err)), 0);
+	json_decref(body);
+	wait_done(&t, &d);
+	assert_int_equal(d.status, SP_EUNAVAIL);
+	assert_null(d.ret);
+	assert_int_equal(memory_count(t.mem, "acme"), 3);
+
+	/* Close while a call is pending: its callback fires once with SP_ECANCELED. */
+	f.mode = 2;
+	memset(&d, 0, sizeof(d));
+	body = memtest_json("{\"query\":\"never answered\"}");
+	assert_int_equal(memory_search_async(t.mem, "acme", body, async_cb, &d, err, sizeof(err)),
+			 0);
+	json_decref(body);
+	while (f.requests == reqs + 1)
+		uv_run(&t.loop, UV_RUN_ONCE);
+	memtest_close(&t);
+	assert_int_equal(d.called, 1);
+	assert_int_equal(d.status, SP_ECANCELED);
+
+	httpc_close(httpc, httpc_closed, &closed);
+	while (!closed)
+		uv_run(&t.loop, UV_RUN_ONCE);
+	if (f.conn_open)
+		uv_close((uv_handle_t *)&f.conn, NULL);
+	uv_close((uv_handle_t *)&f.srv, NULL);
+	uv_run(&t.loop, UV_RUN_DEFAULT);
+	memtest_cleanup(&t);
+}
+
 int
 main(void)
 {
@@ -649,6 +924,7 @@ main(void)
 		cmocka_unit_test(test_db_failures),
 		cmocka_unit_test(test_corrupt_db),
 		cmocka_unit_test(test_retrieval_quality),
+		cmocka_unit_test(test_http_embedder),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
