@@ -401,6 +401,7 @@ main(int argc, char **argv)
 	pthread_t thr;
 	int done = 0;
 
+	setvbuf(stdout, NULL, _IOLBF, 0);
 	snprintf(path, sizeof(path), "%s/bench-memory-%d.db", dir, (int)getpid());
 	make_words();
 	texts = malloc(total * sizeof(*texts));
@@ -429,20 +430,20 @@ main(int argc, char **argv)
 
 	single = insert(m, 0, 5000 < small ? 5000 : small / 2, 1);
 	batched = insert(m, nitems, small, 256);
-	r10 = bench_search(loop, m, 2000, true);
-	r10x = bench_search(loop, m, 2000, false);
-	f10 = bench_baseline(store_db(store), 500, true);
-	s10 = bench_baseline(store_db(store), 50, false);
+	r10 = bench_search(loop, m, 1000, true);
+	r10x = bench_search(loop, m, 500, false);
+	f10 = bench_baseline(store_db(store), 200, true);
+	s10 = bench_baseline(store_db(store), 30, false);
 	batched = (batched + insert(m, nitems, total, 256)) / 2;
-	r100 = bench_search(loop, m, 1000, true);
-	r100x = bench_search(loop, m, 1000, false);
-	f100 = bench_baseline(store_db(store), 300, true);
+	r100 = bench_search(loop, m, 500, true);
+	r100x = bench_search(loop, m, 300, false);
+	f100 = bench_baseline(store_db(store), 50, true);
 	s100 = bench_baseline(store_db(store), 10, false);
 
 	w.path = path;
 	pthread_create(&thr, NULL, writer_main, &w);
 	usleep(100000);
-	rw = bench_search(loop, m, 1000, true);
+	rw = bench_search(loop, m, 500, true);
 	atomic_store(&w.stop, true);
 	pthread_join(thr, NULL);
 

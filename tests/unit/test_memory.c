@@ -728,7 +728,12 @@ fake_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 			json_array_append_new(data, json_pack("{sisoss}", "index", (int)i,
 							      "embedding", e, "object", "embedding"));
 		}
-		body = json_dumps(json_pack("{so}", "data", data), JSON_COMPACT);
+		{
+			json_t *root = json_pack("{so}", "data", data);
+
+			body = json_dumps(root, JSON_COMPACT);
+			json_decref(root);
+		}
 		fake_reply(f, body, 200);
 		free(body);
 		json_decref(req);
