@@ -19,6 +19,7 @@
 #include <sandpit/error.h>
 
 #include "ctl.h"
+#include "httpc.h"
 #include "memapi.h"
 #include "memory.h"
 #include "memtest.h"
@@ -45,6 +46,10 @@ struct fx {
 	/* Values carried between calls of a script. */
 	char id_a[48];
 	int closed;
+	/* With the HTTP embedder. */
+	bool http;
+	struct fake_emb emb;
+	struct sp_httpc *httpc;
 };
 
 static size_t
@@ -285,15 +290,34 @@ on_client_done(uv_async_t *a)
 }
 
 static void
-run_script(void (*script)(struct fx *f))
+httpc_closed(void *arg)
+{
+	*(int *)arg = 1;
+}
+
+static void
+run_script_http(void (*script)(struct fx *f), bool http)
 {
 	struct fx f = { 0 };
+	char url[128];
 	struct memory_config cfg;
 	struct ctl_limits lim = { .max_clients = 16, .max_body = 1 << 20, .max_header = 8192,
 				  .max_stream_queue = 1 << 20 };
 	memory_config_defaults(&cfg);
 	cfg.max_batch = 2;
 	cfg.consolidate_every = 0;
+	f.http = http;
+	if (http) {
+		strcpy(f.mt.dir, "/tmp/sp-test-mem-XXXXXX");
+		assert_non_null(mkdtemp(f.mt.dir));
+		snprintf(f.mt.path, sizeof(f.mt.path), "%s/sandpit.db", f.mt.dir);
+		assert_int_equal(uv_loop_init(&f.mt.loop), 0);
+		fake_emb_start(&f.emb, &f.mt.loop, url, sizeof(url));
+		assert_int_equal(httpc_new(&f.mt.loop, &f.httpc), 0);
+		cfg.embedder_url = url;
+		cfg.embedder_model = "fake-16";
+		cfg.httpc = f.httpc;
+	}
 	memtest_open(&f.mt, &cfg);
 	snprintf(f.sock, sizeof(f.sock), "%s/ctl.sock", f.mt.dir);
 	assert_int_equal(ctl_new(&f.mt.loop, &lim, &f.ctl), 0);
@@ -307,10 +331,67 @@ run_script(void (*script)(struct fx *f))
 	while (!f.closed)
 		uv_run(&f.mt.loop, UV_RUN_ONCE);
 	pthread_join(f.thr, NULL);
+	if (http) {
+		int closed = 0;
+
+		memtest_close(&f.mt);		/* before the HTTP client it borrows */
+		httpc_close(f.httpc, httpc_closed, &closed);
+		while (!closed)
+			uv_run(&f.mt.loop, UV_RUN_ONCE);
+		fake_emb_stop(&f.emb);
+		uv_run(&f.mt.loop, UV_RUN_DEFAULT);
+	}
 	if (f.failure[0] != '\0')
 		fail_msg("%s", f.failure);
 	unlink(f.sock);
 	memtest_cleanup(&f.mt);
+}
+
+static void
+run_script(void (*script)(struct fx *f))
+{
+	run_script_http(script, false);
+}
+
+/* The routes with the HTTP embedder: text goes through the remote model. */
+static void
+script_http(struct fx *f)
+{
+	json_t *r = NULL;
+	long st;
+
+	st = req(f, "POST", "alpha", "/v1/memories", "{\"title\":\"Pin python dependencies\","
+		 "\"content\":\"Write exact versions into requirements.txt\"}", &r);
+	CHECK(f, st == 201);
+	CHECK(f, strcmp(jstr(r, "model"), "fake-16") == 0);
+	snprintf(f->id_a, sizeof(f->id_a), "%s", jstr(r, "id"));
+	json_decref(r);
+	st = req(f, "POST", "alpha", "/v1/memories/search", "{\"query\":\"python requirements "
+		 "versions\",\"k\":1}", &r);
+	CHECK(f, st == 200);
+	CHECK(f, strcmp(jstr(json_array_get(json_object_get(r, "results"), 0), "id"),
+			f->id_a) == 0);
+	json_decref(r);
+	st = req(f, "POST", "alpha", "/v1/memories/search", "{\"query\":\"x\",\"k\":0}", &r);
+	CHECK(f, st == 400);
+	json_decref(r);
+	/* Client vectors skip the embedder (the synchronous path). */
+	st = req(f, "POST", "alpha", "/v1/memories", "{\"title\":\"v\",\"content\":\"v\","
+		 "\"model\":\"own\",\"vector\":[1,0,0,0,0,0,0,0]}", &r);
+	CHECK(f, st == 201);
+	json_decref(r);
+	/* The embedder fails: 503, nothing stored. */
+	f->emb.mode = 1;
+	st = req(f, "POST", "alpha", "/v1/memories", "{\"title\":\"t\",\"content\":\"c\"}", &r);
+	CHECK(f, st == 503);
+	CHECK(f, strcmp(errcode(r), "embedder_unavailable") == 0);
+	json_decref(r);
+}
+
+static void
+test_http_embedder_routes(void **state)
+{
+	run_script_http(script_http, true);
 }
 
 static void
@@ -331,6 +412,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_routes),
 		cmocka_unit_test(test_bad_input),
+		cmocka_unit_test(test_http_embedder_routes),
 	};
 
 	curl_global_init(CURL_GLOBAL_DEFAULT);
