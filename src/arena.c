@@ -7,6 +7,7 @@
  */
 #pragma GCC optimize("O3")
 
+#include <immintrin.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,7 +24,7 @@ struct arena {
 	unsigned dims, pdims;
 	size_t n, cap;
 	float *vec;			/* n × dims */
-	int8_t *q8;			/* n × pdims */
+	uint8_t *q8;			/* n × pdims, int8 values + 128 (see arena_scan) */
 	float *scale;			/* int8 → float per item */
 	float *qerr;			/* |v − scale·q8| per item */
 	struct arena_meta *meta;
@@ -281,18 +282,63 @@ arena_dot(const float *a, const float *b, unsigned dims)
 	return s;
 }
 
+/*
+ * The int8 scan: dots[r] = Σ row_r[i]·q[i] over int8 values. Rows are kept
+ * offset by +128 (unsigned), the layout AVX-512 VNNI's vpdpbusd multiplies
+ * (u8 × s8 → s32, 64 per instruction); Σ (x+128)·q = Σ x·q + 128·Σ q, so
+ * 128·Σ q comes off at the end. The portable loop below computes the same
+ * sums; both are exact integer arithmetic, so which one runs never changes
+ * a result. Compiled auto-vectorisation of the portable loop runs at about
+ * a quarter of vpdpbusd's speed, which made the 100k scan compute bound.
+ */
 __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
 static void
-arena_scan_i8(const int8_t *rows, const int8_t *q, size_t n, unsigned pdims, int32_t *dots)
+arena_scan_generic(const uint8_t *rows, const int8_t *q, size_t n, unsigned pdims,
+		   int32_t qoff, int32_t *dots)
 {
 	for (size_t r = 0; r < n; r++) {
-		const int8_t *x = rows + r * pdims;
+		const uint8_t *x = rows + r * pdims;
 		int32_t s = 0;
 
 		for (unsigned i = 0; i < pdims; i++)
 			s += (int32_t)x[i] * (int32_t)q[i];
-		dots[r] = s;
+		dots[r] = s - qoff;
 	}
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static void
+arena_scan_vnni(const uint8_t *rows, const int8_t *q, size_t n, unsigned pdims,
+		int32_t qoff, int32_t *dots)
+{
+	/* pdims is a multiple of ARENA_PAD (64): whole zmm loads, no tail. */
+	for (size_t r = 0; r < n; r++) {
+		const uint8_t *x = rows + r * pdims;
+		__m512i acc = _mm512_setzero_si512();
+
+		for (unsigned i = 0; i < pdims; i += 64)
+			acc = _mm512_dpbusd_epi32(acc, _mm512_loadu_si512(x + i),
+						  _mm512_loadu_si512(q + i));
+		dots[r] = _mm512_reduce_add_epi32(acc) - qoff;
+	}
+}
+
+static void
+arena_scan_i8(const uint8_t *rows, const int8_t *q, size_t n, unsigned pdims, int32_t *dots)
+{
+	static int vnni = -1;
+	int32_t qoff = 0;
+
+	for (unsigned i = 0; i < pdims; i++)
+		qoff += 128 * (int32_t)q[i];
+	if (vnni < 0) {
+		__builtin_cpu_init();
+		vnni = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw");
+	}
+	if (vnni && ARENA_PAD % 64 == 0)
+		arena_scan_vnni(rows, q, n, pdims, qoff, dots);
+	else
+		arena_scan_generic(rows, q, n, pdims, qoff, dots);
 }
 
 void
@@ -331,8 +377,15 @@ arena_add(struct arena *a, const struct arena_meta *meta, const float *vec)
 				v[i] *= inv;
 		}
 	}
-	arena_quantize(v, a->dims, a->pdims, a->q8 + pos * a->pdims, &a->scale[pos],
-		       &a->qerr[pos]);
+	{
+		int8_t *t = xmalloc(a->pdims);
+		uint8_t *row = a->q8 + pos * a->pdims;
+
+		arena_quantize(v, a->dims, a->pdims, t, &a->scale[pos], &a->qerr[pos]);
+		for (unsigned i = 0; i < a->pdims; i++)
+			row[i] = (uint8_t)(t[i] + 128);
+		free(t);
+	}
 	a->meta[pos] = *meta;
 }
 
