@@ -580,11 +580,18 @@ arena_search(struct arena *a, const float *q, const struct arena_filter *f, size
 	for (i = 0; i < a->n; i++) {
 		struct arena_hit h;
 
+		h.sim = (float)a->dots[i] * a->scale[i] * qscale;
+		/*
+		 * Most items cannot enter a full heap: decide that before touching
+		 * their metadata, which is the larger read (equal scores go on to
+		 * the rowid tie-break).
+		 */
+		if (approx.n == c && h.sim < approx.h[0].sim)
+			continue;
 		if (!arena_filter_pass(&a->meta[i], f))
 			continue;
 		h.rowid = a->meta[i].rowid;
 		h.idx = (uint32_t)i;
-		h.sim = (float)a->dots[i] * a->scale[i] * qscale;
 		arena_heap_push(&approx, &h);
 	}
 	/* Pass 2: re-score them in float32. */
