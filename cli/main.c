@@ -16,6 +16,7 @@ static const struct cli_cmd *const commands[] = {
 	&cli_cmd_run,
 	&cli_cmd_sandbox,
 	&cli_cmd_image,
+	&cli_cmd_mem,
 	NULL,
 };
 
