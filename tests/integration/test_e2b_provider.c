@@ -855,6 +855,61 @@ test_keepalive_long_command(void **state)
 }
 
 static void
+test_timeout_refreshed_while_busy(void **state)
+{
+	char ref[64];
+	struct res r;
+	const char *const slow[] = { "/bin/sh", "-c", "sleep 5; echo still-here", NULL };
+	struct sp_exec_spec spec = { .argv = slow, .env = NULL, .timeout_ms = 20000 };
+
+	/*
+	 * A 3 s sandbox lifetime and a 5 s command: only the provider's
+	 * refreshes while the command runs keep the sandbox from expiring.
+	 */
+	teardown(state);
+	assert_int_equal(uv_loop_init(&T.loop), 0);
+	assert_int_equal(httpc_new(&T.loop, &T.http), 0);
+	T.host.loop = &T.loop;
+	T.host.http = T.http;
+	conf_set("e2b.timeout", "3");
+	memset(&r, 0, sizeof(r));
+	assert_int_equal(prov_init(&r), 0);
+	create_ok(ref, "sb-000000000018");
+	memset(&r, 0, sizeof(r));
+	assert_int_equal(sp_e2b_provider.exec(&T.p, ref, &spec, on_out, on_exec, &r, NULL), 0);
+	wait_for(&r.done);
+	assert_int_equal(r.status, 0);
+	assert_int_equal(r.er.exit_code, 0);
+	assert_memory_equal(r.out, "still-here\n", 11);
+	assert_true(emu_count("timeout") >= 2);
+	assert_int_equal(emu_sandboxes(), 1);
+}
+
+static void
+test_env_and_workdir(void **state)
+{
+	char ref[64];
+	struct res r;
+	const char *const show[] = { "/bin/sh", "-c", "printf '%s|%s' \"$FOO\" \"$(basename $PWD)\"",
+				     NULL };
+	const char *const env[] = { "FOO=bar baz", NULL };
+	const char *const bad_env[] = { "NOEQUALS", NULL };
+	struct sp_exec_spec spec = { .argv = show, .env = env, .workdir = "/tmp",
+				     .timeout_ms = 10000 };
+
+	create_ok(ref, "sb-000000000019");
+	memset(&r, 0, sizeof(r));
+	assert_int_equal(sp_e2b_provider.exec(&T.p, ref, &spec, on_out, on_exec, &r, NULL), 0);
+	wait_for(&r.done);
+	assert_int_equal(r.status, 0);
+	assert_int_equal(r.out_len, strlen("bar baz|tmp"));
+	assert_memory_equal(r.out, "bar baz|tmp", r.out_len);
+	spec.env = bad_env;
+	assert_int_equal(sp_e2b_provider.exec(&T.p, ref, &spec, on_out, on_exec, &r, NULL),
+			 SP_EINVAL);
+}
+
+static void
 test_expiry(void **state)
 {
 	char ref[64], path[128];
@@ -1168,6 +1223,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_garbage_streams, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_deadline, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_keepalive_long_command, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_timeout_refreshed_while_busy, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_env_and_workdir, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_expiry, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cancel_and_signal, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_files_and_background_start, setup, teardown),
