@@ -13,7 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <syslog.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -159,24 +158,33 @@ e2b_envd_url(struct e2b *e, const struct e2b_sbx *sb, const char *path)
 
 /* ---------------------------------------------------------------- calls */
 
-void
-e2b_pending_done(struct e2b *e)
+/* Forget the configuration and the key (before a re-init, and at close). */
+static void
+e2b_conf_free(struct e2b *e)
 {
-	if (!e->closing || e->pending != 0 || !e->tick_closed || e->close_fired)
-		return;
-	e->close_fired = true;
-	free(e->api_url);
-	free(e->domain);
-	free(e->envd_url);
 	if (e->api_key != NULL) {
 		explicit_bzero(e->api_key, strlen(e->api_key));
 		explicit_bzero(e->key_header, strlen(e->key_header));
 	}
 	free(e->api_key);
 	free(e->key_header);
+	free(e->api_url);
+	free(e->domain);
+	free(e->envd_url);
 	free(e->template_id);
 	free(e->files_path);
 	free(e->describe);
+	e->api_key = e->key_header = e->api_url = e->domain = e->envd_url = NULL;
+	e->template_id = e->files_path = e->describe = NULL;
+}
+
+void
+e2b_pending_done(struct e2b *e)
+{
+	if (!e->closing || e->pending != 0 || e->handles_open != 0 || e->close_fired)
+		return;
+	e->close_fired = true;
+	e2b_conf_free(e);
 	while (!TAILQ_EMPTY(&e->sbxs))
 		e2b_sbx_remove(e, TAILQ_FIRST(&e->sbxs)->id);
 	if (e->close_cb != NULL)
@@ -645,6 +653,8 @@ read_key(struct e2b *e, char *detail, size_t sz)
 struct init_ctx {
 	sp_done_cb cb;
 	void *arg;
+	int status;			/* a failure reported through e->defer */
+	char detail[400];
 };
 
 static void
@@ -653,6 +663,7 @@ init_probe_done(struct e2b_call *c, int status, const struct sp_http_resp *resp)
 	struct init_ctx *ic = c->arg;
 	char detail[320];
 
+	c->e->init = NULL;
 	if (status == 0 && (resp->status == 401 || resp->status == 403)) {
 		call_error(c, status, resp, "E2B API key check", detail, sizeof(detail));
 		ic->cb(ic->arg, SP_EPROVIDER, detail);
@@ -668,16 +679,41 @@ init_probe_done(struct e2b_call *c, int status, const struct sp_http_resp *resp)
 	free(ic);
 }
 
-static int
-e2b_init(struct sp_provider *p, sp_done_cb cb, void *arg)
+/* A failure found inside init() is reported from the loop, as the seam wants. */
+static void
+init_deferred(uv_timer_t *t)
 {
-	struct e2b *e = e2b_of(p);
-	struct init_ctx *ic;
-	struct e2b_call *c;
-	char detail[512], *url, *inst, *filter;
-	json_t *d;
-	int r;
+	struct e2b *e = t->data;
+	struct init_ctx *ic = e->init;
 
+	e->init = NULL;
+	ic->cb(ic->arg, e->closing ? SP_ECANCELED : ic->status, ic->detail);
+	free(ic);
+}
+
+static void
+handle_closed(uv_handle_t *h)
+{
+	struct e2b *e = h->data;
+
+	/* A deferred init failure still owed its callback. */
+	if (h == (uv_handle_t *)&e->defer && e->init != NULL && e->init->status < 0) {
+		struct init_ctx *ic = e->init;
+
+		e->init = NULL;
+		ic->cb(ic->arg, SP_ECANCELED, "closed during init");
+		free(ic);
+	}
+	e->handles_open--;
+	e2b_pending_done(e);
+}
+
+/* The handles live from the first init() (or close()) to the end of close(). */
+static void
+e2b_handles(struct e2b *e, struct sp_provider *p)
+{
+	if (e->host != NULL)
+		return;
 	e->p = p;
 	e->host = p->host;
 	TAILQ_INIT(&e->sbxs);
@@ -688,11 +724,40 @@ e2b_init(struct sp_provider *p, sp_done_cb cb, void *arg)
 		e->seed = 1;
 	uv_timer_init(e->host->loop, &e->tick);
 	e->tick.data = e;
-	if ((r = read_key(e, detail, sizeof(detail))) < 0) {
-		/* No callback: init did not start; the detail goes through the log
-		 * edge the host lends (it never holds the key). */
-		e->host->log(LOG_ERR, "e2b: %s", detail);
-		return r;
+	uv_timer_init(e->host->loop, &e->defer);
+	e->defer.data = e;
+	e->handles_open = 2;
+}
+
+/*
+ * The core calls init() again after a failure (a key file that appears
+ * later, an API that comes back), so everything here may run many times on
+ * the same state: the previous configuration is dropped first.
+ */
+static int
+e2b_init(struct sp_provider *p, sp_done_cb cb, void *arg)
+{
+	struct e2b *e = e2b_of(p);
+	struct init_ctx *ic;
+	struct e2b_call *c;
+	char *url, *inst, *filter;
+	json_t *d;
+	int r;
+
+	e2b_handles(e, p);
+	if (e->closing)
+		return SP_ECANCELED;
+	if (e->init != NULL)
+		return -EBUSY;
+	e2b_conf_free(e);
+	ic = e2b_xcalloc(1, sizeof(*ic));
+	ic->cb = cb;
+	ic->arg = arg;
+	if ((r = read_key(e, ic->detail, sizeof(ic->detail))) < 0) {
+		ic->status = r;
+		e->init = ic;
+		uv_timer_start(&e->defer, init_deferred, 0, 0);
+		return 0;
 	}
 	e->api_url = conf_str(e, "e2b.api_url", "https://api.e2b.app");
 	while (strlen(e->api_url) > 0 && e->api_url[strlen(e->api_url) - 1] == '/')
@@ -721,13 +786,11 @@ e2b_init(struct sp_provider *p, sp_done_cb cb, void *arg)
 	e->describe = json_dumps(d, JSON_COMPACT);
 	json_decref(d);
 
+	/* Refresh the timeout of busy sandboxes well before it runs out. */
 	uv_timer_start(&e->tick, e2b_tick, 1000, (uint64_t)e->timeout_s * 1000 / 6 + 1);
 	uv_unref((uv_handle_t *)&e->tick);
 
 	/* Probe the key with the cheapest authenticated call there is. */
-	ic = e2b_xcalloc(1, sizeof(*ic));
-	ic->cb = cb;
-	ic->arg = arg;
 	inst = e2b_xasprintf("%s=%s", SP_LABEL_INSTANCE, e->host->instance);
 	filter = e2b_urlenc(inst);
 	url = e2b_xasprintf("%s/v2/sandboxes?limit=1&metadata=%s", e->api_url, filter);
@@ -736,18 +799,12 @@ e2b_init(struct sp_provider *p, sp_done_cb cb, void *arg)
 	free(url);
 	free(filter);
 	free(inst);
-	if ((r = e2b_call_start(c)) < 0)
+	e->init = ic;
+	if ((r = e2b_call_start(c)) < 0) {
+		e->init = NULL;
 		free(ic);
+	}
 	return r;
-}
-
-static void
-tick_closed(uv_handle_t *h)
-{
-	struct e2b *e = h->data;
-
-	e->tick_closed = true;
-	e2b_pending_done(e);
 }
 
 static void
@@ -756,25 +813,18 @@ e2b_close(struct sp_provider *p, sp_done_cb cb, void *arg)
 	struct e2b *e = e2b_of(p);
 	struct e2b_call *c, *next;
 
+	e2b_handles(e, p);
 	e->closing = true;
 	e->close_cb = cb;
 	e->close_arg = arg;
-	if (e->host == NULL) {
-		/* init never ran: the tick handle still defers the callback. */
-		e->host = p->host;
-		TAILQ_INIT(&e->sbxs);
-		TAILQ_INIT(&e->calls);
-		TAILQ_INIT(&e->execs);
-		uv_timer_init(e->host->loop, &e->tick);
-		e->tick.data = e;
-	}
 	for (c = TAILQ_FIRST(&e->calls); c != NULL; c = next) {
 		next = TAILQ_NEXT(c, entry);
 		call_cancel(c);
 	}
 	e2b_exec_cancel_all(e);
-	/* The close callback of tick always comes later, from the loop. */
-	uv_close((uv_handle_t *)&e->tick, tick_closed);
+	/* Close callbacks always come later, from the loop: so does cb. */
+	uv_close((uv_handle_t *)&e->tick, handle_closed);
+	uv_close((uv_handle_t *)&e->defer, handle_closed);
 }
 
 /* ---------------------------------------------------------------- create */

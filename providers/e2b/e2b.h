@@ -161,6 +161,7 @@ struct e2b_sbx {
 
 struct e2b_call;
 struct sp_exec;
+struct init_ctx;
 
 struct e2b {
 	struct sp_provider *p;
@@ -184,7 +185,10 @@ struct e2b {
 	TAILQ_HEAD(, sp_exec) execs;
 	unsigned pending;		/* calls and execs whose handles are still open */
 	uv_timer_t tick;		/* timeout refresh of busy sandboxes */
-	bool closing, tick_closed, close_fired;
+	uv_timer_t defer;		/* reports a failure found inside init() */
+	struct init_ctx *init;		/* the init in progress, or NULL */
+	int handles_open;		/* tick and defer, until their close callbacks */
+	bool closing, close_fired;
 	sp_done_cb close_cb;
 	void *close_arg;
 	uint64_t seed;

@@ -504,12 +504,27 @@ test_key_sources(void **state)
 	T.host.loop = &T.loop;
 	T.host.http = T.http;
 
-	/* No file, no systemd credential: init refuses at once, with a reason. */
+	/* No file, no systemd credential: init fails (from the loop) with a reason. */
 	conf_set("e2b.api_key_file", "%s", "");
 	unsetenv("CREDENTIALS_DIRECTORY");
 	assert_int_equal(prov_init(&r), SP_ECONFIG);
-	assert_false(r.done);
-	assert_non_null(strstr(logged, "no API key"));
+	assert_non_null(strstr(r.detail, "no API key"));
+	/* The core retries init on the same state: a key file that appeared works. */
+	conf_set("e2b.api_key_file", "%s/missing", tmpdir);
+	memset(&r, 0, sizeof(r));
+	r.in_call = true;
+	assert_int_equal(sp_e2b_provider.init(&T.p, on_done, &r), 0);
+	r.in_call = false;
+	wait_for(&r.done);
+	assert_int_equal(r.status, SP_ECONFIG);
+	assert_non_null(strstr(r.detail, "missing"));
+	conf_set("e2b.api_key_file", "%s", keyfile);
+	memset(&r, 0, sizeof(r));
+	r.in_call = true;
+	assert_int_equal(sp_e2b_provider.init(&T.p, on_done, &r), 0);
+	r.in_call = false;
+	wait_for(&r.done);
+	assert_int_equal(r.status, 0);
 	teardown(state);
 
 	/* The systemd credential e2b-api-key. */
@@ -544,6 +559,44 @@ test_key_sources(void **state)
 	assert_non_null(strstr(r.detail, "401"));
 	assert_null(strstr(r.detail, "ffff0000"));
 	/* setup's twin: leave a provider for teardown to close. */
+}
+
+static void
+test_close_during_init(void **state)
+{
+	struct res r = { 0 }, c = { 0 };
+
+	/* Close right after an init whose failure is still to be reported,
+	 * then after one whose probe is in flight: both end SP_ECANCELED. */
+	for (int i = 0; i < 2; i++) {
+		teardown(state);
+		assert_int_equal(uv_loop_init(&T.loop), 0);
+		assert_int_equal(httpc_new(&T.loop, &T.http), 0);
+		T.host.loop = &T.loop;
+		T.host.http = T.http;
+		conf_set("e2b.api_key_file", "%s", i == 0 ? "" : keyfile);
+		memset(&T.p, 0, sizeof(T.p));
+		T.p.ops = &sp_e2b_provider;
+		T.p.host = &T.host;
+		T.p.priv = calloc(1, sp_e2b_provider.priv_size);
+		T.e = T.p.priv;
+		memset(&r, 0, sizeof(r));
+		memset(&c, 0, sizeof(c));
+		assert_int_equal(sp_e2b_provider.init(&T.p, on_done, &r), 0);
+		c.in_call = true;
+		sp_e2b_provider.close(&T.p, on_done, &c);
+		c.in_call = false;
+		wait_for(&c.done);
+		assert_true(r.done);
+		assert_int_equal(r.status, SP_ECANCELED);
+		free(T.p.priv);
+		bool closed = false;
+		httpc_close(T.http, httpc_closed, &closed);
+		wait_for(&closed);
+		assert_int_equal(uv_loop_close(&T.loop), 0);
+		conf_set("e2b.api_key_file", "%s", keyfile);
+		setup(state);
+	}
 }
 
 static void
@@ -1210,6 +1263,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_key_sources, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_close_during_init, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rate_limit_429, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rate_limit_exhausted, setup, teardown),
