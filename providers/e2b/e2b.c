@@ -998,6 +998,7 @@ e2b_create(struct sp_provider *p, const struct sp_sandbox_spec *spec, sp_create_
 	struct e2b *e = e2b_of(p);
 	struct create_ctx *cc;
 	json_t *body, *md;
+	const char *tmpl;
 	char *text, *url;
 	size_t n = 0;
 	int r;
@@ -1011,9 +1012,13 @@ e2b_create(struct sp_provider *p, const struct sp_sandbox_spec *spec, sp_create_
 		json_object_set_new(md, SP_LABEL_TENANT, json_string(spec->tenant));
 	if (spec->spec_hash != NULL)
 		json_object_set_new(md, SP_LABEL_SPEC_HASH, json_string(spec->spec_hash));
-	/* E2B sizes come from the template; spec->image picks another template. */
-	body = json_pack("{s:s, s:I, s:o, s:b, s:b}", "templateID",
-			 spec->image != NULL ? spec->image : e->template_id,
+	/* E2B sizes come from the template; an image other than the worker's
+	 * names another template. */
+	tmpl = e->template_id;
+	if (spec->image != NULL && (e->host->worker_image == NULL ||
+	    strcmp(spec->image, e->host->worker_image) != 0))
+		tmpl = spec->image;
+	body = json_pack("{s:s, s:I, s:o, s:b, s:b}", "templateID", tmpl,
 			 "timeout", (json_int_t)e->timeout_s, "metadata", md, "secure", 1,
 			 "autoPause", 0);
 	if (body == NULL)
