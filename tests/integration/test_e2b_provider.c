@@ -669,6 +669,44 @@ test_round_trip(void **state)
 }
 
 static void
+test_host_addressing(void **state)
+{
+	char ref[64];
+	struct res r;
+	json_t *j, *it;
+	size_t i, n = 0;
+	const char *h;
+
+	/*
+	 * Host mode, as against E2B itself: envd at {port}-{sandbox}.{domain}.
+	 * libcurl resolves *.localhost to loopback without asking DNS, and the
+	 * emulator routes by the host prefix as E2B's proxy does.
+	 */
+	teardown(state);
+	assert_int_equal(uv_loop_init(&T.loop), 0);
+	assert_int_equal(httpc_new(&T.loop, &T.http), 0);
+	T.host.loop = &T.loop;
+	T.host.http = T.http;
+	conf_set("e2b.envd_url", "http://{port}-{sandbox}.{domain}:%d", emu_port);
+	conf_set("e2b.domain", "localhost");
+	memset(&r, 0, sizeof(r));
+	assert_int_equal(prov_init(&r), 0);
+	create_ok(ref, "sb-000000000020");
+	do_exec(&r, ref, sh_echo, 10000, NULL);
+	assert_int_equal(r.status, 0);
+	assert_int_equal(r.er.exit_code, 3);
+	assert_memory_equal(r.out, "hello\n", 6);
+	j = emu("GET", "/_emulator/requests", NULL, NULL);
+	json_array_foreach(j, i, it) {
+		h = json_string_value(json_object_get(it, "sandboxID"));
+		if (h != NULL && strcmp(h, ref) == 0)
+			n++;
+	}
+	json_decref(j);
+	assert_true(n >= 1);		/* the emulator saw envd calls for this sandbox */
+}
+
+static void
 test_rate_limit_429(void **state)
 {
 	char ref[64];
@@ -1265,6 +1303,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_key_sources, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_close_during_init, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_host_addressing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rate_limit_429, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rate_limit_exhausted, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_concurrency_429, setup, teardown),
