@@ -125,7 +125,9 @@ char *
 e2b_envd_url(struct e2b *e, const struct e2b_sbx *sb, const char *path)
 {
 	const char *t = e->envd_url, *dom = sb->domain != NULL ? sb->domain : e->domain;
-	size_t cap = strlen(t) + strlen(sb->id) + strlen(dom) + strlen(path) + 16, n = 0;
+	/* Every template byte may at worst become the longest substitution. */
+	size_t cap = (strlen(t) + 1) * (strlen(sb->id) + strlen(dom) + 8) + strlen(path) + 1,
+	    n = 0;
 	char *o = e2b_xmalloc(cap);
 
 	while (*t != '\0') {
@@ -729,6 +731,36 @@ e2b_handles(struct e2b *e, struct sp_provider *p)
 	e->handles_open = 2;
 }
 
+static int
+conf_price(struct e2b *e, const char *name, const char *def, double *ret, struct init_ctx *ic)
+{
+	const char *v = conf(e, name);
+	char *end;
+
+	if (v == NULL)
+		v = def;
+	errno = 0;
+	*ret = strtod(v, &end);
+	if (errno != 0 || end == v || *end != '\0' || *ret < 0 || *ret > 1) {
+		snprintf(ic->detail, sizeof(ic->detail), "%s: '%.40s' is not a price in USD "
+			 "(0..1 per second)", name, v);
+		return SP_ECONFIG;
+	}
+	return 0;
+}
+
+static int
+conf_url(struct e2b *e, const char *name, const char *v, struct init_ctx *ic)
+{
+	if ((strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0) ||
+	    strpbrk(v, " \r\n") != NULL) {
+		snprintf(ic->detail, sizeof(ic->detail), "%s: '%.80s' is not an http(s) URL",
+			 name, v);
+		return SP_ECONFIG;
+	}
+	return 0;
+}
+
 /*
  * The core calls init() again after a failure (a key file that appears
  * later, an API that comes back), so everything here may run many times on
@@ -773,8 +805,15 @@ e2b_init(struct sp_provider *p, sp_done_cb cb, void *arg)
 	e->retry.budget_ms = (uint64_t)conf_int(e, "e2b.retry_budget", 60000, 0, 3600000);
 	e->retry.base_ms = (uint64_t)conf_int(e, "e2b.retry_base", 500, 1, 600000);
 	e->retry.cap_ms = (uint64_t)conf_int(e, "e2b.retry_cap", 30000, 1, 3600000);
-	e->price_vcpu_s = strtod(conf(e, "e2b.price_vcpu_second") ?: "0.000014", NULL);
-	e->price_gib_s = strtod(conf(e, "e2b.price_gib_second") ?: "0.0000045", NULL);
+	if ((r = conf_price(e, "e2b.price_vcpu_second", "0.000014", &e->price_vcpu_s, ic)) < 0 ||
+	    (r = conf_price(e, "e2b.price_gib_second", "0.0000045", &e->price_gib_s, ic)) < 0 ||
+	    (r = conf_url(e, "e2b.api_url", e->api_url, ic)) < 0 ||
+	    (r = conf_url(e, "e2b.envd_url", e->envd_url, ic)) < 0) {
+		ic->status = r;
+		e->init = ic;
+		uv_timer_start(&e->defer, init_deferred, 0, 0);
+		return 0;
+	}
 
 	d = json_pack("{s:s, s:s, s:s, s:I, s:f, s:f, s:{s:I, s:I, s:I}}",
 		      "api_url", e->api_url, "domain", e->domain, "template", e->template_id,
