@@ -165,7 +165,7 @@ await step('network guard is installed and refuses non-loopback hosts', async ()
 });
 
 await step('Sandbox.create returns a secured sandbox (POST /v2/sandboxes)', async () => {
-	sbx = await Sandbox.create('base', { ...CONN, timeoutMs: 120000, metadata: { suite: 'conformance', run: RUN } });
+	sbx = await Sandbox.create('base', { ...CONN, timeoutMs: 120000, metadata: { suite: 'conformance', run: RUN, 'odd key': 'a&b=c/ü+%' } });
 	check(/^[a-z0-9]{20}$/.test(sbx.sandboxId), `sandbox id ${sbx.sandboxId}`);
 	const st = await admin('GET', '/state');
 	check(st.sandboxes.some((s) => s.sandboxID === sbx.sandboxId), 'emulator does not know the sandbox');
@@ -279,12 +279,48 @@ await step('paths cannot escape the sandbox root', async () => {
 	check(r.length === 100000, 'in-root .. still works');
 });
 
+await step('a backgrounded grandchild holding stdout does not hold the end event', async () => {
+	const r = await sbx.commands.run('sleep 20 & echo started', { timeoutMs: 10000 });
+	check(r.stdout === 'started\n' && r.exitCode === 0, JSON.stringify(r));
+});
+
+await step('signed download/upload URLs work without the access token', async () => {
+	await sbx.files.write('/home/user/signed.txt', 'signed content');
+	// The SDK builds these on the direct envd URL; route them the way the
+	// edge proxy would, with the sandbox headers, and send no token.
+	const route = { 'E2b-Sandbox-Id': sbx.sandboxId, 'E2b-Sandbox-Port': '49983' };
+	const dl = new URL(await sbx.downloadUrl('/home/user/signed.txt'));
+	check(/^v1_[A-Za-z0-9+/]+$/.test(dl.searchParams.get('signature') ?? ''), `signature ${dl.searchParams.get('signature')}`);
+	let r = await fetch(dl, { headers: route });
+	check(r.status === 200, `download status ${r.status}`);
+	check(await r.text() === 'signed content', 'download body');
+	dl.searchParams.set('signature', 'v1_AAAA');
+	r = await fetch(dl, { headers: route });
+	check(r.status === 401, `tampered signature gave ${r.status}`);
+	const expired = await sbx.downloadUrl('/home/user/signed.txt', { useSignatureExpiration: -5 });
+	r = await fetch(expired, { headers: route });
+	check(r.status === 401, `expired signature gave ${r.status}`);
+	const bare = new URL(dl);
+	bare.searchParams.delete('signature');
+	r = await fetch(bare, { headers: route });
+	check(r.status === 401, `unsigned, tokenless read gave ${r.status}`);
+	const up = await sbx.uploadUrl('/home/user/up.txt');
+	const fd = new FormData();
+	fd.append('file', new Blob(['uploaded']), 'up.txt');
+	r = await fetch(up, { method: 'POST', body: fd, headers: route });
+	check(r.status === 200, `upload status ${r.status}`);
+	check(await sbx.files.read('/home/user/up.txt') === 'uploaded', 'uploaded content');
+});
+
 await step('list finds the sandbox by metadata, and a wrong filter does not', async () => {
 	const found = await listAll({ metadata: { run: RUN } });
 	check(found.length === 1 && found[0].sandboxId === sbx.sandboxId, `found ${found.map((s) => s.sandboxId)}`);
 	check(found[0].metadata.suite === 'conformance' && found[0].state === 'running', 'listed fields');
 	const none = await listAll({ metadata: { run: RUN, suite: 'other' } });
 	check(none.length === 0, 'wrong filter matched');
+	// Keys and values with the characters the SDK's triple encoding protects.
+	const odd = await listAll({ metadata: { 'odd key': 'a&b=c/ü+%' } });
+	check(odd.length === 1 && odd[0].sandboxId === sbx.sandboxId, `odd metadata found ${odd.length}`);
 });
 
 await step('list paginates with limit and X-Next-Token', async () => {
@@ -311,6 +347,22 @@ await step('Sandbox.connect re-attaches to a running sandbox', async () => {
 	const again = await Sandbox.connect(sbx.sandboxId, CONN);
 	const r = await again.commands.run('echo connected');
 	check(r.stdout === 'connected\n', 'command after connect');
+});
+
+await step('pause keeps files, lists as paused, connect resumes it', async () => {
+	check(await sbx.pause() === true, 'pause');
+	check(await Sandbox.pause(sbx.sandboxId, CONN) === false, 'second pause is false (409)');
+	const paused = await listAll({ metadata: { run: RUN }, state: ['paused'] });
+	check(paused.length === 1 && paused[0].sandboxId === sbx.sandboxId && paused[0].state === 'paused', 'paused listing');
+	check(await sbx.isRunning() === false, 'envd answers while paused');
+	const resumed = await Sandbox.connect(sbx.sandboxId, { ...CONN, timeoutMs: 300000 });
+	check((await Sandbox.getInfo(sbx.sandboxId, CONN)).state === 'running', 'state after connect');
+	check(await resumed.files.read('/home/user/up.txt') === 'uploaded', 'files survive a pause');
+});
+
+await step('getMetrics returns samples', async () => {
+	const m = await sbx.getMetrics();
+	check(Array.isArray(m) && m.length >= 1 && m[0].cpuCount === 2 && m[0].memTotal > 0, JSON.stringify(m));
 });
 
 await step('a wrong API key gives AuthenticationError', async () => {
@@ -349,6 +401,27 @@ await step('fault: concurrency limit 429 -> RateLimitError naming the limit', as
 	} finally {
 		await admin('POST', '/config', { maxSandboxes: prev });
 	}
+});
+
+await step('creation rate limit (token bucket) -> RateLimitError', async () => {
+	await admin('POST', '/config', { createRate: 1 });
+	const made = [];
+	let err = null;
+	try {
+		for (let i = 0; i < 5 && !err; i++) {
+			try {
+				made.push(await Sandbox.create('base', { ...CONN, retries: 0, metadata: { run: RUN, rate: '1' } }));
+			} catch (e) {
+				err = e;
+			}
+		}
+	} finally {
+		await admin('POST', '/config', { createRate: 0 });
+		for (const m of made)
+			await m.kill();
+	}
+	check(err instanceof RateLimitError, `want RateLimitError, got ${err && err.name}: ${err && err.message}`);
+	check(made.length >= 1, 'the first create should pass');
 });
 
 await step('fault: 500 on create -> SandboxError with the status', async () => {
@@ -409,6 +482,16 @@ await step('expiry: a sandbox past its end time is killed and gone', async () =>
 	await expectReject(short.commands.run('true'), SandboxNotFoundError, 'command after expiry');
 });
 
+await step('a sandbox killed under a running command: the SDK reports it gone (TimeoutError)', async () => {
+	const v = await Sandbox.create('base', { ...CONN, timeoutMs: 60000, metadata: { run: RUN, victim: '1' } });
+	const h = await v.commands.run('echo started; sleep 30', { background: true });
+	for (let i = 0; i < 100 && !h.stdout.includes('started'); i++)
+		await new Promise((r) => setTimeout(r, 20));
+	check(await Sandbox.kill(v.sandboxId, CONN) === true, 'kill');
+	const e = await expectReject(h.wait(), TimeoutError, 'command of a killed sandbox');
+	check(/killed or reached its end of life/.test(e.message), e.message);
+});
+
 await step('expiry switch: /_emulator/sandboxes/{id}/expire', async () => {
 	await admin('POST', `/sandboxes/${sbx2.sandboxId}/expire`);
 	await expectReject(Sandbox.getInfo(sbx2.sandboxId, CONN), SandboxNotFoundError, 'getInfo after forced expiry');
@@ -429,5 +512,5 @@ await step('no connection left loopback', async () => {
 	check(reqs.length > 0, 'emulator saw no requests');
 });
 
-console.log(`${passed} passed, ${failed} failed`);
+console.log(`sdk-conformance: ${passed} passed, ${failed} failed`);
 process.exit(failed === 0 ? 0 : 1);

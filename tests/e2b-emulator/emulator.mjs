@@ -16,7 +16,7 @@ import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 
 const ENVD_VERSION = '0.6.13';
 const ENVD_PORT = 49983;
@@ -43,7 +43,7 @@ function parseArgs(argv) {
 	const o = {
 		host: '127.0.0.1', port: 0, apiKey: null, maxSandboxes: 20,
 		maxLifetimeSec: 3600, templates: null, domain: null,
-		keepaliveSec: 90, faults: [], quiet: false,
+		keepaliveSec: 90, createRate: 0, faults: [], quiet: false, isolation: 'auto',
 	};
 	for (let i = 0; i < argv.length; i++) {
 		const a = argv[i];
@@ -61,6 +61,12 @@ function parseArgs(argv) {
 		case '--templates': o.templates = v().split(',').filter(Boolean); break;
 		case '--domain': o.domain = v(); break;
 		case '--keepalive': o.keepaliveSec = intArg(a, v(), 1, 3600); break;
+		case '--create-rate': o.createRate = intArg(a, v(), 0, 100000); break;
+		case '--isolation':
+			o.isolation = v();
+			if (!['auto', 'mountns', 'none'].includes(o.isolation))
+				die('--isolation: auto, mountns or none');
+			break;
 		case '--fault': o.faults.push(JSON.parse(v())); break;
 		case '--quiet': o.quiet = true; break;
 		case '-h': case '--help':
@@ -75,7 +81,9 @@ function parseArgs(argv) {
 }
 
 const USAGE = `usage: run --port N [--api-key KEY] [--max-sandboxes N] [--max-lifetime SEC]
-           [--templates a,b] [--domain D] [--keepalive SEC] [--fault JSON]... [--quiet]
+           [--templates a,b] [--domain D] [--keepalive SEC] [--create-rate N/s]
+           [--isolation auto|mountns|none]
+           [--fault JSON]... [--quiet]
 `;
 
 function intArg(name, s, lo, hi) {
@@ -120,6 +128,46 @@ class RpcError extends Error {
 
 const opts = parseArgs(process.argv.slice(2));
 const baseDir = fs.mkdtempSync(path.join(os.tmpdir(), 'e2b-emulator-'));
+let server = null;
+
+// Installed first, so a SIGTERM during start-up also cleans up.
+function shutdown() {
+	for (const sb of [...sandboxes.values()])
+		killSandbox(sb);
+	if (server) {
+		server.close();
+		server.closeAllConnections();
+	}
+	try {
+		fs.rmSync(baseDir, { recursive: true, force: true });
+	} catch { /* best effort */ }
+	process.exit(0);
+}
+process.on('SIGTERM', shutdown);
+process.on('SIGINT', shutdown);
+
+// With a private mount namespace per process, the sandbox root's home,
+// root and tmp are bound over /home, /root and /tmp, so a command sees the
+// same absolute paths as the files API (/home/user/x). It needs
+// CAP_SYS_ADMIN (root); without it ("none") commands see the host's paths
+// and only cwd and HOME point into the sandbox root.
+function probeMountNs() {
+	const probe = path.join(baseDir, '.probe');
+	fs.mkdirSync(probe, { recursive: true });
+	const r = spawnSync('unshare', ['-m', '--propagation', 'private', '/bin/sh', '-c',
+		'mount --bind "$0" /tmp && test -d /tmp', probe], { timeout: 5000, stdio: 'ignore' });
+	fs.rmSync(probe, { recursive: true, force: true });
+	return r.status === 0;
+}
+const MOUNT_NS_SCRIPT = 'mount --bind "$E2B_EMULATOR_ROOT/home" /home && ' +
+	'mount --bind "$E2B_EMULATOR_ROOT/root" /root && mount --bind "$E2B_EMULATOR_ROOT/tmp" /tmp && ' +
+	'cd "$E2B_EMULATOR_CWD" && unset E2B_EMULATOR_CWD && exec "$@"';
+if (opts.isolation !== 'none') {
+	const ok = probeMountNs();
+	if (!ok && opts.isolation === 'mountns')
+		die('--isolation mountns: cannot make a private mount namespace (needs root and unshare)');
+	opts.isolation = ok ? 'mountns' : 'none';
+}
 const sandboxes = new Map();	// sandboxID -> sandbox
 let faults = [];
 let faultSeq = 0;
@@ -279,10 +327,6 @@ function isStringMap(v) {
 
 // ---------------------------------------------------------------- sandboxes
 
-function sandboxRoot(sb) {
-	return sb.root;
-}
-
 async function createSandbox(body, { v2 }) {
 	if (typeof body.templateID !== 'string' || body.templateID === '')
 		throw new HttpError(400, 'Error when parsing request: property "templateID" is missing');
@@ -369,9 +413,16 @@ function expire(sb) {
 		killSandbox(sb);
 }
 
+// A sandbox that is killed or paused takes its VM, envd and every open
+// connection with it: streams are cut with no end event (the SDK then
+// probes /health and reports the sandbox gone), and only then do the
+// processes die.
 function killProcesses(sb) {
-	for (const p of sb.processes.values())
+	for (const p of sb.processes.values()) {
+		for (const st of [...p.subscribers])
+			st.sever();
 		p.kill('SIGKILL');
+	}
 }
 
 function killSandbox(sb) {
@@ -386,6 +437,7 @@ function pauseSandbox(sb) {
 	clearTimeout(sb.timer);
 	killProcesses(sb);
 	sb.state = 'paused';
+	sb.endAt = Date.now();	// listed paused sandboxes carry the snapshot time
 }
 
 function resumeSandbox(sb, timeout) {
@@ -429,49 +481,82 @@ function sandboxDetail(sb) {
 
 // Sandbox IDs: 20 chars of [a-z0-9]; the legacy "<id>-<clientID>" is split.
 function parseSandboxId(raw) {
-	const id = decodeURIComponent(raw).split('-')[0];
+	let dec;
+	try {
+		dec = decodeURIComponent(raw);
+	} catch {
+		throw new HttpError(400, 'Invalid sandbox ID');
+	}
+	const id = dec.split('-')[0];
 	if (!SANDBOX_ID_RE.test(id))
 		throw new HttpError(400, 'Invalid sandbox ID');
 	return id;
+}
+
+// infra: handlers/errors.go sandboxNotFoundMsg
+function notFoundMsg(id) {
+	return `Sandbox ${JSON.stringify(id)} doesn't exist or you don't have access to it`;
 }
 
 function lookup(raw) {
 	const id = parseSandboxId(raw);
 	const sb = sandboxes.get(id);
 	if (!sb)
-		throw new HttpError(404, `sandbox "${id}" doesn't exist or you don't have access to it`);
+		throw new HttpError(404, notFoundMsg(id));
 	return sb;
 }
 
 // ---------------------------------------------------------------- listing
 
+// Go's url.QueryUnescape: '+' is a space, a bad escape is an error.
+function goQueryUnescape(s) {
+	try {
+		return decodeURIComponent(s.replace(/\+/g, ' '));
+	} catch {
+		throw new HttpError(400, 'Error parsing metadata');
+	}
+}
+
+// infra api/internal/utils/sandboxes_list.go parseFilters: the (already
+// URL-decoded) parameter is unescaped once more as a whole, split on '&'
+// and '=', and each key and value unescaped again. Hence the SDK's triple
+// encoding (pairs, URLSearchParams, the query string).
 function parseMetadataFilter(s) {
-	if (s === null || s === undefined || s === '')
+	if (s === null || s === undefined)
 		return null;
 	const out = [];
-	for (const [k, v] of new URLSearchParams(s))
-		out.push([k, v]);
+	for (const pair of goQueryUnescape(s).split('&')) {
+		const kv = pair.split('=');
+		if (kv.length !== 2)
+			throw new HttpError(400, 'Error parsing metadata');
+		out.push([goQueryUnescape(kv[0]), goQueryUnescape(kv[1])]);
+	}
 	return out;
 }
 
 function matchesMetadata(sb, filter) {
-	return !filter || filter.every(([k, v]) => sb.metadata[k] === v);
+	return !filter || filter.every(([k, v]) => Object.hasOwn(sb.metadata, k) && sb.metadata[k] === v);
 }
 
-function encodeToken(sb) {
-	return Buffer.from(`${sb.startedAt}|${sb.id}`).toString('base64url');
+// infra utils/pagination.go: base64url("<RFC3339Nano>__<id>[__asc]").
+function encodeToken(sb, order) {
+	const c = `${nowIso(sb.startedAt)}__${sb.id}${order === 'asc' ? '__asc' : ''}`;
+	return Buffer.from(c).toString('base64').replace(/\+/g, '-').replace(/\//g, '_');
 }
 
-function decodeToken(tok) {
-	const s = Buffer.from(tok, 'base64url').toString('utf8');
-	const m = /^(\d+)\|([a-z0-9]{20})$/.exec(s);
-	if (!m)
+function decodeToken(tok, order) {
+	if (!/^[A-Za-z0-9_-]+={0,2}$/.test(tok))
 		throw new HttpError(400, 'Invalid next token');
-	return { t: Number(m[1]), id: m[2] };
+	const parts = Buffer.from(tok, 'base64url').toString('utf8').split('__');
+	const t = Date.parse(parts[0]);
+	if ((parts.length !== 2 && parts.length !== 3) || Number.isNaN(t) || (parts.length === 3 && parts[2] !== 'asc'))
+		throw new HttpError(400, 'Invalid next token');
+	if ((parts.length === 3 ? 'asc' : 'desc') !== order)
+		throw new HttpError(400, 'Invalid next token');	// issued for the other order
+	return { t, id: parts[1] };
 }
 
 function listV2(q) {
-	const filter = parseMetadataFilter(q.get('metadata'));
 	let states = ['running', 'paused'];
 	if (q.get('state')) {
 		states = q.get('state').split(',');
@@ -488,6 +573,8 @@ function listV2(q) {
 		if (!Number.isInteger(limit) || limit < 1 || limit > LIMITS.listPage)
 			throw new HttpError(400, `limit must be between 1 and ${LIMITS.listPage}`);
 	}
+	const cursor = q.get('nextToken') ? decodeToken(q.get('nextToken'), order) : null;
+	const filter = parseMetadataFilter(q.get('metadata'));
 	let after = null;
 	if (q.get('startedAfter')) {
 		after = Date.parse(q.get('startedAfter'));
@@ -498,19 +585,23 @@ function listV2(q) {
 	let items = [...sandboxes.values()].filter((sb) => states.includes(sb.state) &&
 		matchesMetadata(sb, filter) && (after === null || sb.startedAt >= after) &&
 		(!template || sb.templateID === template || sb.alias === template));
-	const cmp = (a, b) => (a.startedAt - b.startedAt) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
-	items.sort(order === 'asc' ? cmp : (a, b) => cmp(b, a));
-	if (q.get('nextToken')) {
-		const c = decodeToken(q.get('nextToken'));
-		const cur = { startedAt: c.t, id: c.id };
-		items = items.filter((sb) => (order === 'asc' ? cmp(sb, cur) : cmp(cur, sb)) > 0);
+	const headers = {};
+	// X-Total-Running: running matches before the cursor and the limit, and
+	// only when running sandboxes were asked for.
+	if (states.includes('running'))
+		headers['X-Total-Running'] = String(items.filter((sb) => sb.state === 'running').length);
+	// Newest first with the ID ascending as tie-break (SortPaginatedSandboxesDesc),
+	// or oldest first.
+	const idCmp = (a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+	items.sort(order === 'asc' ? (a, b) => (a.startedAt - b.startedAt) || idCmp(a, b)
+		: (a, b) => (b.startedAt - a.startedAt) || idCmp(a, b));
+	if (cursor) {
+		items = items.filter((sb) => (order === 'asc' ? sb.startedAt > cursor.t : sb.startedAt < cursor.t) ||
+			(sb.startedAt === cursor.t && sb.id > cursor.id));
 	}
 	const page = items.slice(0, limit);
-	const headers = {
-		'X-Total-Running': String([...sandboxes.values()].filter((s) => s.state === 'running').length),
-	};
 	if (items.length > limit)
-		headers['X-Next-Token'] = encodeToken(page[page.length - 1]);
+		headers['X-Next-Token'] = encodeToken(page[page.length - 1], order);
 	return { page, headers };
 }
 
@@ -518,13 +609,14 @@ function listV2(q) {
 
 function checkApiKey(req) {
 	const key = req.headers['x-api-key'];
-	if (!key) {
-		if (req.headers.authorization)
-			throw new HttpError(401, 'Invalid access token');
-		throw new HttpError(401, 'Authorization header is missing');
-	}
+	// infra: auth/middleware.go (the header is read, its e2b_ prefix
+	// checked, then the key validated).
+	if (!key)
+		throw new HttpError(401, 'authorization header is missing');
+	if (!key.startsWith('e2b_'))
+		throw new HttpError(401, 'authorization header is malformed');
 	if (opts.apiKey !== null ? key !== opts.apiKey : !/^e2b_[0-9a-f]+$/.test(key))
-		throw new HttpError(401, 'Invalid API key');
+		throw new HttpError(401, 'Invalid API key, please visit https://e2b.dev/docs/api-key for more information.');
 }
 
 const ROUTES = [
@@ -587,7 +679,8 @@ async function controlPlane(req, res, url, entry) {
 			return apiError(res, 429, f.message ?? 'Rate limit exceeded',
 				{ 'Retry-After': String(f.retryAfter ?? 1) });
 		if (f.kind === 'concurrency')
-			return apiError(res, 429, concurrencyError().message);
+			return apiError(res, 429, concurrencyError().message,
+				f.retryAfter !== undefined ? { 'Retry-After': String(f.retryAfter) } : {});
 		const st = Number(f.status) || 500;
 		return apiError(res, st, f.message ?? http.STATUS_CODES[st] ?? 'error',
 			f.retryAfter !== undefined ? { 'Retry-After': String(f.retryAfter) } : {},
@@ -597,6 +690,13 @@ async function controlPlane(req, res, url, entry) {
 	const v2 = url.pathname.startsWith('/v2/');
 	switch (op) {
 	case 'create': {
+		const rl = takeCreateToken();
+		if (rl) {
+			if (!rl.ok)
+				return apiError(res, 429, 'Rate limit exceeded', rl.headers);
+			for (const [k, hv] of Object.entries(rl.headers))
+				res.setHeader(k, hv);
+		}
 		const body = await readJson(req);
 		const sb = await createSandbox(body, { v2 });
 		return sendJson(res, 201, sandboxResponse(sb));
@@ -624,7 +724,7 @@ async function controlPlane(req, res, url, entry) {
 		if (!Number.isInteger(body.timeout))
 			throw new HttpError(400, 'Error when parsing request: property "timeout" is missing');
 		if (sb.state !== 'running')
-			throw new HttpError(404, `sandbox "${sb.id}" is not running`);
+			throw new HttpError(404, notFoundMsg(sb.id));
 		sb.endAt = capEnd(sb, Date.now() + Math.max(0, body.timeout) * 1000);
 		armExpiry(sb);
 		return sendEmpty(res, 204);
@@ -637,7 +737,7 @@ async function controlPlane(req, res, url, entry) {
 			throw new HttpError(400, 'Duration must be between 0 and 3600 seconds');
 		d = Math.max(d, 15);
 		if (sb.state !== 'running')
-			throw new HttpError(404, `sandbox "${sb.id}" is not running`);
+			throw new HttpError(404, notFoundMsg(sb.id));
 		sb.endAt = Math.max(sb.endAt, capEnd(sb, Date.now() + d * 1000));
 		armExpiry(sb);
 		return sendEmpty(res, 204);
@@ -706,6 +806,32 @@ async function controlPlane(req, res, url, entry) {
 	throw new HttpError(500, 'unhandled route');
 }
 
+// Token bucket for POST /sandboxes (the published "creation rate"): a
+// bucket of createRate tokens refilled at createRate per second. Returns null
+// when no rate is configured.
+const createBucket = { tokens: null, at: 0 };
+function takeCreateToken() {
+	const rate = opts.createRate;
+	if (!rate)
+		return null;
+	const now = Date.now();
+	if (createBucket.tokens === null)
+		createBucket.tokens = rate;
+	createBucket.tokens = Math.min(rate, createBucket.tokens + (now - createBucket.at) * rate / 1000);
+	createBucket.at = now;
+	const ok = createBucket.tokens >= 1;
+	if (ok)
+		createBucket.tokens -= 1;
+	const reset = Math.max(1, Math.ceil((1 - Math.min(1, createBucket.tokens)) / rate));
+	const headers = {
+		'RateLimit-Limit': String(rate), 'RateLimit-Remaining': String(Math.floor(createBucket.tokens)),
+		'RateLimit-Reset': String(reset),
+	};
+	if (!ok)
+		headers['Retry-After'] = String(reset);
+	return { ok, headers };
+}
+
 function checkConcurrency() {
 	const running = [...sandboxes.values()].filter((s) => s.state === 'running').length;
 	if (running >= opts.maxSandboxes)
@@ -728,7 +854,7 @@ async function admin(req, res, url) {
 	if (p === '/_emulator/state' && req.method === 'GET') {
 		return sendJson(res, 200, {
 			counters, faults,
-			config: { maxSandboxes: opts.maxSandboxes, maxLifetimeSec: opts.maxLifetimeSec, keepaliveSec: opts.keepaliveSec },
+			config: { maxSandboxes: opts.maxSandboxes, maxLifetimeSec: opts.maxLifetimeSec, keepaliveSec: opts.keepaliveSec, createRate: opts.createRate, isolation: opts.isolation },
 			sandboxes: [...sandboxes.values()].map((sb) => ({
 				...listedSandbox(sb), root: sb.root,
 				processes: [...sb.processes.values()].map((pr) => ({ pid: pr.pid, tag: pr.tag })),
@@ -767,7 +893,11 @@ async function admin(req, res, url) {
 			opts.maxLifetimeSec = clampInt(v.maxLifetimeSec, 1, 7 * 86400);
 		if (v.keepaliveSec !== undefined)
 			opts.keepaliveSec = clampInt(v.keepaliveSec, 1, 3600);
-		return sendJson(res, 200, { maxSandboxes: opts.maxSandboxes, maxLifetimeSec: opts.maxLifetimeSec, keepaliveSec: opts.keepaliveSec });
+		if (v.createRate !== undefined) {
+			opts.createRate = clampInt(v.createRate, 0, 100000);
+			createBucket.tokens = null;
+		}
+		return sendJson(res, 200, { maxSandboxes: opts.maxSandboxes, maxLifetimeSec: opts.maxLifetimeSec, keepaliveSec: opts.keepaliveSec, createRate: opts.createRate });
 	}
 	const m = /^\/_emulator\/sandboxes\/([a-z0-9]{20})\/expire$/.exec(p);
 	if (m && req.method === 'POST') {
@@ -796,19 +926,41 @@ function clampInt(v, lo, hi) {
 
 // ---------------------------------------------------------------- envd routing
 
-// The proxy reads E2b-Sandbox-Id/-Port only when Host is sandbox.<domain>,
-// localhost or an IP literal; otherwise it parses "<port>-<id>.<domain>".
+// infra shared/pkg/proxy/host.go: the routing headers are read only when
+// Host is localhost, a loopback IP or sandbox.<domain>, and then both must
+// be there; otherwise the first label of Host is "<port>-<id>[-…]". Here the
+// control plane shares the port, so a request with neither is the API's.
+// Returns null (control plane), {port, id} or {error} (the proxy's 400).
 function envdTarget(req) {
 	const hostHdr = (req.headers.host ?? '').toLowerCase();
-	const host = hostHdr.startsWith('[') ? hostHdr.slice(0, hostHdr.indexOf(']') + 1) : hostHdr.split(':')[0];
-	const hm = /^(\d+)-([a-z0-9]+)(?:-[a-z0-9]+)?\.(.+)$/.exec(host);
-	if (hm)
-		return { port: Number(hm[1]), id: hm[2] };
-	const plain = host === 'localhost' || /^[\d.]+$/.test(host) || host.startsWith('[') ||
-		host.startsWith('sandbox.');
-	if (plain && req.headers['e2b-sandbox-id'])
-		return { port: Number(req.headers['e2b-sandbox-port'] ?? ENVD_PORT), id: String(req.headers['e2b-sandbox-id']) };
-	return null;
+	const host = hostHdr.startsWith('[') ? hostHdr.slice(1, hostHdr.indexOf(']')) : hostHdr.split(':')[0];
+	const local = host === 'localhost' || /^127\.\d+\.\d+\.\d+$/.test(host) || host === '::1' ||
+		(host.startsWith('sandbox.') && host.length > 'sandbox.'.length);
+	const hid = req.headers['e2b-sandbox-id'];
+	const hport = req.headers['e2b-sandbox-port'];
+	if (local && (hid || hport)) {
+		if (!hid)
+			return { error: 'Missing header: E2b-Sandbox-Id' };
+		if (!hport)
+			return { error: 'Missing header: E2b-Sandbox-Port' };
+		if (!/^\d{1,19}$/.test(hport))
+			return { error: 'invalid sandbox port' };
+		if (!SANDBOX_ID_RE.test(hid))
+			return { error: 'invalid sandbox ID' };
+		return { port: Number(hport), id: hid };
+	}
+	const hm = /^(\d+)-([^.-]*)(?:-[^.]*)?\./.exec(host);
+	if (!hm)
+		return null;
+	if (!SANDBOX_ID_RE.test(hm[2]))
+		return { error: 'invalid sandbox ID' };
+	return { port: Number(hm[1]), id: hm[2] };
+}
+
+// The proxy's plain-text errors (net/http's http.Error).
+function plainError(res, status, msg) {
+	res.writeHead(status, { 'Content-Type': 'text/plain; charset=utf-8', 'X-Content-Type-Options': 'nosniff' });
+	res.end(`${msg}\n`);
 }
 
 function proxyNotFound(res, id) {
@@ -823,8 +975,9 @@ async function envd(req, res, url, target, entry) {
 	const sb = sandboxes.get(id);
 	if (!sb || sb.state !== 'running')
 		return proxyNotFound(res, id);
+	// Nothing listens on other ports: the proxy's upstream dial fails.
 	if (target.port !== ENVD_PORT)
-		return sendJson(res, 502, { sandboxId: id, message: 'The sandbox is running but port is not open', port: target.port, code: 502 });
+		return plainError(res, 502, 'Failed to route request to sandbox');
 
 	const delay = takeFault(['delay'], op, id);
 	if (delay)
@@ -859,9 +1012,9 @@ async function envd(req, res, url, target, entry) {
 	const tokenOk = !sb.secure || token === sb.accessToken;
 	if (url.pathname === '/files') {
 		if (req.method === 'GET')
-			return filesGet(req, res, url, sb, tokenOk);
+			return filesGet(req, res, url, sb);
 		if (req.method === 'POST')
-			return filesPost(req, res, url, sb, tokenOk);
+			return filesPost(req, res, url, sb);
 		return sendJson(res, 405, { code: 405, message: 'Method not allowed' });
 	}
 	if (!tokenOk)
@@ -971,23 +1124,32 @@ function signatureFor(p, operation, username, token, exp) {
 	return 'v1_' + crypto.createHash('sha256').update(raw).digest('base64').replace(/=+$/, '');
 }
 
-function checkFilesAuth(url, sb, tokenOk, operation) {
-	if (tokenOk)
+// envd api/auth.go validateSigning: a token header, when present, must
+// match (a signature does not rescue a wrong one); otherwise the signature
+// is checked, then its expiry.
+function checkFilesAuth(req, url, sb, operation) {
+	if (!sb.secure)
 		return;
+	const token = req.headers['x-access-token'];
+	if (token) {
+		if (token !== sb.accessToken)
+			throw new HttpError(401, 'access token present in header but does not match');
+		return;
+	}
 	const sig = url.searchParams.get('signature');
-	if (!sig)
-		throw new HttpError(401, 'unauthorized access, please provide a valid access token or method signing if supported');
+	if (sig === null)
+		throw new HttpError(401, 'missing signature query parameter');
 	const exp = url.searchParams.get('signature_expiration');
-	if (exp && Number(exp) * 1000 < Date.now())
-		throw new HttpError(401, 'signature is already expired');
 	const want = signatureFor(url.searchParams.get('path') ?? '', operation,
 		url.searchParams.get('username') ?? '', sb.accessToken, exp);
 	if (sig !== want)
 		throw new HttpError(401, 'invalid signature');
+	if (exp !== null && Number(exp) * 1000 < Date.now())
+		throw new HttpError(401, 'signature is already expired');
 }
 
-async function filesGet(req, res, url, sb, tokenOk) {
-	checkFilesAuth(url, sb, tokenOk, 'read');
+async function filesGet(req, res, url, sb) {
+	checkFilesAuth(req, url, sb, 'read');
 	const user = userOf(req, url, true);
 	const { host, sandboxPath } = resolveSandboxPath(sb, url.searchParams.get('path'), user, httpErr);
 	let st;
@@ -1002,7 +1164,7 @@ async function filesGet(req, res, url, sb, tokenOk) {
 		throw new HttpError(400, `path '${sandboxPath}' is not a regular file`);
 	const gzip = /\bgzip\b/.test(req.headers['accept-encoding'] ?? '');
 	const headers = {
-		'Content-Type': 'application/octet-stream',
+		'Content-Type': contentTypeOf(sandboxPath), Vary: 'Accept-Encoding',
 		'Content-Disposition': `inline; filename=${JSON.stringify(path.posix.basename(sandboxPath))}`,
 	};
 	const rs = fs.createReadStream(host);
@@ -1016,29 +1178,41 @@ async function filesGet(req, res, url, sb, tokenOk) {
 	rs.on('error', () => res.destroy());
 }
 
+// envd serves with http.ServeContent (type from the extension, else
+// sniffed); the emulator knows a few extensions and otherwise says
+// octet-stream.
+const CONTENT_TYPES = {
+	'.txt': 'text/plain; charset=utf-8', '.json': 'application/json', '.html': 'text/html; charset=utf-8',
+	'.js': 'text/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8', '.png': 'image/png',
+	'.gz': 'application/gzip', '.tar': 'application/x-tar', '.xml': 'text/xml; charset=utf-8',
+};
+function contentTypeOf(p) {
+	return CONTENT_TYPES[path.posix.extname(p).toLowerCase()] ?? 'application/octet-stream';
+}
+
 function parseMultipart(buf, contentType) {
 	const bm = /boundary=(?:"([^"]+)"|([^;]+))/i.exec(contentType);
 	if (!bm)
-		throw new HttpError(400, 'multipart body without boundary');
+		throw new HttpError(500, 'error parsing multipart form: no multipart boundary param in Content-Type');
 	const boundary = Buffer.from(`--${bm[1] ?? bm[2].trim()}`);
 	const parts = [];
 	let pos = buf.indexOf(boundary);
 	if (pos < 0)
-		throw new HttpError(400, 'malformed multipart body');
+		throw new HttpError(500, 'error reading form: malformed multipart body');
 	for (;;) {
 		pos += boundary.length;
 		if (buf.slice(pos, pos + 2).toString() === '--')
 			break;
 		if (buf.slice(pos, pos + 2).toString() !== '\r\n')
-			throw new HttpError(400, 'malformed multipart body');
+			throw new HttpError(500, 'error reading form: malformed multipart body');
 		pos += 2;
 		const hEnd = buf.indexOf('\r\n\r\n', pos);
 		if (hEnd < 0)
-			throw new HttpError(400, 'malformed multipart part headers');
+			throw new HttpError(500, 'error reading form: malformed part headers');
 		const headers = buf.slice(pos, hEnd).toString('utf8');
 		const next = buf.indexOf(Buffer.concat([Buffer.from('\r\n'), boundary]), hEnd + 4);
 		if (next < 0)
-			throw new HttpError(400, 'truncated multipart body');
+			throw new HttpError(500, 'error reading form: unexpected EOF');
 		const data = buf.slice(hEnd + 4, next);
 		const cd = /^content-disposition:(.*)$/im.exec(headers);
 		const name = cd && /\bname="([^"]*)"/i.exec(cd[1]);
@@ -1058,8 +1232,22 @@ function decodeFormFilename(s) {
 	return s.replace(/%22/g, '"').replace(/%0D/gi, '\r').replace(/%0A/gi, '\n').replace(/\\(.)/g, '$1');
 }
 
-async function filesPost(req, res, url, sb, tokenOk) {
-	checkFilesAuth(url, sb, tokenOk, 'write');
+// What envd answers for a filesystem error on /files.
+function fsHttpError(e, sandboxPath) {
+	if (e instanceof HttpError)
+		return e;
+	switch (e.code) {
+	case 'ENOENT': return new HttpError(404, `path '${sandboxPath}' does not exist`);
+	case 'ENOTDIR': case 'EISDIR': case 'EEXIST':
+		return new HttpError(400, `path '${sandboxPath}': ${e.code === 'ENOTDIR' ? 'a parent is not a directory' : 'is a directory'}`);
+	case 'EACCES': case 'EPERM': return new HttpError(401, `permission denied on '${sandboxPath}'`);
+	case 'ENOSPC': case 'EDQUOT': return new HttpError(507, 'not enough disk space available');
+	default: return new HttpError(500, `error writing '${sandboxPath}': ${e.message}`);
+	}
+}
+
+async function filesPost(req, res, url, sb) {
+	checkFilesAuth(req, url, sb, 'write');
 	const user = userOf(req, url, true);
 	const ctype = (req.headers['content-type'] ?? '').toLowerCase();
 	let body = await readBody(req, LIMITS.upload);
@@ -1075,17 +1263,18 @@ async function filesPost(req, res, url, sb, tokenOk) {
 	}
 	const qpath = url.searchParams.get('path');
 	let files;
-	if (ctype.startsWith('multipart/form-data')) {
+	// envd api/upload.go: a "path" parameter names the destination of
+	// every "file" part (so two parts collide); otherwise each part's
+	// filename does. Other parts are ignored.
+	if (ctype.startsWith('multipart/')) {
 		const parts = parseMultipart(body, req.headers['content-type']).filter((p) => p.name === 'file');
-		if (parts.length === 0)
-			throw new HttpError(400, 'no file part in the multipart body');
-		files = parts.map((p) => ({ p: (parts.length === 1 && qpath) ? qpath : (p.filename ?? qpath), data: p.data }));
-	} else if (ctype.startsWith('application/octet-stream')) {
+		files = parts.map((p) => ({ p: qpath ?? p.filename ?? '', data: p.data }));
+	} else if (ctype.split(';')[0].trim() === 'application/octet-stream') {
 		if (!qpath)
-			throw new HttpError(400, 'path is required for application/octet-stream uploads');
+			throw new HttpError(400, 'path query parameter is required for raw body upload');
 		files = [{ p: qpath, data: body }];
 	} else {
-		throw new HttpError(415, `unsupported content type ${ctype || '(none)'}`);
+		throw new HttpError(400, `unsupported content type: ${req.headers['content-type'] ?? ''}, expected multipart/form-data or application/octet-stream`);
 	}
 	const meta = {};
 	for (const [k, v] of Object.entries(req.headers))
@@ -1093,9 +1282,9 @@ async function filesPost(req, res, url, sb, tokenOk) {
 			meta[k.slice('x-metadata-'.length)] = String(v);
 	const out = [];
 	for (const f of files) {
-		if (!f.p)
-			throw new HttpError(400, 'missing destination path');
 		const { host, sandboxPath } = resolveSandboxPath(sb, f.p, user, httpErr);
+		if (out.some((o) => o.path === sandboxPath))
+			throw new HttpError(400, `you cannot upload multiple files to the same path '${sandboxPath}' in one upload request, only the first specified file was uploaded`);
 		try {
 			const st = await fsp.stat(host);
 			if (st.isDirectory())
@@ -1104,9 +1293,17 @@ async function filesPost(req, res, url, sb, tokenOk) {
 			if (e instanceof HttpError)
 				throw e;
 		}
-		await fsp.mkdir(path.dirname(host), { recursive: true });
+		try {
+			await fsp.mkdir(path.dirname(host), { recursive: true });
+		} catch (e) {
+			throw new HttpError(500, `error ensuring directories: ${e.code ?? e.message}`);
+		}
 		confineHost(sb, path.dirname(host), f.p, httpErr);
-		await fsp.writeFile(host, f.data);
+		try {
+			await fsp.writeFile(host, f.data);
+		} catch (e) {
+			throw fsHttpError(e, sandboxPath);
+		}
 		if (Object.keys(meta).length)
 			sb.fileMeta.set(sandboxPath, meta);
 		out.push({ path: sandboxPath, name: path.posix.basename(sandboxPath), type: 'file',
@@ -1171,8 +1368,8 @@ async function rpc(req, res, sb, service, method) {
 		const e = new RpcError('invalid_argument', `connect-protocol-version must be "1": got "${pv}"`);
 		return streaming ? streamError(req, res, e) : sendJson(res, 400, { code: e.code, message: e.message });
 	}
-	const timeoutMs = parseTimeout(req.headers['connect-timeout-ms']);
 	try {
+		const timeoutMs = parseTimeout(req.headers['connect-timeout-ms']);
 		const raw = await readBody(req, LIMITS.jsonBody);
 		const msg = streaming ? parseEnvelope(raw) : parseMsg(raw);
 		if (streaming) {
@@ -1237,20 +1434,32 @@ class Proc {
 		this.pty = pty;
 		this.subscribers = new Set();
 		this.ended = false;
-		const home = path.join(sb.root, homeOf(user));
-		const cwdHost = cfg.cwd ? resolveSandboxPath(sb, cfg.cwd, user, rpcErr).host : home;
-		if (!fs.existsSync(cwdHost) || !fs.statSync(cwdHost).isDirectory())
-			throw new RpcError('invalid_argument', `cwd '${cfg.cwd}' does not exist`);
+		const mountNs = opts.isolation === 'mountns';
+		const cwd = cfg.cwd ? resolveSandboxPath(sb, cfg.cwd, user, rpcErr) :
+			{ host: path.join(sb.root, homeOf(user)), sandboxPath: homeOf(user) };
+		if (!fs.existsSync(cwd.host) || !fs.statSync(cwd.host).isDirectory())
+			throw new RpcError('invalid_argument', `cwd '${cwd.sandboxPath}' does not exist`);
 		const env = {
 			PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
-			HOME: home, USER: user, LOGNAME: user, LANG: 'C.UTF-8',
-			E2B_SANDBOX: 'true', E2B_SANDBOX_ID: sb.id, E2B_EMULATOR_ROOT: sb.root,
+			HOME: mountNs ? homeOf(user) : path.join(sb.root, homeOf(user)),
+			USER: user, LOGNAME: user, LANG: 'C.UTF-8',
+			E2B_SANDBOX: 'true', E2B_SANDBOX_ID: sb.id,
 			...sb.envVars, ...(cfg.envs ?? {}),
+			// Last: the mount script binds this path, so no client env may move it.
+			E2B_EMULATOR_ROOT: sb.root,
 		};
-		this.child = spawn(cfg.cmd, cfg.args ?? [], {
-			cwd: cwdHost, env, detached: true,
-			stdio: [wantStdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
-		});
+		const stdio = [wantStdin ? 'pipe' : 'ignore', 'pipe', 'pipe'];
+		// Like envd, which starts every command through /bin/sh (its
+		// OOM/nice wrapper) that execs it: a missing binary is a started
+		// process that exits 127, not a start error. unshare and sh both
+		// exec, so the pid is the command's own.
+		this.child = mountNs ?
+			spawn('unshare', ['-m', '--propagation', 'private', '/bin/sh', '-c', MOUNT_NS_SCRIPT,
+				'sh', cfg.cmd, ...(cfg.args ?? [])], {
+				cwd: sb.root, env: { ...env, E2B_EMULATOR_CWD: cwd.sandboxPath }, detached: true, stdio,
+			}) :
+			spawn('/bin/sh', ['-c', 'exec "$@"', 'sh', cfg.cmd, ...(cfg.args ?? [])],
+				{ cwd: cwd.host, env, detached: true, stdio });
 		this.spawnError = null;
 		this.child.on('error', (e) => {
 			this.spawnError = e;
@@ -1261,7 +1470,15 @@ class Proc {
 			this.child.stdin.on('error', () => {});
 		this.child.stdout.on('data', (d) => this.output(pty ? 'pty' : 'stdout', d));
 		this.child.stderr.on('data', (d) => this.output(pty ? 'pty' : 'stderr', d));
+		// 'close' waits for every holder of the pipes; a backgrounded
+		// grandchild (nohup worker &) would hold the end event forever,
+		// which envd (StdoutPipe + Wait) does not do. Give the pipes a
+		// moment to drain after 'exit', then end anyway.
 		this.child.on('close', (code, signal) => this.finish(code, signal, null));
+		this.child.on('exit', (code, signal) => {
+			const t = setTimeout(() => this.finish(code, signal, null), 200);
+			t.unref();
+		});
 	}
 
 	output(stream, d) {
@@ -1419,6 +1636,13 @@ class EventStream {
 		this.detach();
 	}
 
+	sever() {
+		if (this.closed)
+			return;
+		this.res.destroy();
+		this.detach();
+	}
+
 	deadlineExceeded() {
 		if (this.closed)
 			return;
@@ -1461,8 +1685,9 @@ function processStart(req, res, sb, msg, timeoutMs) {
 		tag, !!msg.pty, wantStdin, user);
 	if (proc.spawnError || !proc.pid) {
 		// spawn() reports ENOENT asynchronously; answer the way envd does.
-		return streamError(req, res, new RpcError('internal',
-			`error starting process: exec: "${cfg.cmd}": executable file not found in $PATH`));
+		// envd: handler.Start() failing is invalid_argument.
+		return streamError(req, res, new RpcError('invalid_argument',
+			`error starting process '${[cfg.cmd, ...(cfg.args ?? [])].join(' ')}': exec: "${cfg.cmd}": ${proc.spawnError ? proc.spawnError.code : 'ENOENT'}`));
 	}
 	sb.processes.set(proc.pid, proc);
 	const s = new EventStream(req, res, sb, proc, timeoutMs, 'envd:/process.Process/Start');
@@ -1472,6 +1697,8 @@ function processStart(req, res, sb, msg, timeoutMs) {
 
 function processConnect(req, res, sb, msg, timeoutMs) {
 	const proc = selectProcess(sb, msg.process);
+	if (proc.subscribers.size >= 16)
+		throw new RpcError('resource_exhausted', 'too many streams attached to this process');
 	const s = new EventStream(req, res, sb, proc, timeoutMs, 'envd:/process.Process/Connect');
 	s.ownsProcess = false;
 	proc.subscribers.add(s);
@@ -1631,10 +1858,22 @@ function permString(st) {
 
 // ---------------------------------------------------------------- server
 
-const server = http.createServer({ requestTimeout: 0, maxHeaderSize: 16384 }, async (req, res) => {
+server = http.createServer({ requestTimeout: 0, maxHeaderSize: 16384 }, async (req, res) => {
+	const h = req.headers;
 	const entry = {
 		t: new Date().toISOString(), method: req.method, path: req.url.split('?')[0],
+		query: req.url.includes('?') ? req.url.slice(req.url.indexOf('?') + 1) : '',
 		op: null, sandboxID: null, status: null,
+		headers: {
+			'user-agent': h['user-agent'], 'content-type': h['content-type'],
+			'connect-timeout-ms': h['connect-timeout-ms'],
+			'keepalive-ping-interval': h['keepalive-ping-interval'],
+			'e2b-sandbox-id': h['e2b-sandbox-id'], 'e2b-sandbox-port': h['e2b-sandbox-port'],
+			host: h.host,
+			// presence only: the log must not hold credentials
+			'x-api-key': h['x-api-key'] !== undefined, 'x-access-token': h['x-access-token'] !== undefined,
+			authorization: h.authorization !== undefined,
+		},
 	};
 	requestLog.push(entry);
 	if (requestLog.length > LIMITS.requestLog)
@@ -1651,12 +1890,15 @@ const server = http.createServer({ requestTimeout: 0, maxHeaderSize: 16384 }, as
 	try {
 		if (url.pathname.startsWith('/_emulator/'))
 			await admin(req, res, url);
+		else if (target && target.error)
+			plainError(res, 400, target.error);
 		else if (target)
 			await envd(req, res, url, target, entry);
 		else
 			await controlPlane(req, res, url, entry);
 	} catch (e) {
-		if (res.headersSent) {
+		// The client went away mid-request: nothing to answer.
+		if (res.headersSent || req.aborted || e.code === 'ECONNRESET' || e.message === 'aborted') {
 			res.destroy();
 			return;
 		}
@@ -1675,18 +1917,6 @@ server.headersTimeout = 60000;
 for (const f of opts.faults)
 	addFault(f);
 
-function shutdown() {
-	for (const sb of [...sandboxes.values()])
-		killSandbox(sb);
-	server.close();
-	server.closeAllConnections();
-	try {
-		fs.rmSync(baseDir, { recursive: true, force: true });
-	} catch { /* best effort */ }
-	process.exit(0);
-}
-process.on('SIGTERM', shutdown);
-process.on('SIGINT', shutdown);
 
 server.on('error', (e) => die(`listen: ${e.message}`));
 server.listen(opts.port, opts.host, () => {
