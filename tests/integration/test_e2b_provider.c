@@ -883,6 +883,28 @@ test_envd_502_not_found(void **state)
 	/* Switched off again, the same sandbox works. */
 	do_exec(&r, ref, sh_echo, 10000, NULL);
 	assert_int_equal(r.status, 0);
+
+	/* The proxy's 429 before anything ran: retried after Retry-After. */
+	emu("DELETE", "/_emulator/requests", NULL, NULL);
+	fault("{\"kind\":\"rate_limit\",\"op\":\"envd:/process.Process/Start\",\"retryAfter\":1}");
+	do_exec(&r, ref, sh_echo, 10000, NULL);
+	assert_int_equal(r.status, 0);
+	assert_int_equal(r.er.exit_code, 3);
+	assert_int_equal(emu_count("envd:/process.Process/Start"), 2);
+
+	/* An envd 500 after the request was taken: not retried (it may have run). */
+	fault("{\"kind\":\"http_error\",\"op\":\"envd:/process.Process/Start\",\"status\":500}");
+	do_exec(&r, ref, sh_echo, 10000, NULL);
+	assert_int_equal(r.status, SP_EUNAVAIL);
+	assert_non_null(strstr(r.detail, "HTTP 500"));
+	assert_int_equal(emu_count("envd:/process.Process/Start"), 3);
+
+	/* A bad access token: refused, with the reason. */
+	free(e2b_sbx_find(T.e, ref)->token);
+	e2b_sbx_find(T.e, ref)->token = strdup("wrong");
+	do_exec(&r, ref, sh_echo, 10000, NULL);
+	assert_int_equal(r.status, SP_EPROVIDER);
+	assert_non_null(strstr(r.detail, "credentials refused"));
 }
 
 static void
