@@ -32,7 +32,7 @@ struct sp_exec {
 	struct sp_http_call *http;
 	uv_timer_t timer;		/* idle / deadline guard, or retry backoff */
 	struct e2b_env_parser ps;
-	char raw[EXEC_RAW_MAX];
+	char raw[EXEC_RAW_MAX + 1];	/* NUL-terminated */
 	size_t raw_len;
 	int fail;			/* first failure seen in the stream */
 	char why[320];
@@ -217,16 +217,17 @@ exec_data(void *arg, const char *data, size_t len)
 		return EXEC_STOPPED;
 	/* Keep the start of the body: when the reply is an error, not a stream,
 	 * this is its JSON. */
-	if (ex->ps.frames == 0 && ex->raw_len < sizeof(ex->raw)) {
-		n = sizeof(ex->raw) - ex->raw_len;
+	if (ex->ps.frames == 0 && ex->raw_len < EXEC_RAW_MAX) {
+		n = EXEC_RAW_MAX - ex->raw_len;
 		if (n > len)
 			n = len;
 		memcpy(ex->raw + ex->raw_len, data, n);
 		ex->raw_len += n;
+		ex->raw[ex->raw_len] = '\0';
 	}
 	if (ex->fail != 0 && ex->ps.frames == 0) {
 		/* Not a stream: read on (bounded) so the error body is whole. */
-		return ex->raw_len < sizeof(ex->raw) ? 0 : SP_EPROTO;
+		return ex->raw_len < EXEC_RAW_MAX ? 0 : SP_EPROTO;
 	}
 	exec_arm(ex);
 	r = e2b_env_feed(&ex->ps, data, len, exec_frame, ex, &why);
@@ -234,7 +235,7 @@ exec_data(void *arg, const char *data, size_t len)
 		return r;
 	exec_fail(ex, r, "exec: broken stream: ", why);
 	if (ex->ps.frames == 0 && r == SP_EPROTO)
-		return ex->raw_len < sizeof(ex->raw) ? 0 : SP_EPROTO;
+		return ex->raw_len < EXEC_RAW_MAX ? 0 : SP_EPROTO;
 	return r;
 }
 
@@ -261,12 +262,16 @@ exec_http_done(void *arg, int status, const struct sp_http_resp *resp)
 		exec_finish(ex, 0, NULL);
 		return;
 	}
-	if (resp->status != 0 && resp->status != 200) {
-		r = e2b_http_error(resp->status, ex->raw, ex->raw_len, "exec", detail, sizeof(detail));
-		/* Refused before anything ran: a rate limit or an unavailable
-		 * envd may be retried, a process was not started. */
+	if ((resp->status != 0 && resp->status != 200) || status == SP_EUNAVAIL) {
+		if (resp->status == 0)
+			snprintf(detail, sizeof(detail), "exec: cannot reach envd: %s",
+				 sp_strerror(status));
+		r = resp->status == 0 ? status : e2b_http_error(resp->status, ex->raw,
+		    ex->raw_len, "exec", detail, sizeof(detail));
+		/* Refused before anything ran (a rate limit, an unavailable envd,
+		 * no connection): no process was started, so it may be retried. */
 		if ((resp->status == 429 && !e2b_is_concurrency_429(429, ex->raw)) ||
-		    resp->status == 503) {
+		    resp->status == 503 || resp->status == 0) {
 			d = e2b_retry_delay(&ex->e->retry, ex->attempt + 1,
 					    uv_now(ex->e->host->loop) - ex->started_ms,
 					    resp->retry_after, e2b_rand(ex->e));

@@ -725,6 +725,28 @@ test_host_addressing(void **state)
 }
 
 static void
+test_envd_unreachable(void **state)
+{
+	char ref[64];
+	struct res r;
+
+	/* envd cannot be reached at all: retried (nothing ran), then reported. */
+	teardown(state);
+	assert_int_equal(uv_loop_init(&T.loop), 0);
+	assert_int_equal(httpc_new(&T.loop, &T.http), 0);
+	T.host.loop = &T.loop;
+	T.host.http = T.http;
+	conf_set("e2b.envd_url", "http://127.0.0.1:1");
+	conf_set("e2b.max_retries", "2");
+	memset(&r, 0, sizeof(r));
+	assert_int_equal(prov_init(&r), 0);
+	create_ok(ref, "sb-000000000021");
+	do_exec(&r, ref, sh_echo, 10000, NULL);
+	assert_int_equal(r.status, SP_EUNAVAIL);
+	assert_non_null(strstr(r.detail, "cannot reach envd"));
+}
+
+static void
 test_rate_limit_429(void **state)
 {
 	char ref[64];
@@ -1344,6 +1366,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_close_during_init, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_host_addressing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_envd_unreachable, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rate_limit_429, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rate_limit_exhausted, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_concurrency_429, setup, teardown),
