@@ -473,6 +473,98 @@ test_cost(void **state)
 	assert_true(e2b_cost(-5, 8, 4096, 0.000014, 0.0000045) == 0);
 }
 
+static int
+parse_any(void *arg, unsigned flags, const char *json, size_t len)
+{
+	struct e2b_event ev;
+	const char *why;
+	char d[128];
+
+	if (flags & E2B_ENV_END)
+		(void)e2b_eos_parse(json, len, d, sizeof(d));
+	else if (e2b_event_parse(json, len, &ev, &why) == 0)
+		e2b_event_free(&ev);
+	return 0;
+}
+
+/*
+ * Random and mutated streams, split at random points: every feed ends in 0 or
+ * a clean error and the parser never reads or allocates out of bounds (the
+ * ASan build runs this too). A stand-in until a libFuzzer target exists.
+ */
+static void
+test_env_random(void **state)
+{
+	struct e2b_env_parser ps;
+	const char *why;
+	char good[1024], buf[1024];
+	size_t glen = sample_stream(good), len, off, n;
+	uint64_t x = 0x9e3779b97f4a7c15u;
+	unsigned ok = 0;
+	int r;
+
+	for (int it = 0; it < 5000; it++) {
+		x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+		if (it % 2 == 0) {
+			/* A valid stream with a few bytes flipped. */
+			memcpy(buf, good, glen);
+			len = glen;
+			for (int k = 0; k < 1 + (int)(x % 4); k++)
+				buf[(x >> (8 * k)) % len] ^= (char)(x >> (16 + k));
+		} else {
+			len = x % sizeof(buf);
+			for (size_t i = 0; i < len; i++)
+				buf[i] = (char)((x >> (i % 56)) + i * 31);
+			/* Keep lengths small sometimes so whole frames form. */
+			if (len > 5 && (x & 1))
+				buf[1] = buf[2] = buf[3] = 0;
+		}
+		e2b_env_init(&ps, 4096);
+		r = 0;
+		for (off = 0; off < len && r == 0; off += n) {
+			n = 1 + (x >> 3) % 64;
+			if (n > len - off)
+				n = len - off;
+			r = e2b_env_feed(&ps, buf + off, n, parse_any, NULL, &why);
+		}
+		assert_true(r == 0 || r == SP_EPROTO);
+		if (r == 0 && e2b_env_finish(&ps, &why) == 0)
+			ok++;
+		e2b_env_done(&ps);
+	}
+	assert_true(ok > 0);		/* some mutations leave a valid stream */
+}
+
+static void
+test_envd_url(void **state)
+{
+	struct e2b e = { 0 };
+	struct e2b_sbx sb = { .id = "abcdefghij0123456789" };
+	char *u;
+
+	e.domain = "e2b.app";
+	e.envd_url = "https://{port}-{sandbox}.{domain}";
+	u = e2b_envd_url(&e, &sb, "/process.Process/Start");
+	assert_string_equal(u, "https://49983-abcdefghij0123456789.e2b.app/process.Process/Start");
+	free(u);
+	/* The API's domain wins over the configured one. */
+	sb.domain = "eu.e2b.dev";
+	u = e2b_envd_url(&e, &sb, "/files?path=/x");
+	assert_string_equal(u, "https://49983-abcdefghij0123456789.eu.e2b.dev/files?path=/x");
+	free(u);
+	/* Headers mode: a fixed URL, trailing slashes dropped. */
+	e.envd_url = "http://127.0.0.1:4000//";
+	u = e2b_envd_url(&e, &sb, "/health");
+	assert_string_equal(u, "http://127.0.0.1:4000/health");
+	free(u);
+	/* Any number of placeholders fits (ASan watches the buffer). */
+	e.envd_url = "http://{sandbox}{sandbox}{sandbox}{domain}{domain}{port}{port}{x}";
+	u = e2b_envd_url(&e, &sb, "");
+	assert_string_equal(u, "http://abcdefghij0123456789abcdefghij0123456789abcdefghij0123456789"
+			    "eu.e2b.deveu.e2b.dev4998349983{x}");
+	free(u);
+}
+
 int
 main(void)
 {
@@ -491,6 +583,8 @@ main(void)
 		cmocka_unit_test(test_retry_classify),
 		cmocka_unit_test(test_retry_delay),
 		cmocka_unit_test(test_cost),
+		cmocka_unit_test(test_envd_url),
+		cmocka_unit_test(test_env_random),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
