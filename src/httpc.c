@@ -118,6 +118,7 @@ httpc_finish(struct sp_http_call *call, int status)
 		resp.content_type = httpc_header(call->easy, "Content-Type");
 		resp.api_version = httpc_header(call->easy, "Api-Version");
 		resp.retry_after = httpc_header(call->easy, "Retry-After");
+		resp.next_token = httpc_header(call->easy, "X-Next-Token");
 	}
 	call->on_done(call->arg, status, &resp);
 

@@ -37,6 +37,7 @@ struct sp_http_resp {
 	const char *content_type;	/* or NULL */
 	const char *api_version;	/* the Api-Version header, or NULL (Docker's /_ping) */
 	const char *retry_after;	/* the Retry-After header, or NULL */
+	const char *next_token;		/* the X-Next-Token header (E2B list pages), or NULL */
 };
 
 /*
