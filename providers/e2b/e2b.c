@@ -621,13 +621,13 @@ read_key(struct e2b *e, char *detail, size_t sz)
 		path = pbuf;
 	}
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) < 0) {
-		snprintf(detail, sz, "API key file %s: %s", path, strerror(errno));
+		snprintf(detail, sz, "API key file %.200s: %s", path, strerror(errno));
 		return SP_ECONFIG;
 	}
 	n = read(fd, buf, sizeof(buf));
 	close(fd);
 	if (n < 0) {
-		snprintf(detail, sz, "API key file %s: %s", path, strerror(errno));
+		snprintf(detail, sz, "API key file %.200s: %s", path, strerror(errno));
 		return SP_ECONFIG;
 	}
 	len = (size_t)n;
@@ -635,13 +635,13 @@ read_key(struct e2b *e, char *detail, size_t sz)
 		len--;
 	buf[len] = '\0';
 	if (len == 0 || len > E2B_KEY_MAX - 1) {
-		snprintf(detail, sz, "API key file %s: %s", path, len == 0 ? "empty" : "too long");
+		snprintf(detail, sz, "API key file %.200s: %s", path, len == 0 ? "empty" : "too long");
 		explicit_bzero(buf, sizeof(buf));
 		return SP_ECONFIG;
 	}
 	for (size_t i = 0; i < len; i++)
 		if (!isgraph((unsigned char)buf[i])) {
-			snprintf(detail, sz, "API key file %s: the key holds spaces or control "
+			snprintf(detail, sz, "API key file %.200s: the key holds spaces or control "
 				 "characters", path);
 			explicit_bzero(buf, sizeof(buf));
 			return SP_ECONFIG;
