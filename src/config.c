@@ -37,6 +37,10 @@ enum config_type {
 	CT_CPUS,		/* decimal CPUs, into int64_t nano-CPUs */
 	CT_LOGLEVEL,		/* err | warning | info | debug, into int */
 	CT_PROVIDER,		/* a built provider's name */
+	CT_FRACTION,		/* decimal, into float; min/max in thousandths */
+	CT_DAYS,		/* a duration, into double days */
+	CT_BOOL,		/* yes | no | true | false | on | off, into bool */
+	CT_WEIGHTS,		/* "A B G": three fractions into consecutive floats */
 };
 
 struct config_directive {
@@ -81,6 +85,25 @@ static const struct config_directive config_directives[] = {
 	{ "sandbox_work",	CT_SIZE,	F(sandbox_work),	1 * MIB, TIB },
 	{ "exec_timeout",	CT_DURATION,	F(exec_timeout_ms),	1 * SEC, 30 * DAY },
 	{ "exec_timeout_max",	CT_DURATION,	F(exec_timeout_max_ms),	1 * SEC, 30 * DAY },
+	{ "memory_dimensions",	CT_UINT,	F(memory.dimensions),	8, 4096 },
+	{ "memory_weights",	CT_WEIGHTS,	F(memory.alpha),	0, 1000 },
+	{ "memory_half_life",	CT_DAYS,	F(memory.half_life_days), 1 * SEC, 3650 * DAY },
+	{ "memory_mmr_lambda",	CT_FRACTION,	F(memory.lambda),	500, 1000 },
+	{ "memory_k",		CT_UINT,	F(memory.k_default),	1, 20 },
+	{ "memory_k_max",	CT_UINT,	F(memory.k_max),	1, 100 },
+	{ "memory_min_confidence", CT_FRACTION,	F(memory.min_confidence), 0, 1000 },
+	{ "memory_max_age",	CT_DAYS,	F(memory.max_age_days),	1 * SEC, 36500 * DAY },
+	{ "memory_consolidate_every", CT_UINT,	F(memory.consolidate_every), 0, 1000000 },
+	{ "memory_dup_threshold", CT_FRACTION,	F(memory.dup_threshold), 500, 1000 },
+	{ "memory_contradiction_threshold", CT_FRACTION, F(memory.contradiction_threshold), 0, 1000 },
+	{ "memory_prune_age",	CT_DAYS,	F(memory.prune_age_days), 1 * SEC, 36500 * DAY },
+	{ "memory_scrub",	CT_BOOL,	F(memory.scrub),	0, 0 },
+	{ "memory_max_text",	CT_BYTES,	F(memory.max_content),	1 * KIB, 16 * MIB },
+	{ "memory_max_batch",	CT_UINT,	F(memory.max_batch),	1, 10000 },
+	{ "memory_usage_flush",	CT_DURATION,	F(memory.usage_flush_ms), 10, 60 * SEC },
+	{ "memory_embedder_url", CT_STRING,	F(memory.embedder_url),	0, 0 },
+	{ "memory_embedder_model", CT_STRING,	F(memory.embedder_model), 0, 0 },
+	{ "memory_embedder_timeout", CT_DURATION, F(memory.embedder_timeout_ms), 1 * SEC, 10 * 60 * SEC },
 };
 #define NDIRECTIVES	(sizeof(config_directives) / sizeof(config_directives[0]))
 
@@ -386,6 +409,46 @@ config_core_set(struct config_parse *p, const struct config_directive *d, const 
 					    d->name, v, (long long)(d->min / SEC),
 					    (long long)(d->max / DAY));
 		*(uint64_t *)field = u64;
+		return 0;
+	case CT_FRACTION:
+	case CT_WEIGHTS: {
+		unsigned n = d->type == CT_WEIGHTS ? 3 : 1, i;
+		const char *q = v;
+		char *end;
+
+		for (i = 0; i < n; i++) {
+			double x;
+
+			while (i > 0 && *q == ' ')
+				q++;
+			errno = 0;
+			x = strtod(q, &end);
+			if (end == q || errno != 0 || (*end != '\0' && *end != ' ') ||
+			    !(x * 1000 >= d->min && x * 1000 <= d->max))
+				return config_error(p, p->line, "%s: '%s' is not %s between %g and %g",
+						    d->name, v, n == 1 ? "a number" : "three numbers",
+						    d->min / 1000.0, d->max / 1000.0);
+			((float *)field)[i] = (float)x;
+			q = end;
+		}
+		if (*q != '\0')
+			return config_error(p, p->line, "%s: '%s' has extra text", d->name, v);
+		return 0;
+	}
+	case CT_DAYS:
+		if (config_parse_duration(v, &u64) < 0 || u64 < (uint64_t)d->min ||
+		    u64 > (uint64_t)d->max)
+			return config_error(p, p->line, "%s: '%s' is not a duration between 1s "
+					    "and %lldd", d->name, v, (long long)(d->max / DAY));
+		*(double *)field = (double)u64 / DAY;
+		return 0;
+	case CT_BOOL:
+		if (strcmp(v, "yes") == 0 || strcmp(v, "true") == 0 || strcmp(v, "on") == 0)
+			*(bool *)field = true;
+		else if (strcmp(v, "no") == 0 || strcmp(v, "false") == 0 || strcmp(v, "off") == 0)
+			*(bool *)field = false;
+		else
+			return config_error(p, p->line, "%s: '%s' is not yes or no", d->name, v);
 		return 0;
 	case CT_CPUS:
 		if (config_parse_cpus(v, &i64) < 0)
@@ -693,6 +756,10 @@ config_defaults(struct config_parse *p, struct config *c)
 	c->sandbox_work = 256 * MIB;
 	c->exec_timeout_ms = 10 * 60 * SEC;
 	c->exec_timeout_max_ms = DAY;
+	memory_config_defaults(&c->memory);
+	/* The defaults hold string literals; the struct owns what it frees. */
+	c->memory.embedder_url = NULL;
+	c->memory.embedder_model = NULL;
 
 	if (p->providers == NULL)
 		return 0;
@@ -770,6 +837,14 @@ config_finish(struct config_parse *p, struct config *c)
 	if ((r = config_check_pair(p, "exec_timeout", "exec_timeout_max",
 				   c->exec_timeout_ms > c->exec_timeout_max_ms, a)) < 0)
 		return r;
+	snprintf(a, sizeof(a), "%u", c->memory.k_default);
+	if ((r = config_check_pair(p, "memory_k", "memory_k_max",
+				   c->memory.k_default > c->memory.k_max, a)) < 0)
+		return r;
+	if ((c->memory.embedder_url == NULL) != (c->memory.embedder_model == NULL))
+		return config_error(p, config_line_of(p, c->memory.embedder_url ?
+				    "memory_embedder_url" : "memory_embedder_model"),
+				    "memory_embedder_url and memory_embedder_model go together");
 	return 0;
 }
 
@@ -831,6 +906,8 @@ config_free(struct config *c)
 	free(c->default_provider);
 	free(c->worker_image);
 	free(c->worker_binary);
+	free((char *)c->memory.embedder_url);
+	free((char *)c->memory.embedder_model);
 	for (i = 0; i < c->nkv; i++) {
 		free(c->kv[i].name);
 		free(c->kv[i].value);

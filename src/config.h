@@ -17,6 +17,8 @@
 
 #include <sandpit/provider.h>
 
+#include "memory.h"
+
 struct config_kv {
 	char *name;
 	char *value;
@@ -49,6 +51,9 @@ struct config {
 	int64_t sandbox_nofile;
 	int64_t sandbox_tmp, sandbox_work;		/* tmpfs bytes */
 	uint64_t exec_timeout_ms, exec_timeout_max_ms;
+
+	/* memory_*: the ReasoningBank's settings (see memory.h); restart to change. */
+	struct memory_config memory;
 
 	struct config_kv *kv;		/* provider directives, as given or defaulted */
 	size_t nkv;

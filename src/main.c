@@ -26,6 +26,8 @@
 #include "ctl.h"
 #include "httpc.h"
 #include "log.h"
+#include "memapi.h"
+#include "memory.h"
 #include "notify.h"
 #include "provider.h"
 #include "sandbox.h"
@@ -47,6 +49,7 @@ struct daemon {
 	char *instance;
 	struct sp_httpc *http;
 	struct sandbox_mgr *mgr;
+	struct memory *memory;
 	struct ctl *ctl;
 	struct api api;
 	struct sp_host host;
@@ -202,16 +205,28 @@ daemon_http_closed(void *arg)
 }
 
 static void
+daemon_memory_closed(void *arg)
+{
+	struct daemon *d = arg;
+
+	d->memory = NULL;
+	/* Providers and the memory are closed: nothing uses the HTTP client. */
+	if (d->http != NULL)
+		httpc_close(d->http, daemon_http_closed, d);
+	else
+		daemon_http_closed(d);
+}
+
+static void
 daemon_mgr_closed(void *arg)
 {
 	struct daemon *d = arg;
 
 	d->mgr = NULL;
-	/* Providers are closed: nothing uses the HTTP client any more. */
-	if (d->http != NULL)
-		httpc_close(d->http, daemon_http_closed, d);
+	if (d->memory != NULL)
+		memory_close(d->memory, daemon_memory_closed, d);
 	else
-		daemon_http_closed(d);
+		daemon_memory_closed(d);
 }
 
 /* Close whatever daemon_start() made, in reverse order of dependence. */
@@ -369,6 +384,13 @@ daemon_start(struct daemon *d)
 		.core = d,
 	};
 	sandbox_mgr_new(&d->loop, d->store, d->cfg, &d->host, sp_providers, &d->mgr);
+	if (d->cfg->memory.embedder_url != NULL)
+		d->cfg->memory.httpc = d->http;
+	r = memory_open(&d->loop, d->store, &d->cfg->memory, &d->memory);
+	if (r < 0) {
+		log_err("memory: %s", r == SP_EDB ? store_errmsg(d->store) : sp_strerror(r));
+		return r;
+	}
 
 	limits = daemon_ctl_limits(d->cfg);
 	r = ctl_new(&d->loop, &limits, &d->ctl);
@@ -384,6 +406,7 @@ daemon_start(struct daemon *d)
 		.started_ms = (int64_t)time(NULL) * 1000,
 	};
 	api_register(&d->api);
+	memapi_register(d->ctl, d->memory);
 	r = ctl_listen(d->ctl, d->cfg->socket_path, d->cfg->socket_gid);
 	if (r < 0) {
 		log_err("control socket %s: %s", d->cfg->socket_path, sp_strerror(r));

@@ -882,10 +882,14 @@ mem_add(struct memory *m, const char *tenant, json_t *body, bool dry, json_t **r
 		/* Dimensions are fixed per (tenant, model) by the first vector stored. */
 		s = t ? mem_space(t, items[i].model, 0) : NULL;
 		if (s != NULL && items[i].dims != 0 && arena_dims(s->arena) != items[i].dims) {
-			r = mem_err(err, errlen, SP_EINVAL,
-				    "%s%zu%s'vector' has %u dimensions, model '%s' has %u",
-				    arr ? "items[" : "", i, arr ? "]: " : "", items[i].dims,
-				    items[i].model, arena_dims(s->arena));
+			if (arr != NULL)
+				r = mem_err(err, errlen, SP_EINVAL,
+					    "items[%zu]: 'vector' has %u dimensions, model '%s' has %u",
+					    i, items[i].dims, items[i].model, arena_dims(s->arena));
+			else
+				r = mem_err(err, errlen, SP_EINVAL,
+					    "'vector' has %u dimensions, model '%s' has %u",
+					    items[i].dims, items[i].model, arena_dims(s->arena));
 			done++;
 			goto out_free;
 		}
