@@ -105,6 +105,7 @@ static void
 watchdog_cb(uv_timer_t *t)
 {
 	expired = true;
+	uv_stop(&loop);
 }
 
 static void
@@ -112,8 +113,12 @@ run_until_flag(bool *done, const char *what)
 {
 	expired = false;
 	uv_timer_start(&watchdog, watchdog_cb, WAIT_LIMIT_MS, 0);
+	/*
+	 * Callbacks uv_stop() the loop: a UV_RUN_ONCE whose callback ran in the
+	 * timer phase would otherwise go on to block in poll.
+	 */
 	while (!*done && !expired)
-		uv_run(&loop, UV_RUN_ONCE);
+		uv_run(&loop, UV_RUN_DEFAULT);
 	uv_timer_stop(&watchdog);
 	if (!*done)
 		fail_msg("no callback after %d s: %s", WAIT_LIMIT_MS / 1000, what);
@@ -129,6 +134,7 @@ done_cb(void *arg, int status, const char *detail)
 	struct wait *w = arg;
 
 	w->done = true;
+	uv_stop(&loop);
 	w->status = status;
 	snprintf(w->detail, sizeof(w->detail), "%s", detail != NULL ? detail : "");
 }
@@ -228,6 +234,7 @@ get_done(void *arg, int status, const struct sp_http_resp *resp)
 	struct get *g = arg;
 
 	g->done = true;
+	uv_stop(&loop);
 	g->status = status;
 	g->http = resp->status;
 	if (status == 0 && resp->body_len > 0)
@@ -245,7 +252,7 @@ engine(const char *method, const char *path, long *code)
 	snprintf(url, sizeof(url), "http://localhost/v1.41%s", path);
 	assert_int_equal(sp_http_request(http, &o, NULL, get_done, &g, NULL), 0);
 	while (!g.done)
-		uv_run(&loop, UV_RUN_ONCE);
+		uv_run(&loop, UV_RUN_DEFAULT);
 	assert_int_equal(g.status, 0);
 	if (code != NULL)
 		*code = g.http;
@@ -365,6 +372,7 @@ static void
 closed_cb(void *arg)
 {
 	*(int *)arg = 1;
+	uv_stop(&loop);
 }
 
 static int
@@ -378,7 +386,7 @@ group_teardown(void **state)
 	uv_close((uv_handle_t *)&watchdog, NULL);
 	httpc_close(http, closed_cb, &closed);
 	while (!closed)
-		uv_run(&loop, UV_RUN_ONCE);
+		uv_run(&loop, UV_RUN_DEFAULT);
 	rc = uv_loop_close(&loop);
 	if (rc != 0)
 		fprintf(stderr, "uv_loop_close: %s\n", uv_strerror(rc));
@@ -781,6 +789,7 @@ event_cb(void *arg, const struct sp_instance *inst)
 
 	if (strcmp(inst->ref, e->ref) != 0)
 		return;
+	uv_stop(&loop);
 	if (inst->state == SP_INST_GONE)
 		e->gone++;
 	if (inst->state == SP_INST_EXITED)
@@ -817,7 +826,7 @@ test_destroy_and_events(void **state)
 		expired = false;
 		uv_timer_start(&watchdog, watchdog_cb, WAIT_LIMIT_MS, 0);
 		while (!(gone = ev.gone > 0) && !expired)
-			uv_run(&loop, UV_RUN_ONCE);
+			uv_run(&loop, UV_RUN_DEFAULT);
 		uv_timer_stop(&watchdog);
 		assert_true(gone);
 	}

@@ -238,11 +238,15 @@ struct wait {
 	size_t n;
 };
 
+/*
+ * Callbacks uv_stop() the loop: a UV_RUN_ONCE whose callback ran in the timer
+ * phase would otherwise go on to block in poll with nothing left to wake it.
+ */
 static void
 run_until(struct wait *w)
 {
 	while (!w->done)
-		uv_run(&loop, UV_RUN_ONCE);
+		uv_run(&loop, UV_RUN_DEFAULT);
 }
 
 static void
@@ -251,6 +255,7 @@ done_cb(void *arg, int status, const char *detail)
 	struct wait *w = arg;
 
 	w->done = true;
+	uv_stop(&loop);
 	w->status = status;
 	snprintf(w->detail, sizeof(w->detail), "%s", detail != NULL ? detail : "");
 }
@@ -316,6 +321,7 @@ static void
 closed_cb(void *arg)
 {
 	*(bool *)arg = true;
+	uv_stop(&loop);
 }
 
 static int
@@ -329,7 +335,7 @@ teardown(void **state)
 	free(prov.priv);
 	httpc_close(http, closed_cb, &closed);
 	while (!closed)
-		uv_run(&loop, UV_RUN_ONCE);
+		uv_run(&loop, UV_RUN_DEFAULT);
 	assert_int_equal(uv_loop_close(&loop), 0);
 	return 0;
 }
@@ -624,6 +630,7 @@ event_cb(void *arg, const struct sp_instance *inst)
 	struct events *e = arg;
 
 	e->n++;
+	uv_stop(&loop);
 	e->exit_code = inst->exit_code;
 	snprintf(e->sandbox, sizeof(e->sandbox), "%s", inst->sandbox_id);
 }
@@ -651,7 +658,7 @@ test_watch_reconnects(void **state)
 	assert_int_equal(prov.ops->watch(&prov, event_cb, &ev), 0);
 	assert_int_equal(prov.ops->watch(&prov, event_cb, &ev), SP_ECONFLICT);
 	while (ev.n < 2)
-		uv_run(&loop, UV_RUN_ONCE);
+		uv_run(&loop, UV_RUN_DEFAULT);
 	assert_int_equal(ev.exit_code, 3);
 	assert_string_equal(ev.sandbox, "sb-9");
 	pthread_mutex_lock(&eng.mu);
