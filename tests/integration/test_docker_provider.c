@@ -281,6 +281,40 @@ cleanup_everything(void)
 	(void)!system(cmd);
 }
 
+/*
+ * Runs of this test that were killed (a ctest timeout) could not clean up.
+ * Remove what belongs to a run whose process is gone: containers labelled
+ * sandpit-test-<pid>, networks sandpit-test-[open-]<pid>, images
+ * sandpit-test/worker:<pid> and the chains of bridge spt<pid>. A live pid is
+ * left alone.
+ */
+static void
+sweep_dead_runs(void)
+{
+	static const char script[] =
+	    "pids=$( { docker ps -a --format '{{.Label \"io.sandpit.instance\"}}';"
+	    "  docker network ls --format '{{.Name}}' | sed 's/^sandpit-test-open-/sandpit-test-/';"
+	    "  iptables -w -S 2>/dev/null | sed -n 's/^-N SANDPIT-IN-spt\\([0-9]*\\)$/sandpit-test-\\1/p';"
+	    "  docker images --format '{{.Repository}}:{{.Tag}}' | sed -n 's|^sandpit-test/worker:|sandpit-test-|p';"
+	    "} | sed -n 's/^sandpit-test-\\([0-9][0-9]*\\)$/\\1/p' | sort -u);"
+	    "for p in $pids; do"
+	    "  kill -0 $p 2>/dev/null && continue;"
+	    "  [ -d /proc/$p ] && continue;"
+	    "  ids=$(docker ps -aq --filter label=io.sandpit.instance=sandpit-test-$p);"
+	    "  [ -z \"$ids\" ] || docker rm -f $ids >/dev/null 2>&1;"
+	    "  docker network rm sandpit-test-$p sandpit-test-open-$p >/dev/null 2>&1;"
+	    "  docker rmi -f sandpit-test/worker:$p >/dev/null 2>&1;"
+	    "  b=spt$p;"
+	    "  iptables -w -D INPUT -i $b -j SANDPIT-IN-$b 2>/dev/null;"
+	    "  iptables -w -F SANDPIT-IN-$b 2>/dev/null; iptables -w -X SANDPIT-IN-$b 2>/dev/null;"
+	    "  iptables -w -D DOCKER-USER -j SANDPIT-FW-$b 2>/dev/null;"
+	    "  iptables -w -D FORWARD -j SANDPIT-FW-$b 2>/dev/null;"
+	    "  iptables -w -F SANDPIT-FW-$b 2>/dev/null; iptables -w -X SANDPIT-FW-$b 2>/dev/null;"
+	    "done; true";
+
+	(void)!system(script);
+}
+
 static bool
 file_is_static(const char *path)
 {
@@ -344,6 +378,7 @@ group_setup(void **state)
 	snprintf(network, sizeof(network), "sandpit-test-%d", (int)getpid());
 	snprintf(bridge, sizeof(bridge), "spt%d", (int)getpid() % 10000000);
 	snprintf(image, sizeof(image), "sandpit-test/worker:%d", (int)getpid());
+	sweep_dead_runs();
 	cleanup_everything();
 
 	if (uv_loop_init(&loop) != 0 || httpc_new(&loop, &http) != 0)
