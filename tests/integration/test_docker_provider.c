@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <syslog.h>
 #include <unistd.h>
 
@@ -37,6 +38,7 @@ extern const struct sp_provider_ops sp_docker_provider;
 #define PIDS_LIMIT	64
 
 static uv_loop_t loop;
+static char files_dir[64];
 static struct sp_httpc *http;
 static char instance[64], network[64], bridge[16], image[80], worker[512], source[512];
 static char socket_path[256] = "/var/run/docker.sock";
@@ -417,6 +419,12 @@ group_teardown(void **state)
 
 	/* Remove what we made first, so a crash below leaves nothing behind. */
 	cleanup_everything();
+	if (files_dir[0] != '\0') {
+		char cmd[128];
+
+		snprintf(cmd, sizeof(cmd), "rm -rf %s", files_dir);
+		(void)!system(cmd);
+	}
 	provider_close(&prov);
 	uv_close((uv_handle_t *)&watchdog, NULL);
 	httpc_close(http, closed_cb, &closed);
@@ -434,7 +442,7 @@ static char ref_a[128], ref_b[128];
 static char id_a[64], id_b[64];
 
 static void
-create_sandbox(const char *id, char *ref)
+create_sandbox(const char *id, char *ref, const char *files)
 {
 	static const char *const sleeper[] = { "/bin/busybox", "sleep", "100000", NULL };
 	struct sp_sandbox_spec spec = {
@@ -442,6 +450,7 @@ create_sandbox(const char *id, char *ref)
 		.cmd = worker_static ? NULL : sleeper,
 		.memory_bytes = MEM_LIMIT, .nano_cpus = 500000000, .pids_limit = PIDS_LIMIT,
 		.nofile = 256, .tmp_bytes = 8 << 20, .work_bytes = 16 << 20,
+		.files_dir = files,
 	};
 	struct wait w = { 0 };
 
@@ -503,8 +512,23 @@ test_create_hardening(void **state)
 
 	snprintf(id_a, sizeof(id_a), "sb-a%d", (int)getpid());
 	snprintf(id_b, sizeof(id_b), "sb-b%d", (int)getpid());
-	create_sandbox(id_a, ref_a);
-	create_sandbox(id_b, ref_b);
+	/* B gets a files directory, readable by the sandbox user. */
+	strcpy(files_dir, "/tmp/sp-files-XXXXXX");
+	assert_non_null(mkdtemp(files_dir));
+	assert_int_equal(chmod(files_dir, 0755), 0);
+	{
+		char token[128];
+		FILE *f;
+
+		snprintf(token, sizeof(token), "%s/token", files_dir);
+		f = fopen(token, "w");
+		assert_non_null(f);
+		fputs("secret-ish\n", f);
+		fclose(f);
+		assert_int_equal(chmod(token, 0444), 0);
+	}
+	create_sandbox(id_a, ref_a, NULL);
+	create_sandbox(id_b, ref_b, files_dir);
 
 	snprintf(path, sizeof(path), "/containers/%s/json", ref_a);
 	c = engine("GET", path, &code);
@@ -609,6 +633,22 @@ test_exec_identity(void **state)
 	assert_string_equal(w.out, "out\n");
 	assert_string_equal(w.err, "err\n");
 
+	/* B's files are there, read-only; the environment and workdir are ours. */
+	assert_int_equal(sh(ref_b, "cat /run/sandpit/token; touch /run/sandpit/x", 0, &w), 0);
+	assert_string_equal(w.out, "secret-ish\n");
+	assert_int_not_equal(w.res.exit_code, 0);
+	{
+		const char *argv[] = { "/bin/sh", "-c", "echo $FOO; pwd", NULL };
+		const char *env[] = { "FOO=bar baz", NULL };
+		const struct sp_exec_spec spec = { .argv = argv, .env = env, .workdir = "/tmp" };
+
+		memset(&w, 0, sizeof(w));
+		assert_int_equal(prov.ops->exec(&prov, ref_a, &spec, out_cb, exec_cb, &w, NULL), 0);
+		run_until(&w);
+		assert_int_equal(w.status, 0);
+		assert_string_equal(w.out, "bar baz\n/tmp\n");
+	}
+
 	/* Output larger than one frame and one read. */
 	assert_int_equal(sh(ref_a, "head -c 300000 /dev/zero | tr '\\0' x", 0, &w), 0);
 	assert_int_equal(w.res.exit_code, 0);
@@ -647,6 +687,11 @@ test_exec_timeout(void **state)
 	assert_true(w.res.timed_out);
 	assert_int_equal(w.res.exit_code, 137);
 	assert_string_equal(w.out, "started\n");
+
+	/* A background child keeps the stream open: we stop waiting after a grace. */
+	assert_int_equal(sh(ref_a, "sleep 30 & sleep 30", 500, &w), 0);
+	assert_true(w.res.timed_out);
+	assert_int_equal(w.res.exit_code, 137);
 
 	/* A quick command under a timeout is not "timed out". */
 	assert_int_equal(sh(ref_a, "true", 5000, &w), 0);
