@@ -447,7 +447,12 @@ create_sandbox(const char *id, char *ref, const char *files)
 	static const char *const sleeper[] = { "/bin/busybox", "sleep", "100000", NULL };
 	struct sp_sandbox_spec spec = {
 		.id = id, .tenant = "test-tenant", .spec_hash = "hash-1",
-		.cmd = worker_static ? NULL : sleeper,
+		/*
+		 * Not the image's CMD (the worker): the QUIC worker may rightly give
+		 * up without a daemon to talk to, and these sandboxes must stay up.
+		 * The CMD itself is checked on the image, the binary by an exec.
+		 */
+		.cmd = sleeper,
 		.memory_bytes = MEM_LIMIT, .nano_cpus = 500000000, .pids_limit = PIDS_LIMIT,
 		.nofile = 256, .tmp_bytes = 8 << 20, .work_bytes = 16 << 20,
 		.files_dir = files,
@@ -498,6 +503,10 @@ test_image_build(void **state)
 	    "io.sandpit.content"))), 64);
 	assert_string_equal(json_string_value(json_object_get(json_object_get(img, "Config"),
 	    "User")), "65534:65534");
+	assert_string_equal(json_string_value(json_array_get(json_object_get(json_object_get(img,
+	    "Config"), "Cmd"), 0)), "/usr/local/bin/sandpit-worker");
+	assert_string_equal(json_string_value(json_object_get(json_object_get(img, "Config"),
+	    "WorkingDir")), "/work");
 	json_decref(img);
 }
 
