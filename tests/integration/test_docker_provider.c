@@ -971,6 +971,46 @@ test_refuses_open_network(void **state)
 	provider_close(&p2);
 }
 
+static int
+count_lines(const char *cmd)
+{
+	char line[512];
+	FILE *f = popen(cmd, "r");
+	int n = 0;
+
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f) != NULL)
+		n++;
+	pclose(f);
+	return n;
+}
+
+/* A second start on the same bridge re-installs the rules without doubling them. */
+static void
+test_firewall_idempotent(void **state)
+{
+	struct sp_provider p2;
+	char detail[1024], cmd[256];
+	int status;
+
+	if (geteuid() != 0)
+		skip();
+	provider_open(&p2, calloc(1, sp_docker_provider.priv_size), &status, detail,
+	    sizeof(detail));
+	assert_int_equal(status, 0);
+	assert_non_null(strstr(p2.ops->describe(&p2), "\"firewall\":\"enforced\""));
+	provider_close(&p2);
+	snprintf(cmd, sizeof(cmd), "iptables -w -S INPUT | grep -- '-i %s -j SANDPIT-IN-%s$'",
+	    bridge, bridge);
+	assert_int_equal(count_lines(cmd), 1);
+	snprintf(cmd, sizeof(cmd), "iptables -w -S SANDPIT-IN-%s | grep -- '^-A'", bridge);
+	assert_int_equal(count_lines(cmd), 3);
+	snprintf(cmd, sizeof(cmd), "iptables -w -S | grep -- '-j SANDPIT-FW-%s$'", bridge);
+	assert_int_equal(count_lines(cmd), 1);
+	snprintf(cmd, sizeof(cmd), "iptables -w -S SANDPIT-FW-%s | grep -- '^-A'", bridge);
+	assert_int_equal(count_lines(cmd), 2);
+}
+
 int
 main(void)
 {
@@ -986,6 +1026,7 @@ main(void)
 		cmocka_unit_test(test_sandbox_to_sandbox),
 		cmocka_unit_test(test_list_status),
 		cmocka_unit_test(test_destroy_and_events),
+		cmocka_unit_test(test_firewall_idempotent),
 		cmocka_unit_test(test_missing_socket),
 		cmocka_unit_test(test_refuses_open_network),
 	};
