@@ -1,9 +1,10 @@
 /*
  * docker_image: the worker image without a registry. A work thread reads
- * busybox and sandpit-worker, hashes them and writes a root filesystem
- * tarball in memory (libarchive); the loop then asks the engine whether the
- * image carries that hash and imports the tarball when it does not. One build
- * runs at a time; later callers wait for it. Never blocks the loop.
+ * busybox and sandpit-worker (with its shared libraries when it is not
+ * static), hashes them and writes a root filesystem tarball in memory
+ * (libarchive); the loop then asks the engine whether the image carries that
+ * hash and imports the tarball when it does not. One build runs at a time;
+ * later callers wait for it. Never blocks the loop.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -27,12 +28,18 @@
 #define IMAGE_FILE_MAX		(256u << 20)
 #define IMAGE_APPLETS_MAX	(64u << 10)
 #define IMAGE_WORKER_PATH	"usr/local/bin/sandpit-worker"
+#define IMAGE_LIBS_MAX		64
 
 extern char **environ;
 
 struct image_buf {
 	unsigned char *data;
 	size_t len, cap;
+};
+
+struct image_lib {
+	char *path;			/* without the leading '/' */
+	struct image_buf data;
 };
 
 static int
@@ -66,13 +73,12 @@ image_read_file(const char *path, struct image_buf *b, char *err, size_t errlen)
 	return 0;
 }
 
-/* busybox --list, run without a shell; the applet names, one per line. */
+/* Run argv without a shell and read its stdout (bounded); *status gets its exit. */
 static int
-image_applets(const char *busybox, struct image_buf *out, char *err, size_t errlen)
+image_run(char *const argv[], struct image_buf *out, int *status)
 {
 	posix_spawn_file_actions_t fa;
-	char *argv[] = { (char *)busybox, "--list", NULL };
-	int pfd[2], status;
+	int pfd[2], st;
 	pid_t pid;
 	ssize_t n;
 
@@ -80,12 +86,12 @@ image_applets(const char *busybox, struct image_buf *out, char *err, size_t errl
 		return -errno;
 	posix_spawn_file_actions_init(&fa);
 	posix_spawn_file_actions_adddup2(&fa, pfd[1], 1);
-	if (posix_spawn(&pid, busybox, &fa, NULL, argv, environ) != 0) {
+	posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+	if (posix_spawn(&pid, argv[0], &fa, NULL, argv, environ) != 0) {
 		posix_spawn_file_actions_destroy(&fa);
 		close(pfd[0]);
 		close(pfd[1]);
-		snprintf(err, errlen, "cannot run %s --list", busybox);
-		return SP_ECONFIG;
+		return -ENOENT;
 	}
 	posix_spawn_file_actions_destroy(&fa);
 	close(pfd[1]);
@@ -96,11 +102,92 @@ image_applets(const char *busybox, struct image_buf *out, char *err, size_t errl
 		out->len += (size_t)n;
 	out->data[out->len] = '\0';
 	close(pfd[0]);
-	if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+	if (waitpid(pid, &st, 0) < 0)
+		return -errno;
+	*status = WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+	return 0;
+}
+
+/* busybox --list: the applet names, one per line. */
+static int
+image_applets(const char *busybox, struct image_buf *out, char *err, size_t errlen)
+{
+	char *argv[] = { (char *)busybox, "--list", NULL };
+	int status = 0;
+
+	if (image_run(argv, out, &status) < 0 || status != 0) {
 		snprintf(err, errlen, "%s --list failed", busybox);
 		return SP_ECONFIG;
 	}
 	return 0;
+}
+
+/*
+ * The shared libraries of a dynamically linked worker (a sanitizer build),
+ * from ldd, so the image can still run it: the image has no libc of its own.
+ * A static worker has none ("not a dynamic executable", exit 1).
+ */
+static int
+image_libs(const char *worker, struct image_lib **ret, size_t *nret, char *err, size_t errlen)
+{
+	char *argv[] = { "/usr/bin/ldd", (char *)worker, NULL };
+	struct image_buf out = { 0 };
+	struct image_lib *libs = NULL;
+	size_t n = 0, total = 0;
+	char *line, *save, *path, *end;
+	int status = 0, rc = 0;
+
+	*ret = NULL;
+	*nret = 0;
+	if (access(argv[0], X_OK) != 0 || image_run(argv, &out, &status) < 0 || status != 0) {
+		free(out.data);
+		return 0;
+	}
+	for (line = strtok_r((char *)out.data, "\n", &save); line != NULL;
+	    line = strtok_r(NULL, "\n", &save)) {
+		if ((path = strstr(line, "=> ")) != NULL)
+			path += 3;
+		else
+			path = line + strspn(line, " \t");
+		if (*path != '/')
+			continue;	/* linux-vdso, "not found" */
+		if ((end = strchr(path, ' ')) != NULL)
+			*end = '\0';
+		if (n == IMAGE_LIBS_MAX) {
+			rc = SP_ECONFIG;
+			snprintf(err, errlen, "%s needs more than %d shared libraries", worker,
+			    IMAGE_LIBS_MAX);
+			break;
+		}
+		libs = docker_xrealloc(libs, (n + 1) * sizeof(*libs));
+		memset(&libs[n], 0, sizeof(libs[n]));
+		libs[n].path = docker_xstrdup(path + 1);
+		if ((rc = image_read_file(path, &libs[n].data, err, errlen)) < 0) {
+			free(libs[n].path);
+			break;
+		}
+		total += libs[n].data.len;
+		n++;
+		if (total > IMAGE_FILE_MAX) {
+			rc = SP_ECONFIG;
+			snprintf(err, errlen, "the shared libraries of %s exceed 256 MiB", worker);
+			break;
+		}
+	}
+	free(out.data);
+	*ret = libs;
+	*nret = n;
+	return rc;
+}
+
+static void
+image_libs_free(struct image_lib *libs, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(libs[i].path);
+		free(libs[i].data.data);
+	}
+	free(libs);
 }
 
 static la_ssize_t
@@ -150,7 +237,8 @@ image_tar_entry(struct archive *a, const char *path, mode_t type, mode_t perm, i
 
 static int
 image_tar(struct image_buf *tar, const struct image_buf *busybox,
-	  const struct image_buf *worker, char *applets)
+	  const struct image_buf *worker, const struct image_lib *libs, size_t nlibs,
+	  char *applets)
 {
 	static const char passwd[] = "root:x:0:0:root:/root:/bin/sh\n"
 	    "nobody:x:65534:65534:nobody:/work:/bin/sh\n";
@@ -181,6 +269,9 @@ image_tar(struct image_buf *tar, const struct image_buf *busybox,
 	if (rc == 0)
 		rc = image_tar_entry(a, IMAGE_WORKER_PATH, AE_IFREG, 0755, 0, worker->data,
 		    worker->len, NULL);
+	for (size_t i = 0; i < nlibs && rc == 0; i++)
+		rc = image_tar_entry(a, libs[i].path, AE_IFREG, 0755, 0, libs[i].data.data,
+		    libs[i].data.len, NULL);
 	if (rc == 0)
 		rc = image_tar_entry(a, "etc/passwd", AE_IFREG, 0644, 0, passwd,
 		    sizeof(passwd) - 1, NULL);
@@ -208,6 +299,8 @@ image_work(uv_work_t *w)
 	struct docker *d = w->data;
 	struct docker_image *im = &d->image;
 	struct image_buf bb = { 0 }, wk = { 0 }, applets = { 0 }, tar = { 0 };
+	struct image_lib *libs = NULL;
+	size_t nlibs = 0;
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned int mdlen = 0;
 	EVP_MD_CTX *ctx;
@@ -226,11 +319,21 @@ image_work(uv_work_t *w)
 	if ((rc = image_read_file(d->host->worker_binary, &wk, im->work_detail,
 	    sizeof(im->work_detail))) < 0)
 		goto out;
+	if ((rc = image_libs(d->host->worker_binary, &libs, &nlibs, im->work_detail,
+	    sizeof(im->work_detail))) < 0)
+		goto out;
 	if ((ctx = EVP_MD_CTX_new()) == NULL)
 		abort();
 	EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
 	EVP_DigestUpdate(ctx, bb.data, bb.len);
 	EVP_DigestUpdate(ctx, wk.data, wk.len);
+	im->asan = false;
+	for (size_t i = 0; i < nlibs; i++) {
+		if (strstr(libs[i].path, "libasan") != NULL)
+			im->asan = true;
+		EVP_DigestUpdate(ctx, libs[i].path, strlen(libs[i].path) + 1);
+		EVP_DigestUpdate(ctx, libs[i].data.data, libs[i].data.len);
+	}
 	EVP_DigestFinal_ex(ctx, md, &mdlen);
 	EVP_MD_CTX_free(ctx);
 	for (unsigned i = 0; i < mdlen && i < 32; i++)
@@ -239,7 +342,7 @@ image_work(uv_work_t *w)
 	if ((rc = image_applets(d->busybox, &applets, im->work_detail,
 	    sizeof(im->work_detail))) < 0)
 		goto out;
-	if ((rc = image_tar(&tar, &bb, &wk, (char *)applets.data)) < 0) {
+	if ((rc = image_tar(&tar, &bb, &wk, libs, nlibs, (char *)applets.data)) < 0) {
 		snprintf(im->work_detail, sizeof(im->work_detail), "cannot write the image tarball");
 		free(tar.data);
 		goto out;
@@ -251,6 +354,7 @@ out:
 	free(bb.data);
 	free(wk.data);
 	free(applets.data);
+	image_libs_free(libs, nlibs);
 }
 
 static void
@@ -316,22 +420,28 @@ image_import(struct docker *d)
 	struct docker_req req = { .method = "POST", .body = im->tar, .body_len = im->tar_len,
 				  .content_type = "application/x-tar", .raw = true,
 				  .timeout_ms = DOCKER_IMPORT_TIMEOUT_MS };
-	char *changes[5], *esc[5], *path, *repo, *tag;
-	int rc;
+	char *changes[6], *esc[6], *path, *repo, *tag;
+	int n = 5, rc;
 
 	changes[0] = docker_xstrdup("CMD [\"/" IMAGE_WORKER_PATH "\"]");
 	changes[1] = docker_xstrdup("USER 65534:65534");
 	changes[2] = docker_xstrdup("WORKDIR /work");
 	changes[3] = docker_xstrdup("ENV PATH=/usr/local/bin:/bin");
 	changes[4] = docker_xprintf("LABEL " DOCKER_CONTENT_LABEL "=%s", im->content);
-	for (int i = 0; i < 5; i++)
+	/*
+	 * An AddressSanitizer worker: LeakSanitizer needs ptrace, which the
+	 * profile denies, and would turn every exit into a failure.
+	 */
+	if (im->asan)
+		changes[n++] = docker_xstrdup("ENV ASAN_OPTIONS=detect_leaks=0");
+	for (int i = 0; i < n; i++)
 		esc[i] = docker_api_escape(changes[i]);
 	repo = docker_api_escape(im->repo);
 	tag = docker_api_escape(im->tag);
 	path = docker_xprintf("/images/create?fromSrc=-&repo=%s&tag=%s&changes=%s&changes=%s"
-	    "&changes=%s&changes=%s&changes=%s", repo, tag, esc[0], esc[1], esc[2], esc[3],
-	    esc[4]);
-	for (int i = 0; i < 5; i++) {
+	    "&changes=%s&changes=%s&changes=%s%s%s", repo, tag, esc[0], esc[1], esc[2], esc[3],
+	    esc[4], n > 5 ? "&changes=" : "", n > 5 ? esc[5] : "");
+	for (int i = 0; i < n; i++) {
 		free(changes[i]);
 		free(esc[i]);
 	}

@@ -118,7 +118,8 @@ struct docker_image {
 	/* Filled by the work thread. */
 	int work_status;
 	char work_detail[256];
-	char content[65];		/* sha256 hex of busybox + worker */
+	char content[65];		/* sha256 hex of busybox + worker (+ its libraries) */
+	bool asan;			/* the worker is an AddressSanitizer build */
 	unsigned char *tar;
 	size_t tar_len;
 	char *repo, *tag;
@@ -145,6 +146,9 @@ struct docker_watch {
 	char since[32];			/* last event time "sec.nanos" */
 	char *line;			/* bounded line buffer */
 	size_t line_len;
+#define DOCKER_WATCH_OOM_RING	32
+	char oom[DOCKER_WATCH_OOM_RING][72];	/* containers with a recent oom event */
+	unsigned oom_next;
 };
 
 enum docker_state { DOCKER_NEW, DOCKER_INIT, DOCKER_READY, DOCKER_CLOSING };
