@@ -253,6 +253,7 @@ fake_call_closed(uv_handle_t *h)
 	struct fake_call *call = h->data;
 	struct fake_priv *fp = call->fp;
 
+	LIST_REMOVE(call, entry);
 	for (char **a = call->argv; a != NULL && *a != NULL; a++)
 		free(*a);
 	free(call->argv);
@@ -314,8 +315,9 @@ fake_fire(uv_timer_t *t)
 	struct sp_instance inst, *items;
 	size_t n;
 
+	/* The call stays listed until its timer handle is closed, so the
+	 * provider's close cannot complete while a handle still points at it. */
 	call->fired = true;
-	LIST_REMOVE(call, entry);
 	switch (call->op) {
 	case FAKE_INIT:
 	case FAKE_BUILD_IMAGE:
