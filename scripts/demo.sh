@@ -50,6 +50,7 @@ tasks=(
 printf '\ndemo: running %d tasks, each in its own hardened sandbox, in parallel\n' ${#tasks[@]}
 t0=$(now_ms)
 i=0
+pids=()
 for t in "${tasks[@]}"; do
 	script=${t#*|}; script=${script#*|}
 	(
@@ -58,9 +59,10 @@ for t in "${tasks[@]}"; do
 		e=$(now_ms)
 		printf '%s\n%s\n' "$out" "$((e - s))" >"$tmp/out.$i"
 	) &
+	pids+=($!)
 	i=$((i + 1))
 done
-wait
+wait "${pids[@]}"	# not a bare wait: the daemon may be our child too
 total=$(( $(now_ms) - t0 ))
 
 printf '\n%-34s %-18s %-4s %8s\n' TASK RESULT OK "TIME(ms)"
