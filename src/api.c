@@ -36,7 +36,7 @@ api_time(int64_t ms)
 
 /* A sandbox as the API shows it. */
 static json_t *
-api_sandbox_json(const struct sandbox_row *row)
+api_sandbox_json(const struct api *api, const struct sandbox_row *row)
 {
 	json_t *spec = json_loads(row->spec_json, 0, NULL), *o, *limits;
 
@@ -64,6 +64,9 @@ api_sandbox_json(const struct sandbox_row *row)
 	json_decref(spec);
 	if (o == NULL)
 		fatalx("api_sandbox_json: json_pack failed");
+	/* Create and destroy answers have no api at hand: no worker yet, or no more. */
+	if (api != NULL && api->workers != NULL)
+		json_object_set_new(o, "worker", workers_sandbox_json(api->workers, row->id));
 	return o;
 }
 
@@ -238,7 +241,7 @@ api_sandbox_done(void *arg, int status, const struct sandbox_row *row, const cha
 		return;
 	}
 	ctl_reply_json(req, strcmp(ctl_req_method(req), "POST") == 0 ? 201 : 200,
-		       api_sandbox_json(row));
+		       api_sandbox_json(NULL, row));
 }
 
 static void
@@ -281,7 +284,7 @@ api_sandbox_list(struct ctl_req *req, void *arg)
 	}
 	a = json_array();
 	for (size_t i = 0; i < n; i++)
-		json_array_append_new(a, api_sandbox_json(&rows[i]));
+		json_array_append_new(a, api_sandbox_json(api, &rows[i]));
 	store_sandbox_rows_free(rows, n);
 	ctl_reply_json(req, 200, a);
 }
@@ -301,7 +304,7 @@ api_sandbox_get(struct ctl_req *req, void *arg)
 		ctl_reply_err(req, r, r == SP_ENOTFOUND ? "no such sandbox" : NULL);
 		return;
 	}
-	ctl_reply_json(req, 200, api_sandbox_json(&row));
+	ctl_reply_json(req, 200, api_sandbox_json(api, &row));
 	store_sandbox_row_done(&row);
 }
 
@@ -325,6 +328,7 @@ api_sandbox_delete(struct ctl_req *req, void *arg)
 struct api_exec {
 	struct ctl_req *req;
 	struct sandbox_exec *ex;
+	struct workers_exec *wex;	/* "via":"worker" */
 	bool finished;
 };
 
@@ -394,6 +398,8 @@ api_exec_abort(void *arg)
 
 	if (!ae->finished && ae->ex != NULL)
 		sandbox_exec_cancel(ae->ex);
+	else if (!ae->finished && ae->wex != NULL)
+		workers_exec_cancel(ae->wex);
 }
 
 static void
@@ -402,6 +408,7 @@ api_sandbox_exec(struct ctl_req *req, void *arg)
 	struct api *api = arg;
 	const char *tenant = api_tenant(req), *id;
 	struct api_exec *ae;
+	const char *via;
 	json_t *body;
 	char err[512];
 	int r;
@@ -412,8 +419,18 @@ api_sandbox_exec(struct ctl_req *req, void *arg)
 		return;
 	ae = xcalloc(1, sizeof(*ae));
 	ae->req = req;
-	r = sandbox_exec(api->mgr, tenant, id, body, api_exec_output, api_exec_done, ae,
-			 &ae->ex, err, sizeof(err));
+	via = json_string_value(json_object_get(body, "via"));
+	if (via != NULL && strcmp(via, "worker") == 0 && api->workers != NULL) {
+		r = workers_exec(api->workers, tenant, id, body, api_exec_output, api_exec_done,
+				 ae, &ae->wex, err, sizeof(err));
+	} else if (via != NULL && strcmp(via, "provider") != 0) {
+		snprintf(err, sizeof(err), "via: \"provider\" or \"worker\"");
+		r = SP_EINVAL;
+	} else {
+		json_object_del(body, "via");
+		r = sandbox_exec(api->mgr, tenant, id, body, api_exec_output, api_exec_done, ae,
+				 &ae->ex, err, sizeof(err));
+	}
 	json_decref(body);
 	if (r < 0) {
 		free(ae);
@@ -422,6 +439,32 @@ api_sandbox_exec(struct ctl_req *req, void *arg)
 	}
 	ctl_stream_begin(req, 200, "application/x-ndjson");
 	ctl_req_on_abort(req, api_exec_abort, ae);
+}
+
+/* A task run through the sandbox's worker: its state, exit code and stored output. */
+static void
+api_sandbox_task(struct ctl_req *req, void *arg)
+{
+	struct api *api = arg;
+	const char *tenant = api_tenant(req), *id;
+	int64_t task;
+	json_t *j;
+	int r;
+
+	if (tenant == NULL || (id = api_sandbox_id(req)) == NULL)
+		return;
+	task = workers_task_id(ctl_req_param(req, "task"));
+	if (task < 0) {
+		ctl_reply_error(req, 400, "bad_request", "a task id is a positive integer");
+		return;
+	}
+	r = api->workers != NULL ? workers_task_json(api->workers, tenant, id, task, &j)
+				 : SP_ENOTFOUND;
+	if (r < 0) {
+		ctl_reply_err(req, r, r == SP_ENOTFOUND ? "no such task" : NULL);
+		return;
+	}
+	ctl_reply_json(req, 200, j);
 }
 
 void
@@ -436,4 +479,5 @@ api_register(struct api *api)
 	ctl_route_add(api->ctl, "GET", "/v1/sandboxes/{id}", api_sandbox_get, api);
 	ctl_route_add(api->ctl, "DELETE", "/v1/sandboxes/{id}", api_sandbox_delete, api);
 	ctl_route_add(api->ctl, "POST", "/v1/sandboxes/{id}/exec", api_sandbox_exec, api);
+	ctl_route_add(api->ctl, "GET", "/v1/sandboxes/{id}/tasks/{task}", api_sandbox_task, api);
 }
