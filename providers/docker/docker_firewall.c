@@ -173,7 +173,7 @@ fw_exit(uv_process_t *proc, int64_t exit_status, int term_signal)
 static void
 fw_next(struct docker *d)
 {
-	const char *argv[FW_ARGS_MAX + 3], *path = fw_iptables();
+	const char *argv[FW_ARGS_MAX + 4], *path = fw_iptables();
 	char in[64], fwd[64], port[16];
 	uv_stdio_container_t stdio[3] = {
 		{ .flags = UV_IGNORE }, { .flags = UV_IGNORE }, { .flags = UV_IGNORE },
@@ -185,12 +185,14 @@ fw_next(struct docker *d)
 	snprintf(port, sizeof(port), "%u", (unsigned)d->host->worker_port);
 	docker_firewall_chains(d->bridge_real, in, fwd, sizeof(in));
 	if (d->fw.step == UINT32_MAX || path == NULL ||
-	    !fw_step(d, d->fw.step, argv + 2, &kind, in, fwd, port)) {
+	    !fw_step(d, d->fw.step, argv + 3, &kind, in, fwd, port)) {
 		fw_done(d, 0);
 		return;
 	}
+	/* Wait for the xtables lock, but not forever: init waits for us. */
 	argv[0] = "iptables";
 	argv[1] = "-w";
+	argv[2] = "10";
 	o.file = path;
 	o.args = (char **)argv;
 	o.exit_cb = fw_exit;

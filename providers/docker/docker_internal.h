@@ -145,6 +145,9 @@ struct docker_watch {
 	char since[32];			/* last event time "sec.nanos" */
 	char *line;			/* bounded line buffer */
 	size_t line_len;
+#define DOCKER_WATCH_OOM_RING	32
+	char oom[DOCKER_WATCH_OOM_RING][72];	/* containers with a recent oom event */
+	unsigned oom_next;
 };
 
 enum docker_state { DOCKER_NEW, DOCKER_INIT, DOCKER_READY, DOCKER_CLOSING };

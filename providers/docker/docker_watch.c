@@ -53,6 +53,33 @@ docker_watch_parse(json_t *ev, struct sp_instance *inst)
 	return true;
 }
 
+/*
+ * A die event does not say why. Remember the containers that had an oom event
+ * (a small ring; the die follows within moments) and mark their die as an
+ * OOM kill, so a main process the OOM killer took is reported as such.
+ */
+static void
+watch_oom_note(struct docker_watch *w, struct sp_instance *inst)
+{
+	size_t i;
+
+	if (inst->oom_killed && inst->state == SP_INST_RUNNING) {
+		snprintf(w->oom[w->oom_next], sizeof(w->oom[0]), "%s", inst->ref);
+		w->oom_next = (w->oom_next + 1) % DOCKER_WATCH_OOM_RING;
+		return;
+	}
+	if (inst->state != SP_INST_EXITED && inst->state != SP_INST_GONE)
+		return;
+	for (i = 0; i < DOCKER_WATCH_OOM_RING; i++) {
+		if (w->oom[i][0] != '\0' && strcmp(w->oom[i], inst->ref) == 0) {
+			if (inst->state == SP_INST_EXITED)
+				inst->oom_killed = true;
+			else
+				w->oom[i][0] = '\0';	/* gone: forget it */
+		}
+	}
+}
+
 static void
 watch_line(struct docker *d, const char *line, size_t len)
 {
@@ -71,8 +98,10 @@ watch_line(struct docker *d, const char *line, size_t len)
 		    t % 1000000000LL);
 	}
 	w->backoff_ms = WATCH_BACKOFF_MIN_MS;
-	if (docker_watch_parse(ev, &inst))
+	if (docker_watch_parse(ev, &inst)) {
+		watch_oom_note(w, &inst);
 		w->cb(w->arg, &inst);
+	}
 	json_decref(ev);
 }
 

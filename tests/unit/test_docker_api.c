@@ -238,11 +238,15 @@ struct wait {
 	size_t n;
 };
 
+/*
+ * Callbacks uv_stop() the loop: a UV_RUN_ONCE whose callback ran in the timer
+ * phase would otherwise go on to block in poll with nothing left to wake it.
+ */
 static void
 run_until(struct wait *w)
 {
 	while (!w->done)
-		uv_run(&loop, UV_RUN_ONCE);
+		uv_run(&loop, UV_RUN_DEFAULT);
 }
 
 static void
@@ -251,6 +255,7 @@ done_cb(void *arg, int status, const char *detail)
 	struct wait *w = arg;
 
 	w->done = true;
+	uv_stop(&loop);
 	w->status = status;
 	snprintf(w->detail, sizeof(w->detail), "%s", detail != NULL ? detail : "");
 }
@@ -316,6 +321,7 @@ static void
 closed_cb(void *arg)
 {
 	*(bool *)arg = true;
+	uv_stop(&loop);
 }
 
 static int
@@ -329,7 +335,7 @@ teardown(void **state)
 	free(prov.priv);
 	httpc_close(http, closed_cb, &closed);
 	while (!closed)
-		uv_run(&loop, UV_RUN_ONCE);
+		uv_run(&loop, UV_RUN_DEFAULT);
 	assert_int_equal(uv_loop_close(&loop), 0);
 	return 0;
 }
@@ -615,6 +621,8 @@ test_bad_config(void **state)
 struct events {
 	int n;
 	int exit_code;
+	bool oom_killed;
+	enum sp_instance_state state;
 	char sandbox[32];
 };
 
@@ -624,7 +632,10 @@ event_cb(void *arg, const struct sp_instance *inst)
 	struct events *e = arg;
 
 	e->n++;
+	uv_stop(&loop);
 	e->exit_code = inst->exit_code;
+	e->oom_killed = inst->oom_killed;
+	e->state = inst->state;
 	snprintf(e->sandbox, sizeof(e->sandbox), "%s", inst->sandbox_id);
 }
 
@@ -651,7 +662,7 @@ test_watch_reconnects(void **state)
 	assert_int_equal(prov.ops->watch(&prov, event_cb, &ev), 0);
 	assert_int_equal(prov.ops->watch(&prov, event_cb, &ev), SP_ECONFLICT);
 	while (ev.n < 2)
-		uv_run(&loop, UV_RUN_ONCE);
+		uv_run(&loop, UV_RUN_DEFAULT);
 	assert_int_equal(ev.exit_code, 3);
 	assert_string_equal(ev.sandbox, "sb-9");
 	pthread_mutex_lock(&eng.mu);
@@ -660,6 +671,35 @@ test_watch_reconnects(void **state)
 			since = true;
 	pthread_mutex_unlock(&eng.mu);
 	assert_true(since);
+}
+
+/* oom then die for the same container: the die is reported as an OOM kill. */
+static void
+test_watch_oom_die(void **state)
+{
+	char *net = http_json("200 OK", NET_GOOD);
+	const struct route routes[] = {
+		{ "GET /_ping", OK_PING },
+		{ "GET /v1.41/networks/testnet", net },
+		{ "GET /v1.41/events", "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+		  "Connection: close\r\n\r\n"
+		  "{\"Type\":\"container\",\"Action\":\"oom\",\"Actor\":{\"ID\":\"c7\"},"
+		  "\"timeNano\":5}\n"
+		  "{\"Type\":\"container\",\"Action\":\"die\",\"Actor\":{\"ID\":\"c7\","
+		  "\"Attributes\":{\"exitCode\":\"137\"}},\"timeNano\":6}\n" },
+		{ NULL, NULL },
+	};
+	struct events ev = { 0 };
+	struct wait w;
+
+	set_routes(routes);
+	assert_int_equal(init(&w), 0);
+	assert_int_equal(prov.ops->watch(&prov, event_cb, &ev), 0);
+	while (ev.n < 2)
+		uv_run(&loop, UV_RUN_DEFAULT);
+	assert_int_equal(ev.state, SP_INST_EXITED);
+	assert_int_equal(ev.exit_code, 137);
+	assert_true(ev.oom_killed);
 }
 
 int
@@ -677,6 +717,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_close_cancels, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_config, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_watch_reconnects, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_watch_oom_die, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, server_setup, server_teardown);
