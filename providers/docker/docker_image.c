@@ -4,6 +4,9 @@
  * tarball in memory (libarchive); the loop then asks the engine whether the
  * image carries that hash and imports the tarball when it does not. One build
  * runs at a time; later callers wait for it. Never blocks the loop.
+ * sandpit-worker is linked dynamically (a static GnuTLS is not possible from
+ * Debian's packages): the work thread runs ldd on it and puts every library
+ * and the dynamic loader into the image at the paths ldd names.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -27,6 +30,8 @@
 #define IMAGE_FILE_MAX		(256u << 20)
 #define IMAGE_APPLETS_MAX	(64u << 10)
 #define IMAGE_WORKER_PATH	"usr/local/bin/sandpit-worker"
+#define IMAGE_LIBS_MAX		64
+#define IMAGE_LDD		"/usr/bin/ldd"
 
 extern char **environ;
 
@@ -103,6 +108,88 @@ image_applets(const char *busybox, struct image_buf *out, char *err, size_t errl
 	return 0;
 }
 
+/* The worker's shared libraries: the paths ldd prints, read into memory. */
+struct image_libs {
+	char *path[IMAGE_LIBS_MAX];
+	struct image_buf buf[IMAGE_LIBS_MAX];
+	size_t n;
+};
+
+static void
+image_libs_free(struct image_libs *l)
+{
+	for (size_t i = 0; i < l->n; i++) {
+		free(l->path[i]);
+		free(l->buf[i].data);
+	}
+	l->n = 0;
+}
+
+/*
+ * ldd BINARY, run without a shell, and read every absolute path it names
+ * ("libx.so => /lib/.../libx.so (0x…)" and the loader "/lib64/ld-…so (0x…)").
+ * A static binary ("not a dynamic executable") has none.
+ */
+static int
+image_libs(const char *binary, struct image_libs *l, char *err, size_t errlen)
+{
+	posix_spawn_file_actions_t fa;
+	char *argv[] = { IMAGE_LDD, (char *)binary, NULL };
+	struct image_buf out = { 0 };
+	char *line, *save, *p, *end;
+	int pfd[2], status, rc = 0;
+	pid_t pid;
+	ssize_t n;
+
+	if (pipe2(pfd, O_CLOEXEC) < 0)
+		return -errno;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_adddup2(&fa, pfd[1], 1);
+	if (posix_spawn(&pid, IMAGE_LDD, &fa, NULL, argv, environ) != 0) {
+		posix_spawn_file_actions_destroy(&fa);
+		close(pfd[0]);
+		close(pfd[1]);
+		snprintf(err, errlen, "cannot run %s %s", IMAGE_LDD, binary);
+		return SP_ECONFIG;
+	}
+	posix_spawn_file_actions_destroy(&fa);
+	close(pfd[1]);
+	out.data = docker_xrealloc(NULL, IMAGE_APPLETS_MAX + 1);
+	while (out.len < IMAGE_APPLETS_MAX &&
+	    (n = read(pfd[0], out.data + out.len, IMAGE_APPLETS_MAX - out.len)) > 0)
+		out.len += (size_t)n;
+	out.data[out.len] = '\0';
+	close(pfd[0]);
+	if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status)) {
+		free(out.data);
+		snprintf(err, errlen, "%s %s failed", IMAGE_LDD, binary);
+		return SP_ECONFIG;
+	}
+	for (line = strtok_r((char *)out.data, "\n", &save); line != NULL && rc == 0;
+	    line = strtok_r(NULL, "\n", &save)) {
+		if (strstr(line, "not found") != NULL) {
+			snprintf(err, errlen, "%s needs a library ldd cannot find: %s", binary, line);
+			rc = SP_ECONFIG;
+			break;
+		}
+		p = strstr(line, "=> ");
+		p = p != NULL ? p + 3 : line + strspn(line, " \t");
+		if (*p != '/' || (end = strstr(p, " (")) == NULL)
+			continue;
+		*end = '\0';
+		if (l->n == IMAGE_LIBS_MAX || strstr(p, "/../") != NULL) {
+			snprintf(err, errlen, "%s: too many or odd library paths", binary);
+			rc = SP_ECONFIG;
+			break;
+		}
+		l->path[l->n] = docker_xstrdup(p);
+		rc = image_read_file(p, &l->buf[l->n], err, errlen);
+		l->n++;
+	}
+	free(out.data);
+	return rc;
+}
+
 static la_ssize_t
 image_tar_write(struct archive *a, void *arg, const void *data, size_t len)
 {
@@ -148,10 +235,40 @@ image_tar_entry(struct archive *a, const char *path, mode_t type, mode_t perm, i
 	return rc;
 }
 
+/* Add dirs of path ("lib/x86_64-linux-gnu/libuv.so.1") not yet in the tarball. */
+static int
+image_tar_parents(struct archive *a, const char *path, char (*made)[128], size_t *nmade)
+{
+	char dir[128];
+	const char *p;
+	size_t i;
+	int rc;
+
+	for (p = strchr(path, '/'); p != NULL; p = strchr(p + 1, '/')) {
+		if ((size_t)(p - path) >= sizeof(dir))
+			return -ENAMETOOLONG;
+		memcpy(dir, path, (size_t)(p - path));
+		dir[p - path] = '\0';
+		for (i = 0; i < *nmade && strcmp(made[i], dir) != 0; i++)
+			;
+		if (i < *nmade)
+			continue;
+		if (*nmade == 32 || strcmp(dir, "usr") == 0 || strcmp(dir, "usr/local") == 0 ||
+		    strcmp(dir, "usr/local/bin") == 0 || strcmp(dir, "etc") == 0)
+			continue;
+		snprintf(made[(*nmade)++], 128, "%s", dir);
+		if ((rc = image_tar_entry(a, dir, AE_IFDIR, 0755, 0, NULL, 0, NULL)) < 0)
+			return rc;
+	}
+	return 0;
+}
+
 static int
 image_tar(struct image_buf *tar, const struct image_buf *busybox,
-	  const struct image_buf *worker, char *applets)
+	  const struct image_buf *worker, const struct image_libs *libs, char *applets)
 {
+	char made[32][128];
+	size_t nmade = 0;
 	static const char passwd[] = "root:x:0:0:root:/root:/bin/sh\n"
 	    "nobody:x:65534:65534:nobody:/work:/bin/sh\n";
 	static const char group[] = "root:x:0:\nnogroup:x:65534:\n";
@@ -181,6 +298,14 @@ image_tar(struct image_buf *tar, const struct image_buf *busybox,
 	if (rc == 0)
 		rc = image_tar_entry(a, IMAGE_WORKER_PATH, AE_IFREG, 0755, 0, worker->data,
 		    worker->len, NULL);
+	for (size_t i = 0; i < libs->n && rc == 0; i++) {
+		const char *rel = libs->path[i] + 1;
+
+		rc = image_tar_parents(a, rel, made, &nmade);
+		if (rc == 0)
+			rc = image_tar_entry(a, rel, AE_IFREG, 0755, 0, libs->buf[i].data,
+			    libs->buf[i].len, NULL);
+	}
 	if (rc == 0)
 		rc = image_tar_entry(a, "etc/passwd", AE_IFREG, 0644, 0, passwd,
 		    sizeof(passwd) - 1, NULL);
@@ -208,6 +333,7 @@ image_work(uv_work_t *w)
 	struct docker *d = w->data;
 	struct docker_image *im = &d->image;
 	struct image_buf bb = { 0 }, wk = { 0 }, applets = { 0 }, tar = { 0 };
+	struct image_libs libs = { .n = 0 };
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned int mdlen = 0;
 	EVP_MD_CTX *ctx;
@@ -226,11 +352,18 @@ image_work(uv_work_t *w)
 	if ((rc = image_read_file(d->host->worker_binary, &wk, im->work_detail,
 	    sizeof(im->work_detail))) < 0)
 		goto out;
+	if ((rc = image_libs(d->host->worker_binary, &libs, im->work_detail,
+	    sizeof(im->work_detail))) < 0)
+		goto out;
 	if ((ctx = EVP_MD_CTX_new()) == NULL)
 		abort();
 	EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
 	EVP_DigestUpdate(ctx, bb.data, bb.len);
 	EVP_DigestUpdate(ctx, wk.data, wk.len);
+	for (size_t i = 0; i < libs.n; i++) {
+		EVP_DigestUpdate(ctx, libs.path[i], strlen(libs.path[i]) + 1);
+		EVP_DigestUpdate(ctx, libs.buf[i].data, libs.buf[i].len);
+	}
 	EVP_DigestFinal_ex(ctx, md, &mdlen);
 	EVP_MD_CTX_free(ctx);
 	for (unsigned i = 0; i < mdlen && i < 32; i++)
@@ -239,7 +372,7 @@ image_work(uv_work_t *w)
 	if ((rc = image_applets(d->busybox, &applets, im->work_detail,
 	    sizeof(im->work_detail))) < 0)
 		goto out;
-	if ((rc = image_tar(&tar, &bb, &wk, (char *)applets.data)) < 0) {
+	if ((rc = image_tar(&tar, &bb, &wk, &libs, (char *)applets.data)) < 0) {
 		snprintf(im->work_detail, sizeof(im->work_detail), "cannot write the image tarball");
 		free(tar.data);
 		goto out;
@@ -251,6 +384,7 @@ out:
 	free(bb.data);
 	free(wk.data);
 	free(applets.data);
+	image_libs_free(&libs);
 }
 
 static void
