@@ -92,6 +92,7 @@ struct worker {
 	uv_timer_t retry, heartbeat, refresh;
 	uv_signal_t sigterm, sigint;
 	uv_tcp_t local;
+	int local_port;
 	struct local_conn *conns;
 	size_t nconns;
 	int exit_status;
@@ -246,6 +247,7 @@ wk_failed(struct worker *wk, int status)
 {
 	if (status == 401) {
 		/* Refreshed while we were away, or revoked: read the file again. */
+		logf_("the daemon refused our token (401)");
 		load_files(wk);
 		wk_drop(wk);
 		return true;
@@ -991,10 +993,10 @@ local_listen(struct worker *wk)
 
 	uv_tcp_init(wk->loop, &wk->local);
 	wk->local.data = wk;
-	uv_ip4_addr("127.0.0.1", WORKER_LOCAL_PORT, &sin);
+	uv_ip4_addr("127.0.0.1", wk->local_port, &sin);
 	if ((r = uv_tcp_bind(&wk->local, (const struct sockaddr *)&sin, 0)) < 0 ||
 	    (r = uv_listen((uv_stream_t *)&wk->local, 64, local_accept)) < 0)
-		logf_("local endpoint 127.0.0.1:%d: %s", WORKER_LOCAL_PORT, uv_strerror(r));
+		logf_("local endpoint 127.0.0.1:%d: %s", wk->local_port, uv_strerror(r));
 	return r;
 }
 
@@ -1073,13 +1075,19 @@ main(int argc, char *argv[])
 	}
 	if (argc > 1 && strcmp(argv[1], "--exec") == 0)
 		return exec_child(argc, argv);
-	if (argc == 3 && strcmp(argv[1], "--dir") == 0) {
-		wk.dir = argv[2];
-	} else if (argc > 1) {
-		fprintf(stderr, "usage: sandpit-worker [--version] [--dir DIR]\n");
-		return 2;
-	} else {
-		wk.dir = WORKER_FILES;
+	wk.dir = WORKER_FILES;
+	wk.local_port = WORKER_LOCAL_PORT;
+	for (int a = 1; a < argc; a++) {
+		if (strcmp(argv[a], "--dir") == 0 && a + 1 < argc) {
+			wk.dir = argv[++a];
+		} else if (strcmp(argv[a], "--local-port") == 0 && a + 1 < argc &&
+			   atoi(argv[a + 1]) > 0 && atoi(argv[a + 1]) < 65536) {
+			wk.local_port = atoi(argv[++a]);
+		} else {
+			fprintf(stderr, "usage: sandpit-worker [--version] [--dir DIR] "
+				"[--local-port PORT]\n");
+			return 2;
+		}
 	}
 	signal(SIGPIPE, SIG_IGN);
 	setvbuf(stderr, NULL, _IOLBF, 0);
