@@ -269,14 +269,16 @@ static void
 api_sandbox_list(struct ctl_req *req, void *arg)
 {
 	struct api *api = arg;
-	const char *tenant = api_tenant(req), *all = ctl_req_query(req, "all");
+	const char *tenant = api_tenant(req), *all;
 	struct sandbox_row *rows;
 	size_t n;
 	json_t *a;
 	int r;
 
+	/* api_tenant() has answered (and freed req) when it returns NULL. */
 	if (tenant == NULL)
 		return;
+	all = ctl_req_query(req, "all");
 	r = sandbox_list(api->mgr, tenant, all != NULL && strcmp(all, "0") != 0, &rows, &n);
 	if (r < 0) {
 		ctl_reply_err(req, r, "cannot read the sandboxes");
