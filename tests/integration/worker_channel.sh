@@ -11,7 +11,11 @@ WORKER="$SANDPIT_BUILD_DIR/sandpit-worker"
 LOCAL_PORT=$((30000 + $$ % 20000))
 HOSTW_PID=""
 stop_hostw() { [ -n "$HOSTW_PID" ] && kill -TERM "$HOSTW_PID" 2>/dev/null && wait "$HOSTW_PID"; HOSTW_PID=""; }
-trap 'stop_hostw; cleanup' EXIT
+# An image of our own: other daemons on this engine build sandpit/worker:<version>
+# from their own sandpit-worker, and a swap between two creates would run theirs.
+T_IMAGE="sandpit/worker-$T_TAG:test"
+trap 'stop_hostw; cleanup; docker_api DELETE "/images/$T_IMAGE?force=true" >/dev/null 2>&1' EXIT
+write_config "worker_image \"$T_IMAGE\""
 
 start_daemon && wait_provider_ready || { fail "daemon and provider up"; finish; exit 1; }
 pass "daemon and Docker provider up"
