@@ -291,23 +291,88 @@ api_sandbox_list(struct ctl_req *req, void *arg)
 	ctl_reply_json(req, 200, a);
 }
 
+/* GET /v1/sandboxes/{id}?wait=ready: the answer waits for the sandbox's worker. */
+struct api_wait {
+	struct api *api;
+	struct ctl_req *req;
+	struct workers_wait *wt;
+	char tenant[64], id[SANDBOX_ID_LEN + 1];
+	bool answered;
+};
+
+static void
+api_wait_done(void *arg, bool ready)
+{
+	struct api_wait *aw = arg;
+	struct sandbox_row row;
+	int r;
+
+	aw->answered = true;
+	aw->wt = NULL;
+	/* Answered with the row either way: worker.connected says which it was. */
+	r = sandbox_get(aw->api->mgr, aw->tenant, aw->id, &row);
+	if (r < 0) {
+		ctl_reply_err(aw->req, r, r == SP_ENOTFOUND ? "no such sandbox" : NULL);
+	} else {
+		ctl_reply_json(aw->req, 200, api_sandbox_json(aw->api, &row));
+		store_sandbox_row_done(&row);
+	}
+	free(aw);
+}
+
+static void
+api_wait_abort(void *arg)
+{
+	struct api_wait *aw = arg;
+
+	if (aw->answered)
+		return;
+	workers_wait_cancel(aw->wt);
+	free(aw);
+}
+
 static void
 api_sandbox_get(struct ctl_req *req, void *arg)
 {
 	struct api *api = arg;
-	const char *tenant = api_tenant(req), *id;
+	const char *tenant = api_tenant(req), *id, *wait, *tmo;
 	struct sandbox_row row;
+	struct api_wait *aw;
+	uint64_t timeout = 30000;
 	int r;
 
 	if (tenant == NULL || (id = api_sandbox_id(req)) == NULL)
 		return;
+	wait = ctl_req_query(req, "wait");
+	tmo = ctl_req_query(req, "timeout");
+	if (wait != NULL && strcmp(wait, "ready") != 0) {
+		ctl_reply_error(req, 400, "bad_request", "wait: only \"ready\" is known");
+		return;
+	}
+	if (tmo != NULL && (config_parse_duration(tmo, &timeout) < 0 || timeout > 300000)) {
+		ctl_reply_error(req, 400, "bad_request", "timeout: a duration of at most 5m");
+		return;
+	}
 	r = sandbox_get(api->mgr, tenant, id, &row);
 	if (r < 0) {
 		ctl_reply_err(req, r, r == SP_ENOTFOUND ? "no such sandbox" : NULL);
 		return;
 	}
-	ctl_reply_json(req, 200, api_sandbox_json(api, &row));
+	if (wait == NULL || api->workers == NULL || strcmp(row.state, "running") != 0) {
+		ctl_reply_json(req, 200, api_sandbox_json(api, &row));
+		store_sandbox_row_done(&row);
+		return;
+	}
 	store_sandbox_row_done(&row);
+	aw = xcalloc(1, sizeof(*aw));
+	aw->api = api;
+	aw->req = req;
+	snprintf(aw->tenant, sizeof(aw->tenant), "%s", tenant);
+	snprintf(aw->id, sizeof(aw->id), "%s", id);
+	aw->wt = workers_wait_ready(api->workers, id, timeout, api_wait_done, aw);
+	/* NULL: it was ready, and aw is answered and freed already. */
+	if (aw->wt != NULL)
+		ctl_req_on_abort(req, api_wait_abort, aw);
 }
 
 static void

@@ -290,9 +290,13 @@ mgr_event(void *arg, const struct sp_instance *inst)
 			row_set(mgr, &row, "exited", inst->oom_killed ? "killed: out of memory" : NULL);
 			log_info("sandbox '%s': exited with %d%s", row.id, inst->exit_code,
 				 inst->oom_killed ? " (OOM-killed)" : "");
+			if (mgr->hooks.stopped != NULL)
+				mgr->hooks.stopped(mgr->hooks.arg, row.id);
 		} else if (inst->state == SP_INST_GONE) {
 			row_set(mgr, &row, "lost", "the container vanished");
 			log_warn("sandbox '%s': container vanished", row.id);
+			if (mgr->hooks.stopped != NULL)
+				mgr->hooks.stopped(mgr->hooks.arg, row.id);
 		}
 	}
 	store_sandbox_row_done(&row);

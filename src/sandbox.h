@@ -34,6 +34,8 @@ struct sandbox_exec;
  *  prepare: before p creates sandbox id of tenant; may set *files_dir (heap,
  *    the manager frees it) to a host directory the provider mounts read-only
  *    at /run/sandpit. A negative return fails the create with that error.
+ *  stopped: the sandbox exited or vanished on its own (it still exists in the
+ *    store until destroyed).
  *  released: the sandbox was destroyed, or its create failed: revoke what
  *    prepare handed out and remove the directory.
  */
@@ -41,6 +43,7 @@ struct sandbox_hooks {
 	void (*provider_ready)(void *arg, struct sp_provider *p);
 	int (*prepare)(void *arg, struct sp_provider *p, const char *id, const char *tenant,
 		       char **files_dir);
+	void (*stopped)(void *arg, const char *id);
 	void (*released)(void *arg, const char *id);
 	void *arg;
 };

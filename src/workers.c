@@ -3,8 +3,9 @@
  * router with the /v1/worker routes, the token key, the certificates, each
  * sandbox's files and its worker's live state, and the control-side execs that
  * wait for a worker's output. Tasks live in the queue (borrowed); this module
- * never keeps a second copy of them. It does not log: it returns errors, and
- * counts what peers do wrong in the rpc and quic counters.
+ * never keeps a second copy of them. Requests are never logged (peers' errors
+ * are counted by rpc and quic); only the background work with no caller to
+ * return to (certificate renewal, binding the gateway) logs.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -72,6 +73,16 @@ struct workers_exec {
 	uint64_t started_ms;
 };
 
+/* A control client waiting for a sandbox's worker (GET …?wait=ready). */
+struct workers_wait {
+	struct workers_wait *next;
+	struct workers *w;
+	char id[AUTH_ID_MAX + 1];
+	void (*cb)(void *arg, bool ready);
+	void *arg;
+	uv_timer_t timer;
+};
+
 struct workers {
 	uv_loop_t *loop;
 	struct store *store;
@@ -90,6 +101,7 @@ struct workers {
 	char user[64];			/* "uid:gid" the sandboxes run as, or "" */
 	struct wsb *sbs;
 	struct workers_exec *execs;
+	struct workers_wait *waits;
 	uv_timer_t tick, renew;
 	size_t closing;			/* servers and handles whose close has not completed */
 	bool stopping;
@@ -682,6 +694,54 @@ sb_deliver(struct workers *w, struct wsb *s)
 	}
 }
 
+/* --- waiting for a worker --- */
+
+static void
+wait_closed(uv_handle_t *h)
+{
+	free(h->data);
+}
+
+static void
+wait_drop(struct workers_wait *wt)
+{
+	for (struct workers_wait **pp = &wt->w->waits; *pp != NULL; pp = &(*pp)->next)
+		if (*pp == wt) {
+			*pp = wt->next;
+			break;
+		}
+	uv_close((uv_handle_t *)&wt->timer, wait_closed);
+}
+
+static void
+wait_fire(struct workers_wait *wt, bool ready)
+{
+	void (*cb)(void *, bool) = wt->cb;
+	void *arg = wt->arg;
+
+	wait_drop(wt);
+	cb(arg, ready);
+}
+
+static void
+wait_timeout(uv_timer_t *t)
+{
+	wait_fire(t->data, false);
+}
+
+/* The worker of id registered: every waiter for it is answered. */
+static void
+wait_wake(struct workers *w, const char *id)
+{
+	struct workers_wait *wt, *next;
+
+	for (wt = w->waits; wt != NULL; wt = next) {
+		next = wt->next;
+		if (strcmp(wt->id, id) == 0)
+			wait_fire(wt, true);
+	}
+}
+
 /* --- routes --- */
 
 static void
@@ -695,10 +755,16 @@ r_register(const struct rpc_call *call, struct rpc_response *resp, void *arg)
 		rpc_reply_error(resp, 403, "forbidden", "no such sandbox");
 		return;
 	}
+	if (strcmp(row.state, "running") != 0 && strcmp(row.state, "starting") != 0) {
+		store_sandbox_row_done(&row);
+		rpc_reply_error(resp, 403, "forbidden", "the sandbox is not running");
+		return;
+	}
 	store_sandbox_row_done(&row);
 	if (!s->registered)
 		s->registered_ms = now_ms();
 	s->registered = true;
+	wait_wake(w, s->id);
 	rpc_reply_json(resp, 200, json_pack("{s:s, s:s, s:i, s:I, s:I}", "sandbox", s->id,
 	    "tenant", s->tenant, "heartbeat_ms", WORKERS_HEARTBEAT_MS,
 	    "poll_ms", (json_int_t)(*w->cfg)->worker_poll_ms,
@@ -1020,6 +1086,8 @@ hook_provider_ready(void *arg, struct sp_provider *p)
 	json_decref(d);
 }
 
+static void hook_released(void *arg, const char *id);
+
 static int
 hook_prepare(void *arg, struct sp_provider *p, const char *id, const char *tenant,
 	     char **files_dir)
@@ -1047,8 +1115,10 @@ hook_prepare(void *arg, struct sp_provider *p, const char *id, const char *tenan
 		return r;
 	if ((r = file_put(dir, "ca.pem", ca, calen, 0444, uid, gid)) < 0 ||
 	    (r = file_put(dir, "endpoint", ep, strlen(ep), 0444, uid, gid)) < 0 ||
-	    (r = token_issue(w, id, tenant, NULL, NULL)) < 0)
+	    (r = token_issue(w, id, tenant, NULL, NULL)) < 0) {
+		hook_released(w, id);
 		return r;
+	}
 	*files_dir = xstrdup(dir);
 	return 0;
 }
@@ -1097,11 +1167,26 @@ hook_released(void *arg, const char *id)
 		sb_free(w, s);
 }
 
+/* The sandbox exited or vanished: what its worker held fails now, not at lease expiry. */
+static void
+hook_stopped(void *arg, const char *id)
+{
+	struct workers *w = arg;
+	struct wsb *s;
+
+	queue_worker_lost(w->queue, id, "the sandbox stopped", NULL);
+	queue_flush(w->queue);
+	exec_settle(w);
+	if ((s = sb_find(w, id)) != NULL)
+		s->registered = false;
+}
+
 void
 workers_hooks(struct workers *w, struct sandbox_hooks *ret)
 {
 	*ret = (struct sandbox_hooks){ .provider_ready = hook_provider_ready,
-		.prepare = hook_prepare, .released = hook_released, .arg = w };
+		.prepare = hook_prepare, .stopped = hook_stopped, .released = hook_released,
+		.arg = w };
 }
 
 /* Leases of tasks held by a sandbox that is still running survive a restart. */
@@ -1195,6 +1280,8 @@ void
 workers_stop(struct workers *w)
 {
 	w->stopping = true;
+	while (w->waits != NULL)
+		wait_fire(w->waits, false);
 	/* The tasks stay held: their workers finish them and report after the restart. */
 	while (w->execs != NULL)
 		exec_finish(w->execs, SP_ECANCELED, NULL, "the daemon is shutting down");
@@ -1249,6 +1336,8 @@ workers_close(struct workers *w, void (*cb)(void *arg), void *arg)
 	w->stopping = true;
 	w->close_cb = cb;
 	w->close_arg = arg;
+	while (w->waits != NULL)
+		wait_fire(w->waits, false);
 	while (w->execs != NULL)
 		exec_finish(w->execs, SP_ECANCELED, NULL, "the daemon is shutting down");
 	/* Pending long-polls are cancelled by their servers' close (poll_cancel). */
@@ -1378,4 +1467,33 @@ workers_task_json(struct workers *w, const char *tenant, const char *id, int64_t
 	if (*ret == NULL)
 		fatalx("json_pack failed");
 	return 0;
+}
+
+struct workers_wait *
+workers_wait_ready(struct workers *w, const char *id, uint64_t timeout_ms,
+		   void (*cb)(void *arg, bool ready), void *arg)
+{
+	struct workers_wait *wt;
+
+	if (sb_connected(sb_find(w, id)) || w->stopping) {
+		cb(arg, !w->stopping);
+		return NULL;
+	}
+	wt = xcalloc(1, sizeof(*wt));
+	wt->w = w;
+	snprintf(wt->id, sizeof(wt->id), "%s", id);
+	wt->cb = cb;
+	wt->arg = arg;
+	uv_timer_init(w->loop, &wt->timer);
+	wt->timer.data = wt;
+	uv_timer_start(&wt->timer, wait_timeout, timeout_ms, 0);
+	wt->next = w->waits;
+	w->waits = wt;
+	return wt;
+}
+
+void
+workers_wait_cancel(struct workers_wait *wt)
+{
+	wait_drop(wt);
 }

@@ -60,7 +60,18 @@ void workers_stop(struct workers *w);
 /* Close every server (peers get CONNECTION_CLOSE), then every handle; cb(arg) at the end. */
 void workers_close(struct workers *w, void (*cb)(void *arg), void *arg);
 
-/* {"connected":bool,"registered_at":ms|null,"last_heartbeat":ms|null} for sandbox id. */
+/*
+ * Wait until the worker of sandbox id is connected: cb(arg, true) at once
+ * (inside this call) when it is, when it registers, or cb(arg, false) after
+ * timeout_ms or at workers_stop(). Returns a handle for workers_wait_cancel()
+ * (which must not be used after cb), or NULL when cb already ran.
+ */
+struct workers_wait;
+struct workers_wait *workers_wait_ready(struct workers *w, const char *id, uint64_t timeout_ms,
+					void (*cb)(void *arg, bool ready), void *arg);
+void workers_wait_cancel(struct workers_wait *wt);
+
+/* {"connected":bool,"registered_ms":ms|null,"last_seen_ms":ms|null} for sandbox id. */
 json_t *workers_sandbox_json(struct workers *w, const char *id);
 
 /*

@@ -33,7 +33,11 @@ body() { cut -d' ' -f2- <<<"$1"; }
 r=$(ctl POST /v1/sandboxes '{}')
 A=$(body "$r" | jq -r .id); AREF=$(body "$r" | jq -r .ref)
 check "sandbox A created ($A)" grep -q '^201 ' <<<"$r"
-check "A's worker registers over HTTP/3" wait_worker "$A"
+r=$(ctl GET "/v1/sandboxes/$A?wait=ready&timeout=10s")
+check "GET ?wait=ready answers once A's worker has registered over HTTP/3" \
+	bash -c 'jq -e ".worker.connected == true" <<<"$1" >/dev/null' _ "$(body "$r")"
+r=$(ctl GET "/v1/sandboxes/$A?wait=later")
+check "an unknown wait is 400" grep -q '^400 ' <<<"$r"
 r=$(ctl GET "/v1/sandboxes/$A")
 check "GET shows the worker: connected, registered and last seen" \
 	jq -e '.worker.connected == true and (.worker.registered_ms > 0) and (.worker.last_seen_ms > 0)' <<<"$(body "$r")" >/dev/null
@@ -137,6 +141,18 @@ code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -d '{}' "http://127.0.0.1:
 check "and its requests no longer reach the daemon ($code)" test "$code" = 503
 kill -TERM "$HOSTW_PID"; wait "$HOSTW_PID"; st=$?; HOSTW_PID=""
 check "SIGTERM stops a worker cleanly (exit $st)" test "$st" -eq 0
+
+# --- the sandbox stops under a running task: the task fails at once, not at lease expiry ---
+"$SANDPIT" sandbox exec --via-worker "$B" -- sleep 60 >/dev/null 2>"$T_DIR/kerr" &
+CLI=$!
+sleep 0.5
+TID=$(sqlite3 "$T_STATE/sandpit.db" "select id from queue_tasks where swarm='$B' order by id desc limit 1")
+docker_api POST "/containers/$(ctl GET "/v1/sandboxes/$B" | cut -d' ' -f2- | jq -r .ref)/kill" >/dev/null
+wait "$CLI"; st=$?
+r=$(ctl GET "/v1/sandboxes/$B/tasks/$TID")
+check "a killed sandbox fails its worker's task (exit $st, $(body "$r" | jq -c '{state,reason}'))" \
+	bash -c '[ "$2" -ne 0 ] && jq -e ".state == \"failed\" and .reason == \"the sandbox stopped\"" <<<"$1" >/dev/null' \
+	_ "$(body "$r")" "$st"
 
 ctl DELETE "/v1/sandboxes/$B" >/dev/null
 stop_daemon; st=$?
