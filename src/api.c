@@ -160,7 +160,10 @@ api_info(struct ctl_req *req, void *arg)
 		      "worker_image", cfg->worker_image,
 		      "started_at", api_time(api->started_ms),
 		      "providers", providers,
-		      "worker_endpoints", json_array());
+		      "worker_endpoints", api->workers != NULL ?
+			workers_endpoints_json(api->workers) : json_array());
+	if (api->workers != NULL)
+		json_object_set_new(o, "worker_channel", workers_stats_json(api->workers));
 	ctl_reply_json(req, 200, o);
 }
 
@@ -195,6 +198,30 @@ api_metrics(struct ctl_req *req, void *arg)
 	fprintf(f, "# HELP sandpit_inflight_operations Sandbox operations in flight.\n"
 		   "# TYPE sandpit_inflight_operations gauge\n"
 		   "sandpit_inflight_operations %zu\n", sandbox_mgr_inflight(api->mgr));
+	if (api->workers != NULL) {
+		json_t *st = workers_stats_json(api->workers);
+		json_t *rpc = json_object_get(st, "rpc"), *quic = json_object_get(st, "quic");
+
+		fprintf(f, "# HELP sandpit_workers_connected Workers heard from recently.\n"
+			   "# TYPE sandpit_workers_connected gauge\n"
+			   "sandpit_workers_connected %lld\n"
+			   "# HELP sandpit_worker_requests_total Worker channel requests, by outcome.\n"
+			   "# TYPE sandpit_worker_requests_total counter\n"
+			   "sandpit_worker_requests_total{outcome=\"all\"} %lld\n"
+			   "sandpit_worker_requests_total{outcome=\"unauthorized\"} %lld\n"
+			   "sandpit_worker_requests_total{outcome=\"forbidden\"} %lld\n"
+			   "sandpit_worker_requests_total{outcome=\"bad_request\"} %lld\n"
+			   "# HELP sandpit_worker_garbage_datagrams_total Undecodable datagrams.\n"
+			   "# TYPE sandpit_worker_garbage_datagrams_total counter\n"
+			   "sandpit_worker_garbage_datagrams_total %lld\n",
+			(long long)json_integer_value(json_object_get(st, "workers_connected")),
+			(long long)json_integer_value(json_object_get(rpc, "requests")),
+			(long long)json_integer_value(json_object_get(rpc, "unauthorized")),
+			(long long)json_integer_value(json_object_get(rpc, "forbidden")),
+			(long long)json_integer_value(json_object_get(rpc, "bad_request")),
+			(long long)json_integer_value(json_object_get(quic, "garbage")));
+		json_decref(st);
+	}
 	fclose(f);
 	line = text;
 	ctl_stream_begin(req, 200, "text/plain; version=0.0.4");

@@ -1497,3 +1497,57 @@ workers_wait_cancel(struct workers_wait *wt)
 {
 	wait_drop(wt);
 }
+
+json_t *
+workers_endpoints_json(struct workers *w)
+{
+	json_t *a = json_array();
+	char buf[96];
+
+	for (size_t i = 0; i < w->nservers; i++) {
+		snprintf(buf, sizeof(buf), "%s:%u", w->server_addr[i],
+			 (unsigned)quic_server_port(w->servers[i]));
+		json_array_append_new(a, json_string(buf));
+	}
+	return a;
+}
+
+json_t *
+workers_stats_json(struct workers *w)
+{
+	const struct rpc_stats *r = rpc_stats(w->rpc);
+	struct quic_stats q = { 0 };
+	size_t connected = 0;
+
+	for (struct wsb *s = w->sbs; s != NULL; s = s->next)
+		connected += sb_connected(s);
+	for (size_t i = 0; i < w->nservers; i++) {
+		const struct quic_stats *x = quic_server_stats(w->servers[i]);
+
+		q.datagrams_in += x->datagrams_in;
+		q.datagrams_out += x->datagrams_out;
+		q.garbage += x->garbage;
+		q.stateless_resets += x->stateless_resets;
+		q.conns_accepted += x->conns_accepted;
+		q.conns_active += x->conns_active;
+		q.conns_refused += x->conns_refused;
+		q.conns_failed += x->conns_failed;
+		q.requests += x->requests;
+		q.refused_requests += x->refused_requests;
+	}
+	return json_pack("{s:I, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I}, s:{s:I, s:I, s:I, s:I,"
+	    " s:I, s:I, s:I, s:I, s:I, s:I}}",
+	    "workers_connected", (json_int_t)connected,
+	    "rpc", "requests", (json_int_t)r->requests, "unauthorized", (json_int_t)r->unauthorized,
+	    "forbidden", (json_int_t)r->forbidden, "not_found", (json_int_t)r->not_found,
+	    "bad_request", (json_int_t)r->bad_request, "deferred", (json_int_t)r->deferred,
+	    "status_5xx", (json_int_t)r->status_5xx,
+	    "quic", "datagrams_in", (json_int_t)q.datagrams_in,
+	    "datagrams_out", (json_int_t)q.datagrams_out, "garbage", (json_int_t)q.garbage,
+	    "stateless_resets", (json_int_t)q.stateless_resets,
+	    "conns_accepted", (json_int_t)q.conns_accepted,
+	    "conns_active", (json_int_t)q.conns_active,
+	    "conns_refused", (json_int_t)q.conns_refused,
+	    "conns_failed", (json_int_t)q.conns_failed, "requests", (json_int_t)q.requests,
+	    "refused_requests", (json_int_t)q.refused_requests);
+}

@@ -71,6 +71,11 @@ struct workers_wait *workers_wait_ready(struct workers *w, const char *id, uint6
 					void (*cb)(void *arg, bool ready), void *arg);
 void workers_wait_cancel(struct workers_wait *wt);
 
+/* ["ADDR:PORT", …]: the servers bound now. */
+json_t *workers_endpoints_json(struct workers *w);
+/* Counters for /v1/info and /metrics: workers connected, rpc and quic (summed) counters. */
+json_t *workers_stats_json(struct workers *w);
+
 /* {"connected":bool,"registered_ms":ms|null,"last_seen_ms":ms|null} for sandbox id. */
 json_t *workers_sandbox_json(struct workers *w, const char *id);
 

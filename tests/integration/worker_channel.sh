@@ -139,6 +139,9 @@ for _ in $(seq 1 100); do grep -q 'refused our token (401)' "$T_DIR/hostw.log" &
 check "A's token is refused once A is destroyed (401)" grep -q 'refused our token (401)' "$T_DIR/hostw.log"
 code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -d '{}' "http://127.0.0.1:$LOCAL_PORT/v1/worker/heartbeat")
 check "and its requests no longer reach the daemon ($code)" test "$code" = 503
+r=$(ctl GET /v1/info)
+check "/v1/info lists the endpoints and counts the 401s ($(body "$r" | jq -c '[.worker_endpoints, .worker_channel.rpc.unauthorized]'))" \
+	bash -c 'jq -e "(.worker_endpoints | length == 2) and (.worker_endpoints[0] | startswith(\"127.0.0.1:\")) and .worker_channel.rpc.unauthorized > 0" <<<"$1" >/dev/null' _ "$(body "$r")"
 kill -TERM "$HOSTW_PID"; wait "$HOSTW_PID"; st=$?; HOSTW_PID=""
 check "SIGTERM stops a worker cleanly (exit $st)" test "$st" -eq 0
 
