@@ -364,6 +364,7 @@ api_sandbox_get(struct ctl_req *req, void *arg)
 	struct api *api = arg;
 	const char *tenant = api_tenant(req), *id, *wait, *tmo;
 	struct sandbox_row row;
+	struct workers_wait *wt;
 	struct api_wait *aw;
 	uint64_t timeout = 30000;
 	int r;
@@ -396,10 +397,12 @@ api_sandbox_get(struct ctl_req *req, void *arg)
 	aw->req = req;
 	snprintf(aw->tenant, sizeof(aw->tenant), "%s", tenant);
 	snprintf(aw->id, sizeof(aw->id), "%s", id);
-	aw->wt = workers_wait_ready(api->workers, id, timeout, api_wait_done, aw);
+	wt = workers_wait_ready(api->workers, id, timeout, api_wait_done, aw);
 	/* NULL: it was ready, and aw is answered and freed already. */
-	if (aw->wt != NULL)
+	if (wt != NULL) {
+		aw->wt = wt;
 		ctl_req_on_abort(req, api_wait_abort, aw);
+	}
 }
 
 static void
