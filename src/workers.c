@@ -1226,13 +1226,13 @@ workers_new(const struct workers_options *opt, struct workers **ret, char *err, 
 	xasprintf(&w->files_root, "%s/workers", c->state_dir);
 	xasprintf(&w->revoked_path, "%s/worker-revoked", c->state_dir);
 	if ((mkdir(w->tls_dir, 0700) < 0 && errno != EEXIST) ||
-	    (mkdir(w->files_root, 0711) < 0 && errno != EEXIST)) {
+	    (mkdir(w->files_root, 0700) < 0 && errno != EEXIST)) {
 		r = -errno;
 		errf(err, errlen, "worker channel: cannot make its directories: %s", strerror(errno));
 		return r;
 	}
-	/* The sandboxes' user must reach its own directory, nothing else here. */
-	chmod(w->files_root, 0711);
+	/* Docker (root) resolves the bind source; no sandbox user needs to traverse this. */
+	chmod(w->files_root, 0700);
 	if ((r = certs_ensure(w, err, errlen)) < 0)
 		return r;
 	snprintf(path, sizeof(path), "%s/worker.key", c->state_dir);
