@@ -70,7 +70,8 @@ struct workers_exec {
 	sandbox_output_cb out;
 	sandbox_exec_cb done;
 	void *arg;
-	uint64_t started_ms;
+	uint64_t started_ms;		/* loop time of the enqueue */
+	uint64_t give_up_ms;		/* loop time after which a task never finished is cancelled */
 };
 
 /* A control client waiting for a sandbox's worker (GET …?wait=ready). */
@@ -622,16 +623,25 @@ exec_unlink(struct workers_exec *e)
 		}
 }
 
+#define EXEC_DUR_DAEMON	UINT64_MAX	/* no duration from the worker: measure it here */
+
 /* The task ended: tell the control client and forget the exec. */
+static void
+exec_finish_dur(struct workers_exec *e, int status, const struct sp_exec_result *res,
+		const char *detail, uint64_t dur)
+{
+	if (dur == EXEC_DUR_DAEMON)
+		dur = uv_now(e->w->loop) - e->started_ms;
+	exec_unlink(e);
+	e->done(e->arg, status, res, dur, detail);
+	free(e);
+}
+
 static void
 exec_finish(struct workers_exec *e, int status, const struct sp_exec_result *res,
 	    const char *detail)
 {
-	uint64_t dur = uv_now(e->w->loop) - e->started_ms;
-
-	exec_unlink(e);
-	e->done(e->arg, status, res, dur, detail);
-	free(e);
+	exec_finish_dur(e, status, res, detail, EXEC_DUR_DAEMON);
 }
 
 /* Finish every exec whose task the queue reports over (timeouts, cancels, lost workers). */
@@ -645,6 +655,13 @@ exec_settle(struct workers *w)
 		next = e->next;
 		if (queue_get(w->queue, e->task, &t) < 0)
 			continue;
+		if (!queue_state_terminal(t.state) && uv_now(w->loop) >= e->give_up_ms) {
+			/* Never leased in time (its worker went away before taking it). */
+			queue_task_done(&t);
+			queue_cancel(w->queue, e->task);
+			exec_finish(e, SP_ETIMEDOUT, NULL, "the sandbox's worker did not run the task");
+			continue;
+		}
 		if (queue_state_terminal(t.state)) {
 			struct sp_exec_result res = { .exit_code = t.exit_code };
 
@@ -950,7 +967,8 @@ r_result(const struct rpc_call *call, struct rpc_response *resp, void *arg)
 		struct sp_exec_result r = { .exit_code = res.exit_code,
 			.timed_out = res.timed_out };
 
-		exec_finish(e, 0, &r, NULL);
+		/* The worker measured the command itself. */
+		exec_finish_dur(e, 0, &r, NULL, res.duration_ms);
 	}
 	rpc_reply_json(resp, 200, json_pack("{s:s}", "verdict", queue_verdict_name(v)));
 out:
@@ -1416,6 +1434,8 @@ workers_exec(struct workers *w, const char *tenant, const char *id, json_t *body
 	e->done = done;
 	e->arg = arg;
 	e->started_ms = uv_now(w->loop);
+	/* The queue's deadline runs from the lease; this one bounds the wait for it too. */
+	e->give_up_ms = e->started_ms + timeout + 2 * WORKERS_TASK_GRACE_MS;
 	e->next = w->execs;
 	w->execs = e;
 	*ret = e;
