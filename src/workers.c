@@ -1571,3 +1571,9 @@ workers_stats_json(struct workers *w)
 	    "conns_failed", (json_int_t)q.conns_failed, "requests", (json_int_t)q.requests,
 	    "refused_requests", (json_int_t)q.refused_requests);
 }
+
+struct rpc *
+workers_router(struct workers *w)
+{
+	return w->rpc;
+}

@@ -53,6 +53,12 @@ struct workers_options {
  */
 int workers_new(const struct workers_options *opt, struct workers **ret, char *err,
 		size_t errlen);
+/*
+ * The channel's router, for modules that serve workers too (memory): add
+ * routes with scope "worker"; handlers take the sandbox and tenant from
+ * call->claims. Valid until workers_close() completes.
+ */
+struct rpc *workers_router(struct workers *w);
 /* The hooks for sandbox_mgr_set_hooks(). */
 void workers_hooks(struct workers *w, struct sandbox_hooks *ret);
 /* Shutdown, first step: control-side execs end with SP_ECANCELED (their tasks stay queued/held). */
