@@ -1286,7 +1286,8 @@ workers_new(const struct workers_options *opt, struct workers **ret, char *err, 
 			free(list);
 			return r;
 		}
-		log_info("worker channel listening on %s:%u", a, (unsigned)c->worker_port);
+		log_info("worker channel listening on %s:%u", a,
+			 (unsigned)quic_server_port(w->servers[w->nservers - 1]));
 	}
 	free(list);
 	uv_timer_start(&w->tick, tick, WORKERS_TICK_MS, WORKERS_TICK_MS);
