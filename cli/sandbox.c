@@ -347,7 +347,7 @@ sandbox_show(struct cli *cli, int argc, char **argv)
 {
 	static const char *const keys[] = {
 		"id", "tenant", "provider", "state", "ref", "image", "created_at",
-		"updated_at", "exit_code", "oom_killed", "error",
+		"updated_at", "exit_code", "oom_killed", "error", "worker",
 	};
 	const char *id = NULL;
 	json_t *sb = NULL, *lim, *v;
