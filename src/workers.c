@@ -445,13 +445,18 @@ revoked_append(struct workers *w, const char *jti, int64_t exp)
 	fclose(f);
 }
 
+/*
+ * The sandbox user's ids from "uid:gid". Only root can give files away; a
+ * daemon that is not root leaves them its own (documented: its sandboxes
+ * must then run as its uid to read the token).
+ */
 static bool
 user_ids(const char *user, uid_t *uid, gid_t *gid)
 {
 	unsigned long u, g;
 	char *end;
 
-	if (user == NULL || *user < '0' || *user > '9')
+	if (user == NULL || *user < '0' || *user > '9' || geteuid() != 0)
 		return false;
 	u = strtoul(user, &end, 10);
 	g = u;
