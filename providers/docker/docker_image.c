@@ -1,12 +1,10 @@
 /*
  * docker_image: the worker image without a registry. A work thread reads
- * busybox and sandpit-worker, hashes them and writes a root filesystem
- * tarball in memory (libarchive); the loop then asks the engine whether the
- * image carries that hash and imports the tarball when it does not. One build
- * runs at a time; later callers wait for it. Never blocks the loop.
- * sandpit-worker is linked dynamically (a static GnuTLS is not possible from
- * Debian's packages): the work thread runs ldd on it and puts every library
- * and the dynamic loader into the image at the paths ldd names.
+ * busybox and sandpit-worker (with its shared libraries when it is not
+ * static), hashes them and writes a root filesystem tarball in memory
+ * (libarchive); the loop then asks the engine whether the image carries that
+ * hash and imports the tarball when it does not. One build runs at a time;
+ * later callers wait for it. Never blocks the loop.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -31,13 +29,17 @@
 #define IMAGE_APPLETS_MAX	(64u << 10)
 #define IMAGE_WORKER_PATH	"usr/local/bin/sandpit-worker"
 #define IMAGE_LIBS_MAX		64
-#define IMAGE_LDD		"/usr/bin/ldd"
 
 extern char **environ;
 
 struct image_buf {
 	unsigned char *data;
 	size_t len, cap;
+};
+
+struct image_lib {
+	char *path;			/* without the leading '/' */
+	struct image_buf data;
 };
 
 static int
@@ -71,13 +73,12 @@ image_read_file(const char *path, struct image_buf *b, char *err, size_t errlen)
 	return 0;
 }
 
-/* busybox --list, run without a shell; the applet names, one per line. */
+/* Run argv without a shell and read its stdout (bounded); *status gets its exit. */
 static int
-image_applets(const char *busybox, struct image_buf *out, char *err, size_t errlen)
+image_run(char *const argv[], struct image_buf *out, int *status)
 {
 	posix_spawn_file_actions_t fa;
-	char *argv[] = { (char *)busybox, "--list", NULL };
-	int pfd[2], status;
+	int pfd[2], st;
 	pid_t pid;
 	ssize_t n;
 
@@ -85,12 +86,12 @@ image_applets(const char *busybox, struct image_buf *out, char *err, size_t errl
 		return -errno;
 	posix_spawn_file_actions_init(&fa);
 	posix_spawn_file_actions_adddup2(&fa, pfd[1], 1);
-	if (posix_spawn(&pid, busybox, &fa, NULL, argv, environ) != 0) {
+	posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+	if (posix_spawn(&pid, argv[0], &fa, NULL, argv, environ) != 0) {
 		posix_spawn_file_actions_destroy(&fa);
 		close(pfd[0]);
 		close(pfd[1]);
-		snprintf(err, errlen, "cannot run %s --list", busybox);
-		return SP_ECONFIG;
+		return -ENOENT;
 	}
 	posix_spawn_file_actions_destroy(&fa);
 	close(pfd[1]);
@@ -101,93 +102,92 @@ image_applets(const char *busybox, struct image_buf *out, char *err, size_t errl
 		out->len += (size_t)n;
 	out->data[out->len] = '\0';
 	close(pfd[0]);
-	if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+	if (waitpid(pid, &st, 0) < 0)
+		return -errno;
+	*status = WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+	return 0;
+}
+
+/* busybox --list: the applet names, one per line. */
+static int
+image_applets(const char *busybox, struct image_buf *out, char *err, size_t errlen)
+{
+	char *argv[] = { (char *)busybox, "--list", NULL };
+	int status = 0;
+
+	if (image_run(argv, out, &status) < 0 || status != 0) {
 		snprintf(err, errlen, "%s --list failed", busybox);
 		return SP_ECONFIG;
 	}
 	return 0;
 }
 
-/* The worker's shared libraries: the paths ldd prints, read into memory. */
-struct image_libs {
-	char *path[IMAGE_LIBS_MAX];
-	struct image_buf buf[IMAGE_LIBS_MAX];
-	size_t n;
-};
-
-static void
-image_libs_free(struct image_libs *l)
-{
-	for (size_t i = 0; i < l->n; i++) {
-		free(l->path[i]);
-		free(l->buf[i].data);
-	}
-	l->n = 0;
-}
-
 /*
- * ldd BINARY, run without a shell, and read every absolute path it names
- * ("libx.so => /lib/.../libx.so (0x…)" and the loader "/lib64/ld-…so (0x…)").
- * A static binary ("not a dynamic executable") has none.
+ * The shared libraries of a dynamically linked worker (a sanitizer build),
+ * from ldd, so the image can still run it: the image has no libc of its own.
+ * A static worker has none ("not a dynamic executable", exit 1).
  */
 static int
-image_libs(const char *binary, struct image_libs *l, char *err, size_t errlen)
+image_libs(const char *worker, struct image_lib **ret, size_t *nret, char *err, size_t errlen)
 {
-	posix_spawn_file_actions_t fa;
-	char *argv[] = { IMAGE_LDD, (char *)binary, NULL };
+	char *argv[] = { "/usr/bin/ldd", (char *)worker, NULL };
 	struct image_buf out = { 0 };
-	char *line, *save, *p, *end;
-	int pfd[2], status, rc = 0;
-	pid_t pid;
-	ssize_t n;
+	struct image_lib *libs = NULL;
+	size_t n = 0, total = 0;
+	char *line, *save, *path, *end;
+	int status = 0, rc = 0;
 
-	if (pipe2(pfd, O_CLOEXEC) < 0)
-		return -errno;
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_adddup2(&fa, pfd[1], 1);
-	if (posix_spawn(&pid, IMAGE_LDD, &fa, NULL, argv, environ) != 0) {
-		posix_spawn_file_actions_destroy(&fa);
-		close(pfd[0]);
-		close(pfd[1]);
-		snprintf(err, errlen, "cannot run %s %s", IMAGE_LDD, binary);
-		return SP_ECONFIG;
-	}
-	posix_spawn_file_actions_destroy(&fa);
-	close(pfd[1]);
-	out.data = docker_xrealloc(NULL, IMAGE_APPLETS_MAX + 1);
-	while (out.len < IMAGE_APPLETS_MAX &&
-	    (n = read(pfd[0], out.data + out.len, IMAGE_APPLETS_MAX - out.len)) > 0)
-		out.len += (size_t)n;
-	out.data[out.len] = '\0';
-	close(pfd[0]);
-	if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status)) {
+	*ret = NULL;
+	*nret = 0;
+	if (access(argv[0], X_OK) != 0 || image_run(argv, &out, &status) < 0 || status != 0) {
 		free(out.data);
-		snprintf(err, errlen, "%s %s failed", IMAGE_LDD, binary);
-		return SP_ECONFIG;
+		return 0;
 	}
-	for (line = strtok_r((char *)out.data, "\n", &save); line != NULL && rc == 0;
+	for (line = strtok_r((char *)out.data, "\n", &save); line != NULL;
 	    line = strtok_r(NULL, "\n", &save)) {
-		if (strstr(line, "not found") != NULL) {
-			snprintf(err, errlen, "%s needs a library ldd cannot find: %s", binary, line);
+		if ((path = strstr(line, "=> ")) != NULL)
+			path += 3;
+		else
+			path = line + strspn(line, " \t");
+		if (*path != '/')
+			continue;	/* linux-vdso, "not found" */
+		if ((end = strchr(path, ' ')) != NULL)
+			*end = '\0';
+		if (n == IMAGE_LIBS_MAX) {
 			rc = SP_ECONFIG;
+			snprintf(err, errlen, "%s needs more than %d shared libraries", worker,
+			    IMAGE_LIBS_MAX);
 			break;
 		}
-		p = strstr(line, "=> ");
-		p = p != NULL ? p + 3 : line + strspn(line, " \t");
-		if (*p != '/' || (end = strstr(p, " (")) == NULL)
-			continue;
-		*end = '\0';
-		if (l->n == IMAGE_LIBS_MAX || strstr(p, "/../") != NULL) {
-			snprintf(err, errlen, "%s: too many or odd library paths", binary);
-			rc = SP_ECONFIG;
+		libs = docker_xrealloc(libs, (n + 1) * sizeof(*libs));
+		memset(&libs[n], 0, sizeof(libs[n]));
+		libs[n].path = docker_xstrdup(path + 1);
+		if ((rc = image_read_file(path, &libs[n].data, err, errlen)) < 0) {
+			free(libs[n].path);
 			break;
 		}
-		l->path[l->n] = docker_xstrdup(p);
-		rc = image_read_file(p, &l->buf[l->n], err, errlen);
-		l->n++;
+		total += libs[n].data.len;
+		n++;
+		if (total > IMAGE_FILE_MAX) {
+			rc = SP_ECONFIG;
+			snprintf(err, errlen, "the shared libraries of %s exceed 256 MiB", worker);
+			break;
+		}
 	}
 	free(out.data);
+	*ret = libs;
+	*nret = n;
 	return rc;
+}
+
+static void
+image_libs_free(struct image_lib *libs, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(libs[i].path);
+		free(libs[i].data.data);
+	}
+	free(libs);
 }
 
 static la_ssize_t
@@ -235,40 +235,11 @@ image_tar_entry(struct archive *a, const char *path, mode_t type, mode_t perm, i
 	return rc;
 }
 
-/* Add dirs of path ("lib/x86_64-linux-gnu/libuv.so.1") not yet in the tarball. */
-static int
-image_tar_parents(struct archive *a, const char *path, char (*made)[128], size_t *nmade)
-{
-	char dir[128];
-	const char *p;
-	size_t i;
-	int rc;
-
-	for (p = strchr(path, '/'); p != NULL; p = strchr(p + 1, '/')) {
-		if ((size_t)(p - path) >= sizeof(dir))
-			return -ENAMETOOLONG;
-		memcpy(dir, path, (size_t)(p - path));
-		dir[p - path] = '\0';
-		for (i = 0; i < *nmade && strcmp(made[i], dir) != 0; i++)
-			;
-		if (i < *nmade)
-			continue;
-		if (*nmade == 32 || strcmp(dir, "usr") == 0 || strcmp(dir, "usr/local") == 0 ||
-		    strcmp(dir, "usr/local/bin") == 0 || strcmp(dir, "etc") == 0)
-			continue;
-		snprintf(made[(*nmade)++], 128, "%s", dir);
-		if ((rc = image_tar_entry(a, dir, AE_IFDIR, 0755, 0, NULL, 0, NULL)) < 0)
-			return rc;
-	}
-	return 0;
-}
-
 static int
 image_tar(struct image_buf *tar, const struct image_buf *busybox,
-	  const struct image_buf *worker, const struct image_libs *libs, char *applets)
+	  const struct image_buf *worker, const struct image_lib *libs, size_t nlibs,
+	  char *applets)
 {
-	char made[32][128];
-	size_t nmade = 0;
 	static const char passwd[] = "root:x:0:0:root:/root:/bin/sh\n"
 	    "nobody:x:65534:65534:nobody:/work:/bin/sh\n";
 	static const char group[] = "root:x:0:\nnogroup:x:65534:\n";
@@ -298,14 +269,9 @@ image_tar(struct image_buf *tar, const struct image_buf *busybox,
 	if (rc == 0)
 		rc = image_tar_entry(a, IMAGE_WORKER_PATH, AE_IFREG, 0755, 0, worker->data,
 		    worker->len, NULL);
-	for (size_t i = 0; i < libs->n && rc == 0; i++) {
-		const char *rel = libs->path[i] + 1;
-
-		rc = image_tar_parents(a, rel, made, &nmade);
-		if (rc == 0)
-			rc = image_tar_entry(a, rel, AE_IFREG, 0755, 0, libs->buf[i].data,
-			    libs->buf[i].len, NULL);
-	}
+	for (size_t i = 0; i < nlibs && rc == 0; i++)
+		rc = image_tar_entry(a, libs[i].path, AE_IFREG, 0755, 0, libs[i].data.data,
+		    libs[i].data.len, NULL);
 	if (rc == 0)
 		rc = image_tar_entry(a, "etc/passwd", AE_IFREG, 0644, 0, passwd,
 		    sizeof(passwd) - 1, NULL);
@@ -333,7 +299,8 @@ image_work(uv_work_t *w)
 	struct docker *d = w->data;
 	struct docker_image *im = &d->image;
 	struct image_buf bb = { 0 }, wk = { 0 }, applets = { 0 }, tar = { 0 };
-	struct image_libs libs = { .n = 0 };
+	struct image_lib *libs = NULL;
+	size_t nlibs = 0;
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned int mdlen = 0;
 	EVP_MD_CTX *ctx;
@@ -352,7 +319,7 @@ image_work(uv_work_t *w)
 	if ((rc = image_read_file(d->host->worker_binary, &wk, im->work_detail,
 	    sizeof(im->work_detail))) < 0)
 		goto out;
-	if ((rc = image_libs(d->host->worker_binary, &libs, im->work_detail,
+	if ((rc = image_libs(d->host->worker_binary, &libs, &nlibs, im->work_detail,
 	    sizeof(im->work_detail))) < 0)
 		goto out;
 	if ((ctx = EVP_MD_CTX_new()) == NULL)
@@ -360,9 +327,12 @@ image_work(uv_work_t *w)
 	EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
 	EVP_DigestUpdate(ctx, bb.data, bb.len);
 	EVP_DigestUpdate(ctx, wk.data, wk.len);
-	for (size_t i = 0; i < libs.n; i++) {
-		EVP_DigestUpdate(ctx, libs.path[i], strlen(libs.path[i]) + 1);
-		EVP_DigestUpdate(ctx, libs.buf[i].data, libs.buf[i].len);
+	im->asan = false;
+	for (size_t i = 0; i < nlibs; i++) {
+		if (strstr(libs[i].path, "libasan") != NULL)
+			im->asan = true;
+		EVP_DigestUpdate(ctx, libs[i].path, strlen(libs[i].path) + 1);
+		EVP_DigestUpdate(ctx, libs[i].data.data, libs[i].data.len);
 	}
 	EVP_DigestFinal_ex(ctx, md, &mdlen);
 	EVP_MD_CTX_free(ctx);
@@ -372,7 +342,7 @@ image_work(uv_work_t *w)
 	if ((rc = image_applets(d->busybox, &applets, im->work_detail,
 	    sizeof(im->work_detail))) < 0)
 		goto out;
-	if ((rc = image_tar(&tar, &bb, &wk, &libs, (char *)applets.data)) < 0) {
+	if ((rc = image_tar(&tar, &bb, &wk, libs, nlibs, (char *)applets.data)) < 0) {
 		snprintf(im->work_detail, sizeof(im->work_detail), "cannot write the image tarball");
 		free(tar.data);
 		goto out;
@@ -384,7 +354,7 @@ out:
 	free(bb.data);
 	free(wk.data);
 	free(applets.data);
-	image_libs_free(&libs);
+	image_libs_free(libs, nlibs);
 }
 
 static void
@@ -450,22 +420,28 @@ image_import(struct docker *d)
 	struct docker_req req = { .method = "POST", .body = im->tar, .body_len = im->tar_len,
 				  .content_type = "application/x-tar", .raw = true,
 				  .timeout_ms = DOCKER_IMPORT_TIMEOUT_MS };
-	char *changes[5], *esc[5], *path, *repo, *tag;
-	int rc;
+	char *changes[6], *esc[6], *path, *repo, *tag;
+	int n = 5, rc;
 
 	changes[0] = docker_xstrdup("CMD [\"/" IMAGE_WORKER_PATH "\"]");
 	changes[1] = docker_xstrdup("USER 65534:65534");
 	changes[2] = docker_xstrdup("WORKDIR /work");
 	changes[3] = docker_xstrdup("ENV PATH=/usr/local/bin:/bin");
 	changes[4] = docker_xprintf("LABEL " DOCKER_CONTENT_LABEL "=%s", im->content);
-	for (int i = 0; i < 5; i++)
+	/*
+	 * An AddressSanitizer worker: LeakSanitizer needs ptrace, which the
+	 * profile denies, and would turn every exit into a failure.
+	 */
+	if (im->asan)
+		changes[n++] = docker_xstrdup("ENV ASAN_OPTIONS=detect_leaks=0");
+	for (int i = 0; i < n; i++)
 		esc[i] = docker_api_escape(changes[i]);
 	repo = docker_api_escape(im->repo);
 	tag = docker_api_escape(im->tag);
 	path = docker_xprintf("/images/create?fromSrc=-&repo=%s&tag=%s&changes=%s&changes=%s"
-	    "&changes=%s&changes=%s&changes=%s", repo, tag, esc[0], esc[1], esc[2], esc[3],
-	    esc[4]);
-	for (int i = 0; i < 5; i++) {
+	    "&changes=%s&changes=%s&changes=%s%s%s", repo, tag, esc[0], esc[1], esc[2], esc[3],
+	    esc[4], n > 5 ? "&changes=" : "", n > 5 ? esc[5] : "");
+	for (int i = 0; i < n; i++) {
 		free(changes[i]);
 		free(esc[i]);
 	}

@@ -118,7 +118,8 @@ struct docker_image {
 	/* Filled by the work thread. */
 	int work_status;
 	char work_detail[256];
-	char content[65];		/* sha256 hex of busybox + worker */
+	char content[65];		/* sha256 hex of busybox + worker (+ its libraries) */
+	bool asan;			/* the worker is an AddressSanitizer build */
 	unsigned char *tar;
 	size_t tar_len;
 	char *repo, *tag;

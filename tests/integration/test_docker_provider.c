@@ -43,7 +43,6 @@ static struct sp_httpc *http;
 static char instance[64], network[64], bridge[16], image[80], worker[512], source[512];
 static char socket_path[256] = "/var/run/docker.sock";
 static char gateway[64];
-static bool worker_static;
 static struct sp_host host;
 static struct sp_provider prov;
 static char logbuf[8192];
@@ -317,25 +316,6 @@ sweep_dead_runs(void)
 	(void)!system(script);
 }
 
-static bool
-file_is_static(const char *path)
-{
-	char buf[4096];
-	FILE *f = fopen(path, "re");
-	bool interp = false;
-	size_t n;
-
-	if (f == NULL)
-		return false;
-	/* A dynamic executable names its interpreter near the start. */
-	n = fread(buf, 1, sizeof(buf), f);
-	fclose(f);
-	for (size_t i = 0; i + 8 < n; i++)
-		if (memcmp(buf + i, "/lib64/l", 8) == 0 || memcmp(buf + i, "/lib/ld-", 8) == 0)
-			interp = true;
-	return !interp;
-}
-
 static void
 provider_open(struct sp_provider *p, void *priv, int *status, char *detail, size_t len)
 {
@@ -375,7 +355,6 @@ group_setup(void **state)
 	}
 	snprintf(source, sizeof(source), "%s", s);
 	snprintf(worker, sizeof(worker), "%s/sandpit-worker", b);
-	worker_static = file_is_static(worker);
 	snprintf(instance, sizeof(instance), "sandpit-test-%d", (int)getpid());
 	snprintf(network, sizeof(network), "sandpit-test-%d", (int)getpid());
 	snprintf(bridge, sizeof(bridge), "spt%d", (int)getpid() % 10000000);
@@ -675,11 +654,10 @@ test_seccomp(void **state)
 	    "2>/dev/null && date >/dev/null && ps >/dev/null && echo ok", 0, &w), 0);
 	assert_int_equal(w.res.exit_code, 0);
 	assert_string_equal(w.out, "aok\n");
-	if (worker_static) {
-		assert_int_equal(sh(ref_a, "sandpit-worker --version", 0, &w), 0);
-		assert_int_equal(w.res.exit_code, 0);
-		assert_non_null(strstr(w.out, "sandpit-worker"));
-	}
+	/* The worker runs in the image: static, or (sanitizer builds) with its libraries. */
+	assert_int_equal(sh(ref_a, "sandpit-worker --version", 0, &w), 0);
+	assert_int_equal(w.res.exit_code, 0);
+	assert_non_null(strstr(w.out, "sandpit-worker"));
 	/* unshare(2) is denied: busybox unshare fails. */
 	assert_int_equal(sh(ref_a, "unshare -U -r true", 0, &w), 0);
 	assert_int_not_equal(w.res.exit_code, 0);
@@ -775,6 +753,9 @@ test_host_unreachable(void **state)
 	int fd, ufd;
 	ssize_t n;
 
+	/* Only root installs the host firewall this relies on (otherwise: a warning). */
+	if (geteuid() != 0)
+		skip();
 	/* A TCP listener on the bridge address (not the worker port) is out of reach. */
 	fd = listen_on(gateway, SOCK_STREAM, 0, &port);
 	assert_int_not_equal(port, host.worker_port);
