@@ -124,7 +124,7 @@ exec_line(const char *line, size_t len, void *arg)
 
 /* Run cmd in sandbox id, streaming its output; returns the exit status to use. */
 static int
-exec_in(struct cli *cli, const char *id, const struct cli_run_opts *o)
+exec_in(struct cli *cli, const char *id, const struct cli_run_opts *o, bool via_worker)
 {
 	struct exec_state st = { .json = cli->json };
 	json_t *body, *cmd;
@@ -141,6 +141,8 @@ exec_in(struct cli *cli, const char *id, const struct cli_run_opts *o)
 		json_object_set_new(body, "timeout_ms", json_integer(o->timeout_ms));
 	if (o->workdir != NULL)
 		json_object_set_new(body, "workdir", json_string(o->workdir));
+	if (via_worker)
+		json_object_set_new(body, "via", json_string("worker"));
 	path = cli_path_id("/v1/sandboxes/", id, "/exec");
 	r = cli_stream(cli, "POST", path, body, exec_line, &st, &cli_signal);
 	free(path);
@@ -210,7 +212,7 @@ run_main(struct cli *cli, int argc, char **argv)
 	if (cli_signal)
 		r = 128 + cli_signal;
 	else
-		r = exec_in(cli, id, &o);
+		r = exec_in(cli, id, &o, false);
 	if (o.keep)
 		fprintf(stderr, "sandpit: kept sandbox %s\n", id);
 	else if (destroy(cli, id) != 0)
@@ -260,9 +262,10 @@ sandbox_create(struct cli *cli, int argc, char **argv)
 static int
 sandbox_ls(struct cli *cli, int argc, char **argv)
 {
-	static const char *const header[] = { "ID", "TENANT", "PROVIDER", "STATE", "AGE", "IMAGE" };
+	static const char *const header[] = { "ID", "TENANT", "PROVIDER", "STATE", "AGE", "WORKER",
+		"IMAGE" };
 	const char **cells;
-	char (*ages)[16];
+	char (*ages)[16], (*wstate)[32];
 	bool all = false;
 	json_t *list = NULL, *sb;
 	time_t now = time(NULL);
@@ -290,22 +293,34 @@ sandbox_ls(struct cli *cli, int argc, char **argv)
 		json_decref(list);
 		return CLI_EXIT_ERR;
 	}
-	cells = calloc(json_array_size(list) * 6 + 1, sizeof(*cells));
+	cells = calloc(json_array_size(list) * 7 + 1, sizeof(*cells));
 	ages = calloc(json_array_size(list) + 1, sizeof(*ages));
-	if (cells == NULL || ages == NULL)
+	wstate = calloc(json_array_size(list) + 1, sizeof(*wstate));
+	if (cells == NULL || ages == NULL || wstate == NULL)
 		abort();
 	json_array_foreach(list, i, sb) {
+		json_t *w = json_object_get(sb, "worker");
+		json_t *seen = json_object_get(w, "last_seen_ms");
+
 		cli_format_age(now, str(sb, "created_at"), ages[i], sizeof(ages[i]));
-		cells[i * 6 + 0] = str(sb, "id");
-		cells[i * 6 + 1] = str(sb, "tenant");
-		cells[i * 6 + 2] = str(sb, "provider");
-		cells[i * 6 + 3] = str(sb, "state");
-		cells[i * 6 + 4] = ages[i];
-		cells[i * 6 + 5] = str(sb, "image");
+		/* "up 3s": connected, last heard of 3 s ago; "down" or "-" (none known). */
+		if (json_is_true(json_object_get(w, "connected")) && json_is_integer(seen))
+			snprintf(wstate[i], sizeof(wstate[i]), "up %llds",
+				 (long long)(now - json_integer_value(seen) / 1000));
+		else
+			snprintf(wstate[i], sizeof(wstate[i]), "%s", json_is_integer(seen) ? "down" : "-");
+		cells[i * 7 + 0] = str(sb, "id");
+		cells[i * 7 + 1] = str(sb, "tenant");
+		cells[i * 7 + 2] = str(sb, "provider");
+		cells[i * 7 + 3] = str(sb, "state");
+		cells[i * 7 + 4] = ages[i];
+		cells[i * 7 + 5] = wstate[i];
+		cells[i * 7 + 6] = str(sb, "image");
 	}
-	cli_table_print(stdout, header, 6, cells, json_array_size(list));
+	cli_table_print(stdout, header, 7, cells, json_array_size(list));
 	free(cells);
 	free(ages);
+	free(wstate);
 	json_decref(list);
 	return 0;
 }
@@ -332,7 +347,7 @@ sandbox_show(struct cli *cli, int argc, char **argv)
 {
 	static const char *const keys[] = {
 		"id", "tenant", "provider", "state", "ref", "image", "created_at",
-		"updated_at", "exit_code", "oom_killed", "error",
+		"updated_at", "exit_code", "oom_killed", "error", "worker",
 	};
 	const char *id = NULL;
 	json_t *sb = NULL, *lim, *v;
@@ -419,9 +434,16 @@ sandbox_exec(struct cli *cli, int argc, char **argv)
 	struct cli_run_opts o;
 	char err[256];
 	const char *id;
+	bool via_worker = false;
 	int r;
 
-	/* The id comes first: sandbox exec ID [exec options] -- CMD… */
+	/* --via-worker: run it through the sandbox's sandpit-worker instead of the provider. */
+	if (argc >= 2 && strcmp(argv[1], "--via-worker") == 0) {
+		via_worker = true;
+		argc--;
+		argv++;
+	}
+	/* The id comes first: sandbox exec [--via-worker] ID [exec options] -- CMD… */
 	if (argc < 2 || argv[1][0] == '-')
 		return cli_usage("sandbox exec", "ID [exec options] -- CMD…", "no sandbox id given");
 	id = argv[1];
@@ -431,7 +453,7 @@ sandbox_exec(struct cli *cli, int argc, char **argv)
 		return cli_usage("sandbox exec", "ID [exec options] -- CMD…", "%s", err);
 	}
 	catch_signals();
-	r = exec_in(cli, id, &o);
+	r = exec_in(cli, id, &o, via_worker);
 	cli_run_opts_done(&o);
 	return r;
 }
@@ -445,7 +467,7 @@ static const struct cli_cmd sandbox_subs[] = {
 	  .help = "show one sandbox" },
 	{ .name = "rm", .args = "ID…", .fn = sandbox_rm,
 	  .help = "destroy sandboxes" },
-	{ .name = "exec", .args = "ID [exec options] -- CMD [ARGS…]", .fn = sandbox_exec,
+	{ .name = "exec", .args = "[--via-worker] ID [exec options] -- CMD [ARGS…]", .fn = sandbox_exec,
 	  .help = "run a command in a sandbox, streaming its output; exit with its status" },
 	{ .name = NULL },
 };

@@ -36,7 +36,7 @@ api_time(int64_t ms)
 
 /* A sandbox as the API shows it. */
 static json_t *
-api_sandbox_json(const struct sandbox_row *row)
+api_sandbox_json(const struct api *api, const struct sandbox_row *row)
 {
 	json_t *spec = json_loads(row->spec_json, 0, NULL), *o, *limits;
 
@@ -64,6 +64,9 @@ api_sandbox_json(const struct sandbox_row *row)
 	json_decref(spec);
 	if (o == NULL)
 		fatalx("api_sandbox_json: json_pack failed");
+	/* Create and destroy answers have no api at hand: no worker yet, or no more. */
+	if (api != NULL && api->workers != NULL)
+		json_object_set_new(o, "worker", workers_sandbox_json(api->workers, row->id));
 	return o;
 }
 
@@ -157,7 +160,10 @@ api_info(struct ctl_req *req, void *arg)
 		      "worker_image", cfg->worker_image,
 		      "started_at", api_time(api->started_ms),
 		      "providers", providers,
-		      "worker_endpoints", json_array());
+		      "worker_endpoints", api->workers != NULL ?
+			workers_endpoints_json(api->workers) : json_array());
+	if (api->workers != NULL)
+		json_object_set_new(o, "worker_channel", workers_stats_json(api->workers));
 	ctl_reply_json(req, 200, o);
 }
 
@@ -192,6 +198,30 @@ api_metrics(struct ctl_req *req, void *arg)
 	fprintf(f, "# HELP sandpit_inflight_operations Sandbox operations in flight.\n"
 		   "# TYPE sandpit_inflight_operations gauge\n"
 		   "sandpit_inflight_operations %zu\n", sandbox_mgr_inflight(api->mgr));
+	if (api->workers != NULL) {
+		json_t *st = workers_stats_json(api->workers);
+		json_t *rpc = json_object_get(st, "rpc"), *quic = json_object_get(st, "quic");
+
+		fprintf(f, "# HELP sandpit_workers_connected Workers heard from recently.\n"
+			   "# TYPE sandpit_workers_connected gauge\n"
+			   "sandpit_workers_connected %lld\n"
+			   "# HELP sandpit_worker_requests_total Worker channel requests, by outcome.\n"
+			   "# TYPE sandpit_worker_requests_total counter\n"
+			   "sandpit_worker_requests_total{outcome=\"all\"} %lld\n"
+			   "sandpit_worker_requests_total{outcome=\"unauthorized\"} %lld\n"
+			   "sandpit_worker_requests_total{outcome=\"forbidden\"} %lld\n"
+			   "sandpit_worker_requests_total{outcome=\"bad_request\"} %lld\n"
+			   "# HELP sandpit_worker_garbage_datagrams_total Undecodable datagrams.\n"
+			   "# TYPE sandpit_worker_garbage_datagrams_total counter\n"
+			   "sandpit_worker_garbage_datagrams_total %lld\n",
+			(long long)json_integer_value(json_object_get(st, "workers_connected")),
+			(long long)json_integer_value(json_object_get(rpc, "requests")),
+			(long long)json_integer_value(json_object_get(rpc, "unauthorized")),
+			(long long)json_integer_value(json_object_get(rpc, "forbidden")),
+			(long long)json_integer_value(json_object_get(rpc, "bad_request")),
+			(long long)json_integer_value(json_object_get(quic, "garbage")));
+		json_decref(st);
+	}
 	fclose(f);
 	line = text;
 	ctl_stream_begin(req, 200, "text/plain; version=0.0.4");
@@ -238,7 +268,7 @@ api_sandbox_done(void *arg, int status, const struct sandbox_row *row, const cha
 		return;
 	}
 	ctl_reply_json(req, strcmp(ctl_req_method(req), "POST") == 0 ? 201 : 200,
-		       api_sandbox_json(row));
+		       api_sandbox_json(NULL, row));
 }
 
 static void
@@ -283,28 +313,96 @@ api_sandbox_list(struct ctl_req *req, void *arg)
 	}
 	a = json_array();
 	for (size_t i = 0; i < n; i++)
-		json_array_append_new(a, api_sandbox_json(&rows[i]));
+		json_array_append_new(a, api_sandbox_json(api, &rows[i]));
 	store_sandbox_rows_free(rows, n);
 	ctl_reply_json(req, 200, a);
+}
+
+/* GET /v1/sandboxes/{id}?wait=ready: the answer waits for the sandbox's worker. */
+struct api_wait {
+	struct api *api;
+	struct ctl_req *req;
+	struct workers_wait *wt;
+	char tenant[64], id[SANDBOX_ID_LEN + 1];
+	bool answered;
+};
+
+static void
+api_wait_done(void *arg, bool ready)
+{
+	struct api_wait *aw = arg;
+	struct sandbox_row row;
+	int r;
+
+	aw->answered = true;
+	aw->wt = NULL;
+	/* Answered with the row either way: worker.connected says which it was. */
+	r = sandbox_get(aw->api->mgr, aw->tenant, aw->id, &row);
+	if (r < 0) {
+		ctl_reply_err(aw->req, r, r == SP_ENOTFOUND ? "no such sandbox" : NULL);
+	} else {
+		ctl_reply_json(aw->req, 200, api_sandbox_json(aw->api, &row));
+		store_sandbox_row_done(&row);
+	}
+	free(aw);
+}
+
+static void
+api_wait_abort(void *arg)
+{
+	struct api_wait *aw = arg;
+
+	if (aw->answered)
+		return;
+	workers_wait_cancel(aw->wt);
+	free(aw);
 }
 
 static void
 api_sandbox_get(struct ctl_req *req, void *arg)
 {
 	struct api *api = arg;
-	const char *tenant = api_tenant(req), *id;
+	const char *tenant = api_tenant(req), *id, *wait, *tmo;
 	struct sandbox_row row;
+	struct workers_wait *wt;
+	struct api_wait *aw;
+	uint64_t timeout = 30000;
 	int r;
 
 	if (tenant == NULL || (id = api_sandbox_id(req)) == NULL)
 		return;
+	wait = ctl_req_query(req, "wait");
+	tmo = ctl_req_query(req, "timeout");
+	if (wait != NULL && strcmp(wait, "ready") != 0) {
+		ctl_reply_error(req, 400, "bad_request", "wait: only \"ready\" is known");
+		return;
+	}
+	if (tmo != NULL && (config_parse_duration(tmo, &timeout) < 0 || timeout > 300000)) {
+		ctl_reply_error(req, 400, "bad_request", "timeout: a duration of at most 5m");
+		return;
+	}
 	r = sandbox_get(api->mgr, tenant, id, &row);
 	if (r < 0) {
 		ctl_reply_err(req, r, r == SP_ENOTFOUND ? "no such sandbox" : NULL);
 		return;
 	}
-	ctl_reply_json(req, 200, api_sandbox_json(&row));
+	if (wait == NULL || api->workers == NULL || strcmp(row.state, "running") != 0) {
+		ctl_reply_json(req, 200, api_sandbox_json(api, &row));
+		store_sandbox_row_done(&row);
+		return;
+	}
 	store_sandbox_row_done(&row);
+	aw = xcalloc(1, sizeof(*aw));
+	aw->api = api;
+	aw->req = req;
+	snprintf(aw->tenant, sizeof(aw->tenant), "%s", tenant);
+	snprintf(aw->id, sizeof(aw->id), "%s", id);
+	wt = workers_wait_ready(api->workers, id, timeout, api_wait_done, aw);
+	/* NULL: it was ready, and aw is answered and freed already. */
+	if (wt != NULL) {
+		aw->wt = wt;
+		ctl_req_on_abort(req, api_wait_abort, aw);
+	}
 }
 
 static void
@@ -327,6 +425,7 @@ api_sandbox_delete(struct ctl_req *req, void *arg)
 struct api_exec {
 	struct ctl_req *req;
 	struct sandbox_exec *ex;
+	struct workers_exec *wex;	/* "via":"worker" */
 	bool finished;
 };
 
@@ -396,6 +495,8 @@ api_exec_abort(void *arg)
 
 	if (!ae->finished && ae->ex != NULL)
 		sandbox_exec_cancel(ae->ex);
+	else if (!ae->finished && ae->wex != NULL)
+		workers_exec_cancel(ae->wex);
 }
 
 static void
@@ -404,6 +505,7 @@ api_sandbox_exec(struct ctl_req *req, void *arg)
 	struct api *api = arg;
 	const char *tenant = api_tenant(req), *id;
 	struct api_exec *ae;
+	const char *via;
 	json_t *body;
 	char err[512];
 	int r;
@@ -414,8 +516,18 @@ api_sandbox_exec(struct ctl_req *req, void *arg)
 		return;
 	ae = xcalloc(1, sizeof(*ae));
 	ae->req = req;
-	r = sandbox_exec(api->mgr, tenant, id, body, api_exec_output, api_exec_done, ae,
-			 &ae->ex, err, sizeof(err));
+	via = json_string_value(json_object_get(body, "via"));
+	if (via != NULL && strcmp(via, "worker") == 0 && api->workers != NULL) {
+		r = workers_exec(api->workers, tenant, id, body, api_exec_output, api_exec_done,
+				 ae, &ae->wex, err, sizeof(err));
+	} else if (via != NULL && strcmp(via, "provider") != 0) {
+		snprintf(err, sizeof(err), "via: \"provider\" or \"worker\"");
+		r = SP_EINVAL;
+	} else {
+		json_object_del(body, "via");
+		r = sandbox_exec(api->mgr, tenant, id, body, api_exec_output, api_exec_done, ae,
+				 &ae->ex, err, sizeof(err));
+	}
 	json_decref(body);
 	if (r < 0) {
 		free(ae);
@@ -424,6 +536,32 @@ api_sandbox_exec(struct ctl_req *req, void *arg)
 	}
 	ctl_stream_begin(req, 200, "application/x-ndjson");
 	ctl_req_on_abort(req, api_exec_abort, ae);
+}
+
+/* A task run through the sandbox's worker: its state, exit code and stored output. */
+static void
+api_sandbox_task(struct ctl_req *req, void *arg)
+{
+	struct api *api = arg;
+	const char *tenant = api_tenant(req), *id;
+	int64_t task;
+	json_t *j;
+	int r;
+
+	if (tenant == NULL || (id = api_sandbox_id(req)) == NULL)
+		return;
+	task = workers_task_id(ctl_req_param(req, "task"));
+	if (task < 0) {
+		ctl_reply_error(req, 400, "bad_request", "a task id is a positive integer");
+		return;
+	}
+	r = api->workers != NULL ? workers_task_json(api->workers, tenant, id, task, &j)
+				 : SP_ENOTFOUND;
+	if (r < 0) {
+		ctl_reply_err(req, r, r == SP_ENOTFOUND ? "no such task" : NULL);
+		return;
+	}
+	ctl_reply_json(req, 200, j);
 }
 
 void
@@ -438,4 +576,5 @@ api_register(struct api *api)
 	ctl_route_add(api->ctl, "GET", "/v1/sandboxes/{id}", api_sandbox_get, api);
 	ctl_route_add(api->ctl, "DELETE", "/v1/sandboxes/{id}", api_sandbox_delete, api);
 	ctl_route_add(api->ctl, "POST", "/v1/sandboxes/{id}/exec", api_sandbox_exec, api);
+	ctl_route_add(api->ctl, "GET", "/v1/sandboxes/{id}/tasks/{task}", api_sandbox_task, api);
 }

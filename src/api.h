@@ -11,6 +11,7 @@
 #include "config.h"
 #include "ctl.h"
 #include "sandbox.h"
+#include "workers.h"
 
 struct api {
 	struct ctl *ctl;
@@ -18,6 +19,7 @@ struct api {
 	const struct config *const *cfg;	/* the configuration in force (swapped on SIGHUP) */
 	const char *instance;
 	int64_t started_ms;
+	struct workers *workers;		/* the worker channel, or NULL */
 };
 
 /* Register the routes on api->ctl; api must outlive the ctl server. */

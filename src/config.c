@@ -73,6 +73,11 @@ static const struct config_directive config_directives[] = {
 	{ "worker_image",	CT_STRING,	F(worker_image),	0, 0 },
 	{ "worker_binary",	CT_PATH,	F(worker_binary),	0, 0 },
 	{ "worker_port",	CT_PORT,	F(worker_port),		1, 65535 },
+	{ "worker_listen",	CT_STRING,	F(worker_listen),	0, 0 },
+	{ "worker_token_ttl",	CT_DURATION,	F(worker_token_ttl_ms),	60 * SEC, DAY },
+	{ "worker_idle_timeout", CT_DURATION,	F(worker_idle_timeout_ms), 1 * SEC, 3600 * SEC },
+	{ "worker_poll_timeout", CT_DURATION,	F(worker_poll_ms),	1 * SEC, 300 * SEC },
+	{ "worker_max_body",	CT_BYTES,	F(worker_max_body),	64 * KIB, 16 * MIB },
 	/* Docker refuses a memory limit under 6 MiB. */
 	{ "sandbox_memory",	CT_SIZE,	F(sandbox_memory),	6 * MIB, TIB },
 	{ "sandbox_memory_max",	CT_SIZE,	F(sandbox_memory_max),	6 * MIB, TIB },
@@ -745,6 +750,11 @@ config_defaults(struct config_parse *p, struct config *c)
 	c->worker_image = xstrdup("sandpit/worker:" SANDPIT_VERSION);
 	c->worker_binary = config_default_worker_binary();
 	c->worker_port = 7443;
+	c->worker_listen = xstrdup("127.0.0.1 gateway");
+	c->worker_token_ttl_ms = 3600 * SEC;
+	c->worker_idle_timeout_ms = 30 * SEC;
+	c->worker_poll_ms = 20 * SEC;
+	c->worker_max_body = 1 * MIB;
 	c->sandbox_memory = 512 * MIB;
 	c->sandbox_memory_max = 8 * GIB;
 	c->sandbox_cpus = 1 * NANO;
@@ -908,6 +918,7 @@ config_free(struct config *c)
 	free(c->worker_binary);
 	free((char *)c->memory.embedder_url);
 	free((char *)c->memory.embedder_model);
+	free(c->worker_listen);
 	for (i = 0; i < c->nkv; i++) {
 		free(c->kv[i].name);
 		free(c->kv[i].value);

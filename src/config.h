@@ -43,6 +43,11 @@ struct config {
 	char *worker_image;		/* worker_image: "sandpit/worker:<version>" */
 	char *worker_binary;		/* worker_binary: path, default next to sandpitd */
 	uint16_t worker_port;		/* worker_port: UDP port of the worker channel */
+	char *worker_listen;		/* worker_listen: addresses, space-separated; "gateway" = the provider's */
+	uint64_t worker_token_ttl_ms;	/* worker_token_ttl: life of a worker token */
+	uint64_t worker_idle_timeout_ms;	/* worker_idle_timeout: QUIC idle timeout */
+	uint64_t worker_poll_ms;	/* worker_poll_timeout: longest wait of tasks/next */
+	size_t worker_max_body;		/* worker_max_body: request body bytes on the channel */
 
 	/* Sandbox limits: the defaults a request gets, and the most it may ask for. */
 	int64_t sandbox_memory, sandbox_memory_max;	/* bytes */

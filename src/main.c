@@ -30,8 +30,10 @@
 #include "memory.h"
 #include "notify.h"
 #include "provider.h"
+#include "queue.h"
 #include "sandbox.h"
 #include "store.h"
+#include "workers.h"
 #include "xmalloc.h"
 
 /* How long in-flight operations may take to finish after SIGTERM. */
@@ -50,6 +52,8 @@ struct daemon {
 	struct sp_httpc *http;
 	struct sandbox_mgr *mgr;
 	struct memory *memory;
+	struct queue *queue;
+	struct workers *workers;	/* the worker channel (HTTP/3) */
 	struct ctl *ctl;
 	struct api api;
 	struct sp_host host;
@@ -229,14 +233,27 @@ daemon_mgr_closed(void *arg)
 		daemon_memory_closed(d);
 }
 
-/* Close whatever daemon_start() made, in reverse order of dependence. */
 static void
-daemon_teardown(struct daemon *d)
+daemon_workers_closed(void *arg)
 {
+	struct daemon *d = arg;
+
+	d->workers = NULL;
 	if (d->mgr != NULL)
 		sandbox_mgr_close(d->mgr, daemon_mgr_closed, d);
 	else
 		daemon_mgr_closed(d);
+}
+
+/* Close whatever daemon_start() made, in reverse order of dependence. */
+static void
+daemon_teardown(struct daemon *d)
+{
+	/* Workers first: peers hear CONNECTION_CLOSE while the store is still open. */
+	if (d->workers != NULL)
+		workers_close(d->workers, daemon_workers_closed, d);
+	else
+		daemon_workers_closed(d);
 }
 
 static void
@@ -268,6 +285,8 @@ daemon_stop(struct daemon *d, int signum)
 	notify_send("STOPPING=1");
 	ctl_stop_accepting(d->ctl);
 	sandbox_mgr_stop(d->mgr);
+	if (d->workers != NULL)
+		workers_stop(d->workers);
 	uv_timer_stop(&d->watchdog);
 	d->shutdown_deadline = uv_now(&d->loop) + SHUTDOWN_GRACE_MS;
 	uv_timer_start(&d->shutdown_timer, daemon_shutdown_poll, 0, 50);
@@ -392,6 +411,25 @@ daemon_start(struct daemon *d)
 		return r;
 	}
 
+	r = queue_open(d->store, NULL, NULL, NULL, &d->queue);
+	if (r < 0) {
+		log_err("task queue: %s", d->queue ? queue_errmsg(d->queue) : sp_strerror(r));
+		return r;
+	}
+	r = workers_new(&(struct workers_options){ .loop = &d->loop, .store = d->store,
+		.queue = d->queue, .mgr = d->mgr,
+		.cfg = (const struct config *const *)&d->cfg }, &d->workers, err, sizeof(err));
+	if (r < 0) {
+		log_err("%s", err);
+		return r;
+	}
+	{
+		struct sandbox_hooks hooks;
+
+		workers_hooks(d->workers, &hooks);
+		sandbox_mgr_set_hooks(d->mgr, &hooks);
+	}
+
 	limits = daemon_ctl_limits(d->cfg);
 	r = ctl_new(&d->loop, &limits, &d->ctl);
 	if (r < 0) {
@@ -404,6 +442,7 @@ daemon_start(struct daemon *d)
 		.cfg = (const struct config *const *)&d->cfg,
 		.instance = d->instance,
 		.started_ms = (int64_t)time(NULL) * 1000,
+		.workers = d->workers,
 	};
 	api_register(&d->api);
 	memapi_register(d->ctl, d->memory);
@@ -490,6 +529,7 @@ main(int argc, char **argv)
 		log_err("shutdown: handles still open on the loop (%s)", uv_strerror(r));
 		d.exit_status = 1;
 	}
+	queue_close(d.queue);
 	store_close(d.store);
 	free(d.instance);
 	config_free(d.cfg);

@@ -54,6 +54,7 @@ struct op {
 	/* OP_CREATE */
 	struct sp_sandbox_spec spec;
 	char *image;
+	char *files_dir;		/* from hooks.prepare, or NULL */
 	/* OP_BUILD */
 	sp_done_cb done_cb;
 	/* OP_DEFER: a callback that must not fire inside the call */
@@ -88,11 +89,13 @@ struct sandbox_mgr {
 	bool started;
 	bool stopping;
 	size_t closing;			/* providers whose close has not completed */
+	struct sandbox_hooks hooks;
 	void (*close_cb)(void *);
 	void *close_arg;
 };
 
 static void mgr_reconcile(struct mgr_provider *mp);
+static void mgr_released(struct sandbox_mgr *mgr, const char *id);
 
 static int64_t
 now_ms(void)
@@ -174,6 +177,7 @@ op_free(struct op *op)
 {
 	store_sandbox_row_done(&op->row);
 	free(op->image);
+	free(op->files_dir);
 	free(op->detail);
 	free(op);
 }
@@ -286,9 +290,13 @@ mgr_event(void *arg, const struct sp_instance *inst)
 			row_set(mgr, &row, "exited", inst->oom_killed ? "killed: out of memory" : NULL);
 			log_info("sandbox '%s': exited with %d%s", row.id, inst->exit_code,
 				 inst->oom_killed ? " (OOM-killed)" : "");
+			if (mgr->hooks.stopped != NULL)
+				mgr->hooks.stopped(mgr->hooks.arg, row.id);
 		} else if (inst->state == SP_INST_GONE) {
 			row_set(mgr, &row, "lost", "the container vanished");
 			log_warn("sandbox '%s': container vanished", row.id);
+			if (mgr->hooks.stopped != NULL)
+				mgr->hooks.stopped(mgr->hooks.arg, row.id);
 		}
 	}
 	store_sandbox_row_done(&row);
@@ -321,6 +329,8 @@ mgr_init_done(void *arg, int status, const char *detail)
 	free(mp->detail);
 	mp->detail = NULL;
 	mp->state = PROV_READY;
+	if (mgr->hooks.provider_ready != NULL)
+		mgr->hooks.provider_ready(mgr->hooks.arg, mp->p);
 	if (!mp->watching) {
 		r = provider_watch(mp->p, mgr_event, mp);
 		mp->watching = r == 0;
@@ -384,8 +394,10 @@ reap_done(void *arg, int status, const char *detail)
 			 detail ? detail : sp_strerror(status));
 	} else if (status == 0 && rp->id != NULL &&
 		   store_sandbox_get(mgr->store, rp->id, &row) == 0) {
-		if (state_is(&row, "destroying"))
+		if (state_is(&row, "destroying")) {
 			row_set(mgr, &row, "destroyed", NULL);
+			mgr_released(mgr, row.id);
+		}
 		store_sandbox_row_done(&row);
 	}
 	free(rp->id);
@@ -491,9 +503,10 @@ mgr_reconcile_done(void *arg, int status, const struct sp_instance *items, size_
 		/* Changed after the list was asked for: the list cannot show it yet. */
 		if (row->updated_ms >= mp->list_started_ms)
 			continue;
-		if (state_is(row, "destroying"))
+		if (state_is(row, "destroying")) {
 			row_set(mgr, row, "destroyed", NULL);
-		else if (state_is(row, "creating") || state_is(row, "starting"))
+			mgr_released(mgr, row->id);
+		} else if (state_is(row, "creating") || state_is(row, "starting"))
 			row_set(mgr, row, "failed", "the daemon stopped before the sandbox was created");
 		else {
 			log_warn("sandbox '%s': its container vanished", row->id);
@@ -556,6 +569,19 @@ sandbox_mgr_set_config(struct sandbox_mgr *mgr, const struct config *cfg)
 	if (mgr->started && !mgr->stopping)
 		uv_timer_start(&mgr->timer, mgr_tick, cfg->reconcile_interval_ms,
 			       cfg->reconcile_interval_ms);
+}
+
+void
+sandbox_mgr_set_hooks(struct sandbox_mgr *mgr, const struct sandbox_hooks *hooks)
+{
+	mgr->hooks = *hooks;
+}
+
+static void
+mgr_released(struct sandbox_mgr *mgr, const char *id)
+{
+	if (mgr->hooks.released != NULL)
+		mgr->hooks.released(mgr->hooks.arg, id);
 }
 
 void
@@ -839,6 +865,7 @@ create_fail(struct op *op, int status, const char *detail)
 	if (status != SP_ECANCELED) {
 		row_set(op->mgr, &op->row, "failed", why);
 		log_warn("sandbox '%s': create: %s", op->row.id, why);
+		mgr_released(op->mgr, op->row.id);
 	}
 	create_finish(op, status, why);
 }
@@ -851,6 +878,7 @@ create_cleanup_done(void *arg, int status, const char *detail)
 	if (status < 0 && status != SP_ECANCELED)
 		log_warn("sandbox '%s': removing after a failed start: %s", op->row.id,
 			 detail ? detail : sp_strerror(status));
+	mgr_released(op->mgr, op->row.id);
 	create_finish(op, op->status, op->detail);
 }
 
@@ -1005,11 +1033,23 @@ sandbox_create(struct sandbox_mgr *mgr, const char *tenant, json_t *spec,
 		.work_bytes = json_integer_value(json_object_get(norm, "work")),
 	};
 	json_decref(norm);
+	if (mgr->hooks.prepare != NULL) {
+		r = mgr->hooks.prepare(mgr->hooks.arg, mp->p, op->row.id, op->row.tenant,
+				       &op->files_dir);
+		if (r < 0) {
+			row_set(mgr, &op->row, "failed", sp_strerror(r));
+			errf(err, errlen, "preparing the worker's files: %s", sp_strerror(r));
+			op_free(op);
+			return r;
+		}
+		op->spec.files_dir = op->files_dir;
+	}
 	op_link(mgr, op);
 	r = provider_create(mp->p, &op->spec, create_created, op);
 	if (r < 0) {
 		row_set(mgr, &op->row, "failed", sp_strerror(r));
 		errf(err, errlen, "%s", sp_strerror(r));
+		mgr_released(mgr, op->row.id);
 		op_unlink(op);
 		op_free(op);
 		return r;
@@ -1027,6 +1067,7 @@ destroy_done(void *arg, int status, const char *detail)
 
 	if (status == 0) {
 		row_set(op->mgr, &op->row, "destroyed", NULL);
+		mgr_released(op->mgr, op->row.id);
 	} else if (status != SP_ECANCELED) {
 		/* Left in "destroying": reconcile retries it. */
 		row_set(op->mgr, &op->row, "destroying", why);

@@ -27,6 +27,27 @@
 struct sandbox_mgr;
 struct sandbox_exec;
 
+/*
+ * Optional hooks for the worker channel (src/workers.c); the manager calls
+ * them on the loop, never re-entrantly. Any of them may be NULL.
+ *  provider_ready: provider p finished init (its describe() is now valid).
+ *  prepare: before p creates sandbox id of tenant; may set *files_dir (heap,
+ *    the manager frees it) to a host directory the provider mounts read-only
+ *    at /run/sandpit. A negative return fails the create with that error.
+ *  stopped: the sandbox exited or vanished on its own (it still exists in the
+ *    store until destroyed).
+ *  released: the sandbox was destroyed, or its create failed: revoke what
+ *    prepare handed out and remove the directory.
+ */
+struct sandbox_hooks {
+	void (*provider_ready)(void *arg, struct sp_provider *p);
+	int (*prepare)(void *arg, struct sp_provider *p, const char *id, const char *tenant,
+		       char **files_dir);
+	void (*stopped)(void *arg, const char *id);
+	void (*released)(void *arg, const char *id);
+	void *arg;
+};
+
 /* Sandbox ids are "sb-" and 12 lower-case hex digits. */
 #define SANDBOX_ID_LEN 15
 bool sandbox_id_valid(const char *id);
@@ -47,6 +68,8 @@ int sandbox_mgr_new(uv_loop_t *loop, struct store *store, const struct config *c
 		    const struct sp_host *host, const struct sp_provider_ops *const *ops,
 		    struct sandbox_mgr **ret);
 void sandbox_mgr_set_config(struct sandbox_mgr *mgr, const struct config *cfg);
+/* Install hooks (copied) before sandbox_mgr_start(). */
+void sandbox_mgr_set_hooks(struct sandbox_mgr *mgr, const struct sandbox_hooks *hooks);
 /* Initialise the providers, reconcile once each is up, then on a timer. */
 void sandbox_mgr_start(struct sandbox_mgr *mgr);
 /* Refuse new operations and cancel running execs (shutdown, first step). */

@@ -155,7 +155,13 @@ struct sp_provider_ops {
 	int (*build_image)(struct sp_provider *p, sp_done_cb cb, void *arg);
 	/* Optional: report exits as they happen until close(). */
 	int (*watch)(struct sp_provider *p, sp_event_cb cb, void *arg);
-	/* Optional: facts for GET /v1/info (a JSON object as text, owned by the provider). */
+	/*
+	 * Optional: facts for GET /v1/info (a JSON object as text, owned by the
+	 * provider), valid after init. Keys the core reads when present:
+	 * "gateway", the address a sandbox reaches the host at (the worker
+	 * channel binds it), and "user", "uid:gid" a sandbox runs as (owner of
+	 * the files under spec.files_dir).
+	 */
 	const char *(*describe)(struct sp_provider *p);
 };
 

@@ -277,8 +277,10 @@ docker_init_firewall_done(void *arg, int status, const char *detail)
 		docker_init_fail(d, status, detail);
 		return;
 	}
-	j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s?}", "api", d->api,
+	/* gateway and user are read by the core's worker channel (provider.h). */
+	j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s?}", "api", d->api,
 	    "network", d->network, "bridge", d->bridge_real, "gateway", d->gateway,
+	    "user", d->user,
 	    "seccomp_profile", d->seccomp_path,
 	    "firewall", d->fw.failed[0] == '\0' ? "enforced" : "not enforced",
 	    "runtime", d->runtime);

@@ -71,6 +71,7 @@ reconcile_interval 2s
 sandbox_memory 128m
 docker.network "$T_NET"
 docker.bridge "$T_BRIDGE"
+worker_port $((20000 + $$ % 20000))
 ${1:-}
 CONF
 }

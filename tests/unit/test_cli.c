@@ -628,9 +628,9 @@ test_cmd_sandbox(void **state)
 	run_cmd(f, &o, &cli_cmd_sandbox, NULL, false, "ls", NULL);
 	assert_int_equal(o.rc, 0);
 	/* The age is years by now: the AGE column is as wide as "2000d". */
-	assert_non_null(strstr(o.out, "ID               TENANT   PROVIDER  STATE    AGE    IMAGE\n"));
+	assert_non_null(strstr(o.out, "ID               TENANT   PROVIDER  STATE    AGE    WORKER  IMAGE\n"));
 	assert_non_null(strstr(o.out, "sb-0123456789ab  default  docker    running  "));
-	assert_non_null(strstr(o.out, "d  sandpit/worker:0.1.0\n"));
+	assert_non_null(strstr(o.out, "d  -       sandpit/worker:0.1.0\n"));
 	assert_null(strstr(o.out, "sb-dead"));
 	run_cmd(f, &o, &cli_cmd_sandbox, NULL, false, "ls", "--all", NULL);
 	assert_non_null(strstr(o.out, "sb-dead"));

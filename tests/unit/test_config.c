@@ -527,7 +527,7 @@ test_example_file(void **state)
 		strcat(out, line);
 		strcat(out, "\n");
 	}
-	assert_int_equal(n, 21 + 16);
+	assert_int_equal(n, 26 + 16);
 	if (load(out, NULL, &c, err, sizeof(err)) != 0)
 		fail_msg("uncommented example: %s", err);
 	assert_int_equal(config_load(NULL, NULL, &def, err, sizeof(err)), 0);
@@ -543,6 +543,11 @@ test_example_file(void **state)
 	assert_int_equal(c->max_sandboxes, def->max_sandboxes);
 	assert_int_equal(c->reconcile_interval_ms, def->reconcile_interval_ms);
 	assert_int_equal(c->worker_port, def->worker_port);
+	assert_string_equal(c->worker_listen, def->worker_listen);
+	assert_int_equal(c->worker_token_ttl_ms, def->worker_token_ttl_ms);
+	assert_int_equal(c->worker_idle_timeout_ms, def->worker_idle_timeout_ms);
+	assert_int_equal(c->worker_poll_ms, def->worker_poll_ms);
+	assert_int_equal(c->worker_max_body, def->worker_max_body);
 	assert_int_equal(c->sandbox_memory, def->sandbox_memory);
 	assert_int_equal(c->sandbox_memory_max, def->sandbox_memory_max);
 	assert_int_equal(c->sandbox_cpus, def->sandbox_cpus);
