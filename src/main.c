@@ -429,6 +429,12 @@ daemon_start(struct daemon *d)
 		workers_hooks(d->workers, &hooks);
 		sandbox_mgr_set_hooks(d->mgr, &hooks);
 	}
+	/* Workers reach the memory too; their tenant is their token's. */
+	r = memapi_rpc_register(workers_router(d->workers), d->memory, "worker");
+	if (r < 0) {
+		log_err("worker channel: memory routes: %s", sp_strerror(r));
+		return r;
+	}
 
 	limits = daemon_ctl_limits(d->cfg);
 	r = ctl_new(&d->loop, &limits, &d->ctl);

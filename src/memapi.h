@@ -16,8 +16,16 @@
 
 struct ctl;
 struct memory;
+struct rpc;
 
 /* Register the routes; mem must outlive ctl's serving (close ctl first). */
 void memapi_register(struct ctl *ctl, struct memory *mem);
+
+/*
+ * The same routes on the worker channel's router, for tokens carrying scope;
+ * the tenant is always the verified token's. mem must outlive the router's
+ * serving (close the worker channel first). 0 or rpc_add()'s error.
+ */
+int memapi_rpc_register(struct rpc *rpc, struct memory *mem, const char *scope);
 
 #endif
