@@ -28,16 +28,40 @@ memapi_tenant(struct ctl_req *req)
 	return t;
 }
 
+/*
+ * The status and code a memory error answers with, on either transport. Text,
+ * batch and tag limits are sizes of the request: 413, not 429.
+ */
+static int
+memapi_status(int r, const char **code)
+{
+	switch (r) {
+	case SP_EUNAVAIL: case SP_EPROTO: case SP_ETIMEDOUT:
+		*code = "embedder_unavailable"; return 503;
+	case SP_ELIMIT: case -E2BIG:
+		*code = "too_large"; return 413;
+	case SP_EINVAL: case -EINVAL:
+		*code = "bad_request"; return 400;
+	case SP_ENOTFOUND: case -ENOENT:
+		*code = "not_found"; return 404;
+	case SP_ECONFLICT:
+		*code = "conflict"; return 409;
+	case SP_ECANCELED:
+		*code = "unavailable"; return 503;
+	case SP_EDB:
+		*code = "database_error"; return 500;
+	}
+	*code = "internal";
+	return 500;
+}
+
 static void
 memapi_fail(struct ctl_req *req, int r, const char *err)
 {
-	/* Text, batch and tag limits are sizes of the request: 413, not 429. */
-	if (r == SP_EUNAVAIL || r == SP_EPROTO || r == SP_ETIMEDOUT)
-		ctl_reply_error(req, 503, "embedder_unavailable", "%s", err);
-	else if (r == SP_ELIMIT)
-		ctl_reply_error(req, 413, "too_large", "%s", err);
-	else
-		ctl_reply_err(req, r, err);
+	const char *code;
+	int status = memapi_status(r, &code);
+
+	ctl_reply_error(req, status, code, "%s", err != NULL && err[0] ? err : sp_strerror(r));
 }
 
 /* The HTTP embedder answered (or failed): reply with the memory's result. */
@@ -59,18 +83,21 @@ memapi_found(void *arg, int status, json_t *ret, const char *err)
 		ctl_reply_json(arg, 200, json_incref(ret));
 }
 
+/* memory_add or memory_search, through the embedder when it is remote. */
 static void
-memapi_add(struct ctl_req *req, void *arg)
+memapi_embedding(struct ctl_req *req, struct memory *m, bool add)
 {
 	const char *tenant;
 	json_t *body, *ret;
 	char err[256] = "";
-	int r;
+	int r, ok = add ? 201 : 200;
 
 	if ((tenant = memapi_tenant(req)) == NULL || (body = ctl_req_json(req)) == NULL)
 		return;
-	if (memory_embeds_async(arg)) {
-		r = memory_add_async(arg, tenant, body, memapi_added, req, err, sizeof(err));
+	if (memory_embeds_async(m)) {
+		r = add ? memory_add_async(m, tenant, body, memapi_added, req, err, sizeof(err)) :
+		    memory_search_async(m, tenant, body, memapi_found, req, err, sizeof(err));
+		/* SP_ECONFLICT: client vectors need no embedder; answer now, below. */
 		if (r != SP_ECONFLICT) {
 			json_decref(body);
 			if (r < 0)
@@ -78,39 +105,25 @@ memapi_add(struct ctl_req *req, void *arg)
 			return;
 		}
 	}
-	r = memory_add(arg, tenant, body, &ret, err, sizeof(err));
+	r = add ? memory_add(m, tenant, body, &ret, err, sizeof(err)) :
+	    memory_search(m, tenant, body, &ret, err, sizeof(err));
 	json_decref(body);
 	if (r < 0)
 		memapi_fail(req, r, err);
 	else
-		ctl_reply_json(req, 201, ret);
+		ctl_reply_json(req, ok, ret);
+}
+
+static void
+memapi_add(struct ctl_req *req, void *arg)
+{
+	memapi_embedding(req, arg, true);
 }
 
 static void
 memapi_search(struct ctl_req *req, void *arg)
 {
-	const char *tenant;
-	json_t *body, *ret;
-	char err[256] = "";
-	int r;
-
-	if ((tenant = memapi_tenant(req)) == NULL || (body = ctl_req_json(req)) == NULL)
-		return;
-	if (memory_embeds_async(arg)) {
-		r = memory_search_async(arg, tenant, body, memapi_found, req, err, sizeof(err));
-		if (r != SP_ECONFLICT) {
-			json_decref(body);
-			if (r < 0)
-				memapi_fail(req, r, err);
-			return;
-		}
-	}
-	r = memory_search(arg, tenant, body, &ret, err, sizeof(err));
-	json_decref(body);
-	if (r < 0)
-		memapi_fail(req, r, err);
-	else
-		ctl_reply_json(req, 200, ret);
+	memapi_embedding(req, arg, false);
 }
 
 static void
@@ -231,30 +244,6 @@ memapi_register(struct ctl *ctl, struct memory *mem)
 
 /* --- the worker channel (HTTP/3): the tenant is the token's --- */
 
-/* The status and code a memory error answers with, on either transport. */
-static int
-memrpc_status(int r, const char **code)
-{
-	switch (r) {
-	case SP_EUNAVAIL: case SP_EPROTO: case SP_ETIMEDOUT:
-		*code = "embedder_unavailable"; return 503;
-	case SP_ELIMIT: case -E2BIG:
-		*code = "too_large"; return 413;
-	case SP_EINVAL: case -EINVAL:
-		*code = "bad_request"; return 400;
-	case SP_ENOTFOUND: case -ENOENT:
-		*code = "not_found"; return 404;
-	case SP_ECONFLICT:
-		*code = "conflict"; return 409;
-	case SP_ECANCELED:
-		*code = "unavailable"; return 503;
-	case SP_EDB:
-		*code = "database_error"; return 500;
-	}
-	*code = "internal";
-	return 500;
-}
-
 static void
 memrpc_reply(struct rpc_response *resp, int r, int ok, json_t *ret, const char *err)
 {
@@ -265,7 +254,7 @@ memrpc_reply(struct rpc_response *resp, int r, int ok, json_t *ret, const char *
 		rpc_reply_json(resp, ok, ret);
 		return;
 	}
-	status = memrpc_status(r, &code);
+	status = memapi_status(r, &code);
 	rpc_reply_error(resp, status, code, err != NULL && err[0] ? err : sp_strerror(r));
 }
 
@@ -293,7 +282,7 @@ memrpc_wait_done(void *arg, int status, json_t *ret, const char *err)
 		if (status >= 0) {
 			rpc_pending_reply(w->p, w->ok, json_incref(ret));
 		} else {
-			st = memrpc_status(status, &code);
+			st = memapi_status(status, &code);
 			rpc_pending_error(w->p, st, code, err != NULL && err[0] ? err :
 					  sp_strerror(status));
 		}
@@ -345,7 +334,7 @@ memrpc_embedding(const struct rpc_call *call, struct rpc_response *resp, struct 
 		if (r != SP_ECONFLICT) {
 			if (r < 0) {
 				const char *code;
-				int st = memrpc_status(r, &code);
+				int st = memapi_status(r, &code);
 
 				rpc_pending_error(w->p, st, code, err[0] ? err : sp_strerror(r));
 				free(w);
