@@ -109,10 +109,11 @@ echo stop >"$T_DIR/accepted.stop"; wait "$LPID" 2>/dev/null
 r=$(ctl POST /v1/sandboxes '{"memory":"64m"}'); SB2=$(cut -d' ' -f2- <<<"$r" | jq -r .id)
 REF2=$(cut -d' ' -f2- <<<"$r" | jq -r .ref)
 IP2=$(docker_api GET "/containers/$REF2/json" | jq -r ".NetworkSettings.Networks[\"$T_NET\"].IPAddress")
-# B listens once on 8081 (busybox nc -l serves one connection). A tries to
-# reach it; then B itself connects, which only works if the listener was up
-# and still unused, so the negative result cannot come from a dead listener.
-"$SANDPIT" sandbox exec "$SB2" -- sh -c 'nc -l -p 8081 >/work/got 2>/dev/null &'
+# B listens once on 8081 (busybox nc -l serves one connection; its stdin is a
+# pipe that stays open, or it could quit before reading what it received). A
+# tries to reach it; then B itself connects, which only works if the listener
+# was up and still unused, so the negative result cannot come from a dead one.
+"$SANDPIT" sandbox exec "$SB2" -- sh -c 'sleep 60 | nc -l -p 8081 >/work/got 2>/dev/null &'
 sleep 0.5
 sx sh -c "echo intruder | nc -w 2 $IP2 8081" 2>/dev/null; st=$?
 ok=1
