@@ -33,6 +33,8 @@
 #include "queue.h"
 #include "sandbox.h"
 #include "store.h"
+#include "swarm.h"
+#include "swarmapi.h"
 #include "workers.h"
 #include "xmalloc.h"
 
@@ -54,6 +56,7 @@ struct daemon {
 	struct memory *memory;
 	struct queue *queue;
 	struct workers *workers;	/* the worker channel (HTTP/3) */
+	struct swarm_mgr *swarms;	/* the swarm coordinator */
 	struct ctl *ctl;
 	struct api api;
 	struct sp_host host;
@@ -245,15 +248,28 @@ daemon_workers_closed(void *arg)
 		daemon_mgr_closed(d);
 }
 
-/* Close whatever daemon_start() made, in reverse order of dependence. */
 static void
-daemon_teardown(struct daemon *d)
+daemon_swarms_closed(void *arg)
 {
-	/* Workers first: peers hear CONNECTION_CLOSE while the store is still open. */
+	struct daemon *d = arg;
+
+	d->swarms = NULL;
+	/* Workers next: peers hear CONNECTION_CLOSE while the store is still open. */
 	if (d->workers != NULL)
 		workers_close(d->workers, daemon_workers_closed, d);
 	else
 		daemon_workers_closed(d);
+}
+
+/* Close whatever daemon_start() made, in reverse order of dependence. */
+static void
+daemon_teardown(struct daemon *d)
+{
+	/* Swarms first: they borrow the workers, the manager and the queue. */
+	if (d->swarms != NULL)
+		swarm_mgr_close(d->swarms, daemon_swarms_closed, d);
+	else
+		daemon_swarms_closed(d);
 }
 
 static void
@@ -285,6 +301,8 @@ daemon_stop(struct daemon *d, int signum)
 	notify_send("STOPPING=1");
 	ctl_stop_accepting(d->ctl);
 	sandbox_mgr_stop(d->mgr);
+	if (d->swarms != NULL)
+		swarm_mgr_stop(d->swarms);
 	if (d->workers != NULL)
 		workers_stop(d->workers);
 	uv_timer_stop(&d->watchdog);
@@ -423,10 +441,18 @@ daemon_start(struct daemon *d)
 		log_err("%s", err);
 		return r;
 	}
+	r = swarm_mgr_new(&(struct swarm_options){ .loop = &d->loop, .store = d->store,
+		.queue = d->queue, .mgr = d->mgr, .workers = d->workers,
+		.cfg = (const struct config *const *)&d->cfg }, &d->swarms, err, sizeof(err));
+	if (r < 0) {
+		log_err("%s", err);
+		return r;
+	}
 	{
-		struct sandbox_hooks hooks;
+		struct sandbox_hooks hooks, inner;
 
-		workers_hooks(d->workers, &hooks);
+		workers_hooks(d->workers, &inner);
+		swarm_hooks(d->swarms, &inner, &hooks);
 		sandbox_mgr_set_hooks(d->mgr, &hooks);
 	}
 
@@ -446,6 +472,7 @@ daemon_start(struct daemon *d)
 	};
 	api_register(&d->api);
 	memapi_register(d->ctl, d->memory);
+	swarmapi_register(d->ctl, d->swarms);
 	r = ctl_listen(d->ctl, d->cfg->socket_path, d->cfg->socket_gid);
 	if (r < 0) {
 		log_err("control socket %s: %s", d->cfg->socket_path, sp_strerror(r));
@@ -460,6 +487,7 @@ daemon_start(struct daemon *d)
 		uv_timer_start(&d->watchdog, daemon_watchdog, wd / 2000, wd / 2000);
 
 	sandbox_mgr_start(d->mgr);
+	swarm_mgr_start(d->swarms);
 	log_info("sandpitd %s listening on %s (instance %s, state in %s)", SANDPIT_VERSION,
 		 d->cfg->socket_path, d->instance, d->cfg->state_dir);
 	notify_send("READY=1");
