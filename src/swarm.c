@@ -665,7 +665,7 @@ template_of(struct swarm *sw)
 	json_t *tmpl = json_object_get(sw->spec, "template");
 	const char *placement = json_string_value(json_object_get(sw->spec, "placement"));
 
-	sw->tmpl = json_deep_copy(tmpl != NULL ? tmpl : json_object());
+	sw->tmpl = tmpl != NULL ? json_deep_copy(tmpl) : json_object();
 	if (placement != NULL && strcmp(placement, "auto") != 0)
 		json_object_set_new(sw->tmpl, "provider", json_string(placement));
 	sw->want = (unsigned)json_integer_value(json_object_get(sw->spec, "agents"));
@@ -1030,7 +1030,7 @@ swarm_create(struct swarm_mgr *m, const char *tenant, json_t *body, json_t **ret
 	     size_t errlen)
 {
 	const struct config *c = *m->cfg;
-	json_t *v, *spec, *tasks;
+	json_t *v, *spec, *tasks, *empty;
 	const char *key, *topo = "hierarchical", *placement = "auto";
 	struct swarm *sw;
 	uint64_t task_timeout, ttl, idle;
@@ -1121,6 +1121,7 @@ swarm_create(struct swarm_mgr *m, const char *tenant, json_t *body, json_t **ret
 	}
 
 	sw = swarm_alloc(m);
+	empty = json_object();
 	new_id(sw->id);
 	snprintf(sw->tenant, sizeof(sw->tenant), "%s", tenant);
 	snprintf(sw->state, sizeof(sw->state), "spawning");
@@ -1128,10 +1129,11 @@ swarm_create(struct swarm_mgr *m, const char *tenant, json_t *body, json_t **ret
 	sw->spec = json_pack("{s:I, s:s, s:s, s:O, s:I, s:I, s:I, s:I}", "agents",
 			     (json_int_t)agents, "topology", topo, "placement", placement,
 			     "template", json_object_get(body, "template") ?
-			     json_object_get(body, "template") : json_object(),
+			     json_object_get(body, "template") : empty,
 			     "task_timeout_ms", (json_int_t)task_timeout,
 			     "retry_limit", (json_int_t)retries, "ttl_ms", (json_int_t)ttl,
 			     "idle_timeout_ms", (json_int_t)idle);
+	json_decref(empty);
 	if (sw->spec == NULL)
 		fatalx("json_pack failed");
 	template_of(sw);
@@ -1351,8 +1353,11 @@ swarm_json(struct swarm *sw, bool full)
 		const size_t agg_max = QUEUE_OUTPUT_MAX_MAX / 256;	/* 64 KiB */
 		int64_t after = 0;
 
-		while (queue_list(sw->m->queue, sw->id, after, QUEUE_LIST_MAX, &ts, &n) == 0 &&
-		       n > 0) {
+		while (queue_list(sw->m->queue, sw->id, after, QUEUE_LIST_MAX, &ts, &n) == 0) {
+			if (n == 0) {
+				queue_tasks_free(ts, n);
+				break;
+			}
 			for (size_t i = 0; i < n; i++) {
 				json_array_append_new(results, task_json(&ts[i], false));
 				if (ts[i].output != NULL && out_len < agg_max) {
