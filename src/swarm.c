@@ -400,7 +400,8 @@ fill(struct swarm *sw)
 
 	if (sw->m->stopping || !wants_agents(sw) || (int64_t)uv_now(sw->m->loop) < sw->retry_at)
 		return;
-	while (agents_live(sw) + sw->spawning < sw->want) {
+	/* An agent counts as live from its prepare hook, inside sandbox_create(). */
+	while (agents_live(sw) < sw->want) {
 		r = spawn_one(sw, err, sizeof(err));
 		if (r == SP_EINVAL) {
 			fail(sw, "cannot start agents: %s", err);
@@ -575,7 +576,7 @@ progress(struct swarm *sw)
 				continue;
 			}
 		}
-		if (!workers_connected(m->workers, a->sandbox))
+		if (m->workers != NULL && !workers_connected(m->workers, a->sandbox))
 			all_ready = false;
 	}
 	if (sw->ttl_ms > 0 && now_ms() - sw->created_ms >= (int64_t)sw->ttl_ms) {
