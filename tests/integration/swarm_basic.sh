@@ -74,6 +74,24 @@ r=$(ctl GET "/v1/tasks/$T1")
 check "GET /v1/tasks/{id} has the output" bash -c 'jq -e ".output | test(\"sum=5050\")" <<<"$1" >/dev/null' _ "$(body "$r")"
 check "GET /v1/tasks of another tenant -> 404" grep -qx '404' <<<"$(curl -s -o /dev/null -w '%{http_code}\n' --unix-socket "$T_SOCK" -H 'X-Sandpit-Tenant: other' "http://localhost/v1/tasks/$T1")"
 
+# --- the CLI ---
+out=$("$SANDPIT" swarm ls)
+check "swarm ls lists the swarm as completed" bash -c 'grep "$1" <<<"$2" | grep -q completed' _ "$SW" "$out"
+out=$("$SANDPIT" swarm show "$SW")
+check "swarm show prints the per-task table" bash -c 'grep -q "^TASK" <<<"$1" && grep -c "succeeded" <<<"$1" | grep -qx 5' _ "$out"
+TID=$("$SANDPIT" task add "$SW" -- sh -c 'echo cli-task')
+check "task add prints the new task's id ($TID)" grep -qE '^[0-9]+$' <<<"$TID"
+"$SANDPIT" swarm wait "$SW" --timeout 30s >/dev/null; st=$?
+check "swarm wait exits 0 once the swarm completed" test "$st" -eq 0
+out=$("$SANDPIT" task show "$TID")
+check "task show prints the state and output" bash -c 'grep -q succeeded <<<"$1" && grep -qx cli-task <<<"$1"' _ "$out"
+S2=$("$SANDPIT" swarm create --agents 1 --task 'echo one' --task 'exit 4' --retries 0 --wait | head -n1); st=$?
+check "swarm create --wait ($S2) completes" test -n "$S2"
+out=$("$SANDPIT" --json swarm show "$S2")
+check "...with one success and one failure" jq -e '.tasks.succeeded == 1 and .tasks.failed == 1' <<<"$out" >/dev/null
+"$SANDPIT" swarm rm "$S2" >/dev/null
+check "swarm rm of an unknown swarm fails" bash -c '! "$1" swarm rm sw-000000000000 2>/dev/null' _ "$SANDPIT"
+
 # --- tasks added later run; one is killed mid-task with its container ---
 r=$(ctl POST "/v1/swarms/$SW/tasks" '{"tasks":["echo later-1","echo later-2"]}')
 check "POST tasks -> 201 with ids" bash -c 'grep -q "^201 " <<<"$1" && jq -e ".tasks | length == 2" <<<"${1#* }" >/dev/null' _ "$r"
