@@ -19,6 +19,7 @@
 #include <sandpit/error.h>
 
 #include "config.h"
+#include "pricing.h"
 #include "xmalloc.h"
 
 /* The longest line we read; longer lines are an error, not a truncation. */
@@ -90,6 +91,7 @@ static const struct config_directive config_directives[] = {
 	{ "sandbox_work",	CT_SIZE,	F(sandbox_work),	1 * MIB, TIB },
 	{ "exec_timeout",	CT_DURATION,	F(exec_timeout_ms),	1 * SEC, 30 * DAY },
 	{ "exec_timeout_max",	CT_DURATION,	F(exec_timeout_max_ms),	1 * SEC, 30 * DAY },
+	{ "prices",		CT_STRING,	F(prices),		0, 0 },
 	{ "memory_dimensions",	CT_UINT,	F(memory.dimensions),	8, 4096 },
 	{ "memory_weights",	CT_WEIGHTS,	F(memory.alpha),	0, 1000 },
 	{ "memory_half_life",	CT_DAYS,	F(memory.half_life_days), 1 * SEC, 3650 * DAY },
@@ -851,6 +853,14 @@ config_finish(struct config_parse *p, struct config *c)
 	if ((r = config_check_pair(p, "memory_k", "memory_k_max",
 				   c->memory.k_default > c->memory.k_max, a)) < 0)
 		return r;
+	if (c->prices != NULL) {
+		struct pricing *t;
+		char perr[256];
+
+		if (config_prices(c->prices, &t, perr, sizeof(perr)) < 0)
+			return config_error(p, config_line_of(p, "prices"), "prices: %s", perr);
+		pricing_free(t);
+	}
 	if ((c->memory.embedder_url == NULL) != (c->memory.embedder_model == NULL))
 		return config_error(p, config_line_of(p, c->memory.embedder_url ?
 				    "memory_embedder_url" : "memory_embedder_model"),
@@ -919,6 +929,7 @@ config_free(struct config *c)
 	free((char *)c->memory.embedder_url);
 	free((char *)c->memory.embedder_model);
 	free(c->worker_listen);
+	free(c->prices);
 	for (i = 0; i < c->nkv; i++) {
 		free(c->kv[i].name);
 		free(c->kv[i].value);
@@ -936,4 +947,35 @@ config_get(const struct config *c, const char *name)
 		if (strcmp(c->kv[i].name, name) == 0)
 			return c->kv[i].value;
 	return NULL;
+}
+
+int
+config_prices(const char *value, struct pricing **ret, char *err, size_t errlen)
+{
+	struct pricing *t = pricing_new();
+	char *copy = xstrdup(value), *save = NULL, *entry, *provider;
+	struct pricing_price price;
+	int r = 0;
+
+	for (entry = strtok_r(copy, ";", &save); entry != NULL; entry = strtok_r(NULL, ";", &save)) {
+		while (*entry == ' ' || *entry == '\t')
+			entry++;
+		if (*entry == '\0')
+			continue;
+		if ((r = pricing_parse_directive(entry, &provider, &price, err, errlen)) < 0)
+			break;
+		r = pricing_set(t, provider, &price);
+		free(provider);
+		if (r < 0) {
+			snprintf(err, errlen, "too many providers");
+			break;
+		}
+	}
+	free(copy);
+	if (r < 0) {
+		pricing_free(t);
+		return SP_ECONFIG;
+	}
+	*ret = t;
+	return 0;
 }

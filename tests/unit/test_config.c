@@ -281,6 +281,8 @@ test_errors(void **state)
 		{ "sandbox_cpus_max 2\n#\nsandbox_cpus 3\n", "3: sandbox_cpus exceeds sandbox_cpus_max" },
 		{ "sandbox_pids 5000\n", "1: sandbox_pids exceeds sandbox_pids_max" },
 		{ "exec_timeout_max 1m\n", "1: exec_timeout exceeds exec_timeout_max" },
+		{ "\nprices \"docker 1 x\"\n", "2: prices: " },
+		{ "prices \"docker 0.1 0.2; docker\"\n", "1: prices: " },
 		{ "socket /tmp/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.sock\n",
 		  "1: socket path '/tmp/aaa" },
 		{ "provider docker\n", "1: provider: 'docker' is not built in" },
