@@ -18,6 +18,7 @@
 #include <sandpit/error.h>
 
 #include "log.h"
+#include "pricing.h"
 #include "provider.h"
 #include "swarm.h"
 #include "topology.h"
@@ -1293,34 +1294,60 @@ counts_json(const struct queue_counts *c, int64_t *total)
 	return o;
 }
 
-/* Sandbox-seconds the agents ran (from their rows), as CPU- and GiB-seconds. */
+/*
+ * What the agents' running time costs: each sandbox's life (created to
+ * destroyed, or now) priced per provider from the prices directive, on the
+ * limits it was given. Providers without a price are listed as unpriced.
+ */
 static json_t *
 usage_json(struct swarm *sw)
 {
-	int64_t cpu_ms_n = 0, mem_ms_b = 0, ms_total = 0, now = now_ms();
+	const struct config *c = *sw->m->cfg;
+	int64_t ms_total = 0, amount = 0, now = now_ms();
+	double cpu_s = 0, gib_s = 0;
+	struct pricing *prices = NULL;
+	json_t *unpriced = json_array();
 	struct sandbox_row row;
+	char err[256], text[64];
 
+	if (c->prices != NULL)
+		(void)config_prices(c->prices, &prices, err, sizeof(err));
 	for (size_t i = 0; i < sw->nagents; i++) {
+		struct pricing_price price;
+		int64_t end, ms, ncpu, mem, cost;
 		json_t *spec;
-		int64_t end, ms;
 
 		if (sandbox_get(sw->m->mgr, sw->tenant, sw->agents[i].sandbox, &row) < 0)
 			continue;
 		end = sw->agents[i].live ? now : row.updated_ms;
 		ms = end > row.created_ms ? end - row.created_ms : 0;
 		spec = json_loads(row.spec_json, 0, NULL);
-		/* nano-CPUs * ms / 1e12 = CPU-seconds; bytes * ms / (2^30 * 1000) = GiB-seconds. */
-		cpu_ms_n += (int64_t)((double)json_integer_value(json_object_get(spec,
-					"nano_cpus")) / 1e6 * (double)ms);
-		mem_ms_b += (int64_t)((double)json_integer_value(json_object_get(spec, "memory")) /
-				      1048576.0 * (double)ms);
-		ms_total += ms;
+		ncpu = json_integer_value(json_object_get(spec, "nano_cpus"));
+		mem = json_integer_value(json_object_get(spec, "memory"));
 		json_decref(spec);
+		ms_total += ms;
+		cpu_s += (double)ncpu / 1e9 * (double)ms / 1000;
+		gib_s += (double)mem / (1024.0 * 1024 * 1024) * (double)ms / 1000;
+		if (prices != NULL && pricing_get(prices, row.provider, &price) == 0 &&
+		    pricing_cost(&price, ncpu, mem, ms, &cost) == 0) {
+			(void)pricing_add(&amount, cost);
+		} else {
+			bool listed = false;
+			size_t k;
+			json_t *v;
+
+			json_array_foreach(unpriced, k, v)
+				listed |= strcmp(json_string_value(v), row.provider) == 0;
+			if (!listed)
+				json_array_append_new(unpriced, json_string(row.provider));
+		}
 		store_sandbox_row_done(&row);
 	}
-	return json_pack("{s:f, s:f, s:f, s:n, s:b}", "sandbox_seconds", (double)ms_total / 1000,
-			 "cpu_seconds", (double)cpu_ms_n / 1e6, "gib_seconds",
-			 (double)mem_ms_b / 1024 / 1000, "amount", "unpriced", 1);
+	pricing_free(prices);
+	pricing_format(amount, text, sizeof(text));
+	return json_pack("{s:f, s:f, s:f, s:s, s:o}", "sandbox_seconds", (double)ms_total / 1000,
+			 "cpu_seconds", cpu_s, "gib_seconds", gib_s, "amount", text,
+			 "unpriced", unpriced);
 }
 
 static json_t *

@@ -10,7 +10,8 @@
 T_IMAGE="sandpit/worker-$T_TAG:test"
 trap 'cleanup; docker_api DELETE "/images/$T_IMAGE?force=true" >/dev/null 2>&1' EXIT
 write_config "worker_image \"$T_IMAGE\"
-max_sandboxes 8"
+max_sandboxes 8
+prices \"docker 0.000014 0.0000025\""
 
 start_daemon && wait_provider_ready || { fail "daemon and provider up"; finish; exit 1; }
 pass "daemon and Docker provider up"
@@ -65,7 +66,8 @@ check "the aggregated output holds the checked results" \
 N=$(instance_containers "$INST" | wc -l)
 check "3 agents live, in 3 containers of this daemon ($N)" \
 	bash -c 'jq -e ".agents.live == 3" <<<"$1" >/dev/null && [ "$2" -eq 3 ]' _ "$r" "$N"
-check "the cost reports sandbox-seconds" jq -e '.cost.sandbox_seconds > 0' <<<"$r" >/dev/null
+check "the cost is priced from the config ($(jq -c .cost <<<"$r"))" \
+	bash -c 'jq -e ".cost.sandbox_seconds > 0 and (.cost.amount | tonumber) > 0 and (.cost.unpriced | length) == 0" <<<"$1" >/dev/null' _ "$r"
 wait "$EV"
 check "the events stream saw tasks succeed and ended with completed" \
 	bash -c 'grep -q "\"state\":\"succeeded\"" "$1" && tail -n1 "$1" | jq -e ".state == \"completed\"" >/dev/null' _ "$T_DIR/events"

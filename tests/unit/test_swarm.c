@@ -168,6 +168,7 @@ setup(void **state)
 	free(e->cfg->default_provider);
 	e->cfg->default_provider = xstrdup("fake");
 	e->cfg->max_sandboxes = 6;
+	e->cfg->prices = xstrdup("fake 1 0");
 	e->cfg->reconcile_interval_ms = 20;
 	e->host = (struct sp_host){
 		.loop = &e->loop, .instance = "inst-test", .state_dir = e->dir,
@@ -296,6 +297,13 @@ test_completes_with_results(void **state)
 	assert_true(json_real_value(json_object_get(j, "success_rate")) == 1.0);
 	assert_int_equal(json_array_size(json_object_get(j, "results")), 3);
 	assert_string_equal(json_string_value(json_object_get(j, "output")), "done\ndone\ndone\n");
+	/* Priced at 1 per CPU-second (fake sandboxes get 1 CPU): the amount is positive. */
+	assert_true(json_real_value(json_object_get(json_object_get(j, "cost"),
+						    "sandbox_seconds")) > 0);
+	assert_true(atof(json_string_value(json_object_get(json_object_get(j, "cost"),
+							   "amount"))) > 0);
+	assert_int_equal(json_array_size(json_object_get(json_object_get(j, "cost"),
+							 "unpriced")), 0);
 	json_decref(j);
 	/* More tasks make it run again; a failing one is retried (retry_limit 2) then fails. */
 	body = json_loads("{\"tasks\":[\"exit 1\"]}", 0, NULL);
