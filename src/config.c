@@ -92,6 +92,7 @@ static const struct config_directive config_directives[] = {
 	{ "exec_timeout",	CT_DURATION,	F(exec_timeout_ms),	1 * SEC, 30 * DAY },
 	{ "exec_timeout_max",	CT_DURATION,	F(exec_timeout_max_ms),	1 * SEC, 30 * DAY },
 	{ "prices",		CT_STRING,	F(prices),		0, 0 },
+	{ "pool_size",		CT_UINT,	F(pool_size),		0, 1024 },
 	{ "memory_dimensions",	CT_UINT,	F(memory.dimensions),	8, 4096 },
 	{ "memory_weights",	CT_WEIGHTS,	F(memory.alpha),	0, 1000 },
 	{ "memory_half_life",	CT_DAYS,	F(memory.half_life_days), 1 * SEC, 3650 * DAY },

@@ -57,6 +57,7 @@ struct config {
 	int64_t sandbox_tmp, sandbox_work;		/* tmpfs bytes */
 	uint64_t exec_timeout_ms, exec_timeout_max_ms;
 	char *prices;			/* prices: "PROVIDER CPU_S GIB_S; …" (pricing.h), or NULL */
+	unsigned pool_size;		/* pool_size: warm sandboxes of the default template (0: none) */
 
 	/* memory_*: the ReasoningBank's settings (see memory.h); restart to change. */
 	struct memory_config memory;

@@ -29,6 +29,7 @@
 #include "memapi.h"
 #include "memory.h"
 #include "notify.h"
+#include "pool.h"
 #include "provider.h"
 #include "queue.h"
 #include "sandbox.h"
@@ -57,6 +58,7 @@ struct daemon {
 	struct queue *queue;
 	struct workers *workers;	/* the worker channel (HTTP/3) */
 	struct swarm_mgr *swarms;	/* the swarm coordinator */
+	struct pool *pool;		/* the warm pool */
 	struct ctl *ctl;
 	struct api api;
 	struct sp_host host;
@@ -172,6 +174,18 @@ daemon_instance(struct daemon *d)
 	return store_meta_set(d->store, "instance", d->instance);
 }
 
+/* Swarm and pool lines of /metrics. */
+static void
+daemon_metrics(void *arg, FILE *f)
+{
+	struct daemon *d = arg;
+
+	if (d->swarms != NULL)
+		swarm_metrics(d->swarms, f);
+	if (d->pool != NULL)
+		pool_metrics(d->pool, f);
+}
+
 /* --- shutdown --- */
 
 static void
@@ -249,11 +263,28 @@ daemon_workers_closed(void *arg)
 }
 
 static void
+daemon_pool_closed(void *arg)
+{
+	struct daemon *d = arg;
+
+	d->pool = NULL;
+	/* Workers next: peers hear CONNECTION_CLOSE while the store is still open. */
+	if (d->workers != NULL)
+		workers_close(d->workers, daemon_workers_closed, d);
+	else
+		daemon_workers_closed(d);
+}
+
+static void
 daemon_swarms_closed(void *arg)
 {
 	struct daemon *d = arg;
 
 	d->swarms = NULL;
+	if (d->pool != NULL) {
+		pool_close(d->pool, daemon_pool_closed, d);
+		return;
+	}
 	/* Workers next: peers hear CONNECTION_CLOSE while the store is still open. */
 	if (d->workers != NULL)
 		workers_close(d->workers, daemon_workers_closed, d);
@@ -303,6 +334,8 @@ daemon_stop(struct daemon *d, int signum)
 	sandbox_mgr_stop(d->mgr);
 	if (d->swarms != NULL)
 		swarm_mgr_stop(d->swarms);
+	if (d->pool != NULL)
+		pool_stop(d->pool);
 	if (d->workers != NULL)
 		workers_stop(d->workers);
 	uv_timer_stop(&d->watchdog);
@@ -441,8 +474,10 @@ daemon_start(struct daemon *d)
 		log_err("%s", err);
 		return r;
 	}
+	pool_new(&d->loop, d->store, d->mgr, d->workers, (const struct config *const *)&d->cfg,
+		 &d->pool);
 	r = swarm_mgr_new(&(struct swarm_options){ .loop = &d->loop, .store = d->store,
-		.queue = d->queue, .mgr = d->mgr, .workers = d->workers,
+		.queue = d->queue, .mgr = d->mgr, .workers = d->workers, .pool = d->pool,
 		.cfg = (const struct config *const *)&d->cfg }, &d->swarms, err, sizeof(err));
 	if (r < 0) {
 		log_err("%s", err);
@@ -469,6 +504,8 @@ daemon_start(struct daemon *d)
 		.instance = d->instance,
 		.started_ms = (int64_t)time(NULL) * 1000,
 		.workers = d->workers,
+		.metrics_more = daemon_metrics,
+		.metrics_arg = d,
 	};
 	api_register(&d->api);
 	memapi_register(d->ctl, d->memory);
@@ -488,6 +525,7 @@ daemon_start(struct daemon *d)
 
 	sandbox_mgr_start(d->mgr);
 	swarm_mgr_start(d->swarms);
+	pool_start(d->pool);
 	log_info("sandpitd %s listening on %s (instance %s, state in %s)", SANDPIT_VERSION,
 		 d->cfg->socket_path, d->instance, d->cfg->state_dir);
 	notify_send("READY=1");

@@ -18,6 +18,7 @@
 #include <sandpit/error.h>
 
 #include "log.h"
+#include "pool.h"
 #include "pricing.h"
 #include "provider.h"
 #include "swarm.h"
@@ -49,6 +50,8 @@ struct agent {
 	unsigned idx;
 	bool live;			/* its sandbox is creating, starting or running */
 	bool reap;			/* gone on its own: destroy it from the next tick */
+	bool ready;			/* its worker registered once */
+	uint64_t t0;			/* loop ms of a cold start, for the pool's metrics */
 };
 
 struct event {
@@ -100,6 +103,7 @@ struct swarm_mgr {
 	struct queue *queue;
 	struct sandbox_mgr *mgr;
 	struct workers *workers;
+	struct pool *pool;
 	const struct config *const *cfg;
 	struct sandbox_hooks inner;
 	struct swarm *swarms;
@@ -225,6 +229,7 @@ db_save(struct swarm *sw)
 
 static void watch_end(struct swarm_watch *w, const char *line, size_t len);
 static void kick_cb(uv_timer_t *t);
+static int agent_add(struct swarm *sw, const char *id);
 
 static void
 emit(struct swarm *sw, json_t *ev)
@@ -294,6 +299,14 @@ agent_destroy(struct swarm *sw, struct agent *a)
 	a->live = false;
 	(void)sandbox_destroy(sw->m->mgr, sw->tenant, a->sandbox, destroyed, NULL, err,
 			      sizeof(err));
+}
+
+static void
+destroy_id(struct swarm *sw, const char *id)
+{
+	char err[256];
+
+	(void)sandbox_destroy(sw->m->mgr, sw->tenant, id, destroyed, NULL, err, sizeof(err));
 }
 
 static void
@@ -403,6 +416,18 @@ fill(struct swarm *sw)
 		return;
 	/* An agent counts as live from its prepare hook, inside sandbox_create(). */
 	while (agents_live(sw) < sw->want) {
+		if (pool_serves(sw->m->pool, sw->tmpl)) {
+			char id[SANDBOX_ID_LEN + 1];
+
+			if (pool_claim(sw->m->pool, sw->tenant, id) == 0) {
+				if (agent_add(sw, id) == 0) {
+					sw->agents[sw->nagents - 1].ready = true;
+					agent_event(sw, id, "running", "warm");
+					continue;
+				}
+				destroy_id(sw, id);
+			}
+		}
 		r = spawn_one(sw, err, sizeof(err));
 		if (r == SP_EINVAL) {
 			fail(sw, "cannot start agents: %s", err);
@@ -454,6 +479,29 @@ agent_gone(struct swarm_mgr *m, const char *sandbox, const char *why)
 		uv_timer_start(&m->kick, kick_cb, 0, 0);
 }
 
+/* Record sandbox id as sw's next agent (committed) and count it live. */
+static int
+agent_add(struct swarm *sw, const char *id)
+{
+	struct agent *a;
+	int r;
+
+	r = db_exec(sw->m, "INSERT INTO swarm_agents (sandbox, swarm, idx) VALUES (?, ?, ?)",
+		    "ssi", id, sw->id, (int64_t)sw->nagents);
+	if (r < 0)
+		return r;
+	if (sw->nagents == sw->cap) {
+		sw->cap = sw->cap ? 2 * sw->cap : 8;
+		sw->agents = xrealloc(sw->agents, sw->cap * sizeof(*sw->agents));
+	}
+	a = &sw->agents[sw->nagents];
+	memset(a, 0, sizeof(*a));
+	snprintf(a->sandbox, sizeof(a->sandbox), "%s", id);
+	a->idx = (unsigned)sw->nagents++;
+	a->live = true;
+	return 0;
+}
+
 static void
 hook_provider_ready(void *arg, struct sp_provider *p)
 {
@@ -469,7 +517,6 @@ hook_prepare(void *arg, struct sp_provider *p, const char *id, const char *tenan
 {
 	struct swarm_mgr *m = arg;
 	struct swarm *sw = m->preparing;
-	struct agent *a;
 	int r;
 
 	if (m->inner.prepare != NULL) {
@@ -480,22 +527,13 @@ hook_prepare(void *arg, struct sp_provider *p, const char *id, const char *tenan
 	if (sw == NULL)
 		return 0;
 	/* Committed before the provider creates anything: a restart finds every agent. */
-	r = db_exec(m, "INSERT INTO swarm_agents (sandbox, swarm, idx) VALUES (?, ?, ?)", "ssi",
-		    id, sw->id, (int64_t)sw->nagents);
+	r = agent_add(sw, id);
 	if (r < 0) {
 		free(*files_dir);
 		*files_dir = NULL;
 		return r;
 	}
-	if (sw->nagents == sw->cap) {
-		sw->cap = sw->cap ? 2 * sw->cap : 8;
-		sw->agents = xrealloc(sw->agents, sw->cap * sizeof(*sw->agents));
-	}
-	a = &sw->agents[sw->nagents];
-	memset(a, 0, sizeof(*a));
-	snprintf(a->sandbox, sizeof(a->sandbox), "%s", id);
-	a->idx = (unsigned)sw->nagents++;
-	a->live = true;
+	sw->agents[sw->nagents - 1].t0 = uv_now(m->loop);
 	return 0;
 }
 
@@ -577,8 +615,13 @@ progress(struct swarm *sw)
 				continue;
 			}
 		}
-		if (m->workers != NULL && !workers_connected(m->workers, a->sandbox))
+		if (m->workers != NULL && !workers_connected(m->workers, a->sandbox)) {
 			all_ready = false;
+		} else if (!a->ready) {
+			a->ready = true;
+			if (m->pool != NULL && a->t0 != 0)
+				pool_cold(m->pool, (uv_now(m->loop) - a->t0) * 1000000);
+		}
 	}
 	if (sw->ttl_ms > 0 && now_ms() - sw->created_ms >= (int64_t)sw->ttl_ms) {
 		fail(sw, "ttl of %llu ms expired", (unsigned long long)sw->ttl_ms);
@@ -773,6 +816,7 @@ swarm_mgr_new(const struct swarm_options *o, struct swarm_mgr **ret, char *err, 
 	m->queue = o->queue;
 	m->mgr = o->mgr;
 	m->workers = o->workers;
+	m->pool = o->pool;
 	m->cfg = o->cfg;
 	if ((r = queue_flush(m->queue)) < 0 ||
 	    (r = store_migrate(m->store, "swarm", swarm_migrations,
@@ -1171,8 +1215,11 @@ swarm_create(struct swarm_mgr *m, const char *tenant, json_t *body, json_t **ret
 		goto out_delete;
 	sw->next = m->swarms;
 	m->swarms = sw;
-	/* The first agent synchronously: a template the manager refuses is the caller's 4xx. */
-	r = spawn_one(sw, err, errlen);
+	/* Warm agents first; then, if none, one synchronously: a template or a
+	 * limit the manager refuses is the caller's 4xx. */
+	if (pool_serves(m->pool, sw->tmpl))
+		fill(sw);
+	r = agents_live(sw) > 0 ? 0 : spawn_one(sw, err, errlen);
 	if (r < 0) {
 		m->swarms = sw->next;
 		queue_cancel_swarm(m->queue, sw->id, NULL);
@@ -1529,4 +1576,27 @@ swarm_stats_json(struct swarm_mgr *m)
 		agents += agents_live(sw);
 	}
 	return json_pack("{s:o, s:I}", "swarms", o, "agents_live", (json_int_t)agents);
+}
+
+void
+swarm_metrics(struct swarm_mgr *m, FILE *f)
+{
+	static const char *const states[] = { "spawning", "running", "completed", "failed",
+					      "deleted" };
+	unsigned agents = 0;
+
+	fprintf(f, "# HELP sandpit_swarms Swarms known to the daemon, by state.\n"
+		   "# TYPE sandpit_swarms gauge\n");
+	for (size_t i = 0; i < sizeof(states) / sizeof(states[0]); i++) {
+		unsigned n = 0;
+
+		for (struct swarm *sw = m->swarms; sw != NULL; sw = sw->next)
+			n += strcmp(sw->state, states[i]) == 0;
+		fprintf(f, "sandpit_swarms{state=\"%s\"} %u\n", states[i], n);
+	}
+	for (struct swarm *sw = m->swarms; sw != NULL; sw = sw->next)
+		agents += agents_live(sw);
+	fprintf(f, "# HELP sandpit_swarm_agents Live agents of all swarms.\n"
+		   "# TYPE sandpit_swarm_agents gauge\n"
+		   "sandpit_swarm_agents %u\n", agents);
 }

@@ -22,11 +22,13 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <jansson.h>
 #include <uv.h>
 
 #include "config.h"
+#include "pool.h"
 #include "queue.h"
 #include "sandbox.h"
 #include "store.h"
@@ -46,6 +48,7 @@ struct swarm_options {
 	struct queue *queue;			/* the swarm takes its event callback */
 	struct sandbox_mgr *mgr;
 	struct workers *workers;
+	struct pool *pool;			/* the warm pool, or NULL */
 	const struct config *const *cfg;
 };
 
@@ -96,5 +99,6 @@ void swarm_unwatch(struct swarm_watch *w);
 
 /* For /metrics: swarms by state, agents live. */
 json_t *swarm_stats_json(struct swarm_mgr *m);
+void swarm_metrics(struct swarm_mgr *m, FILE *f);
 
 #endif

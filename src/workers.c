@@ -1628,3 +1628,27 @@ workers_connected(struct workers *w, const char *id)
 
 	return s != NULL && s->registered;
 }
+
+int
+workers_rebind(struct workers *w, const char *id, const char *tenant)
+{
+	char path[PATH_MAX], jti[AUTH_JTI_LEN + 2];
+	struct wsb *s;
+	long long exp;
+	FILE *f;
+
+	/* Every token issued so far names the old tenant: revoke them all first. */
+	snprintf(path, sizeof(path), "%s/%s.jti", w->files_root, id);
+	if ((f = fopen(path, "re")) != NULL) {
+		while (fscanf(f, "%33s %lld", jti, &exp) == 2)
+			if (exp > (long long)time(NULL) && auth_revoke(w->auth, jti, exp) == 0)
+				revoked_append(w, jti, exp);
+		fclose(f);
+	}
+	if ((f = fopen(path, "we")) == NULL)
+		return -errno;
+	fclose(f);
+	if ((s = sb_find(w, id)) != NULL)
+		snprintf(s->tenant, sizeof(s->tenant), "%s", tenant);
+	return token_issue(w, id, tenant, NULL, NULL);
+}

@@ -86,6 +86,12 @@ void workers_wait_cancel(struct workers_wait *wt);
 void workers_set_swarm_of(struct workers *w, const char *(*swarm_of)(void *arg, const char *sandbox),
 			  void *arg);
 void workers_kick(struct workers *w, const char *swarm);
+/*
+ * The sandbox id now belongs to tenant (a warm pool's claim): revoke every
+ * token issued for it and write a new one naming tenant. The worker, refused
+ * with 401, reads the new file and reconnects. 0 or a negative errno.
+ */
+int workers_rebind(struct workers *w, const char *id, const char *tenant);
 bool workers_connected(struct workers *w, const char *id);
 
 /* ["ADDR:PORT", …]: the servers bound now. */

@@ -529,7 +529,7 @@ test_example_file(void **state)
 		strcat(out, line);
 		strcat(out, "\n");
 	}
-	assert_int_equal(n, 26 + 16);
+	assert_int_equal(n, 26 + 17);
 	if (load(out, NULL, &c, err, sizeof(err)) != 0)
 		fail_msg("uncommented example: %s", err);
 	assert_int_equal(config_load(NULL, NULL, &def, err, sizeof(err)), 0);
