@@ -222,6 +222,14 @@ tick(uv_timer_t *t)
 			pp = &e->next;
 		}
 	}
+	/* pool_size lowered (SIGHUP): the oldest idle ones go. */
+	while (p->nidle > want && p->idle != NULL) {
+		e = p->idle;
+		p->idle = e->next;
+		p->nidle--;
+		destroy(p, e->id);
+		free(e);
+	}
 	p->idle_tail = &p->idle;
 	while (*p->idle_tail != NULL)
 		p->idle_tail = &(*p->idle_tail)->next;

@@ -28,6 +28,7 @@
 #define SWARM_TICK_MS		250
 #define SWARM_TASK_GRACE_MS	30000	/* queue deadline past the command's own timeout */
 #define SWARM_SPAWN_RETRY_MS	1000
+#define SWARM_SPAWN_POLL_MS	10	/* while spawning, readiness is checked this often */
 #define SWARM_AGENTS_MAX	TOPOLOGY_AGENTS_MAX
 
 static const char *const swarm_migrations[] = {
@@ -635,6 +636,10 @@ progress(struct swarm *sw)
 	if (strcmp(sw->state, "spawning") == 0 && agents_live(sw) >= sw->want && all_ready) {
 		sw->spawned_ms = now_ms() - sw->created_ms;
 		set_state(sw, "running", NULL);
+	} else if (strcmp(sw->state, "spawning") == 0 && !m->stopping &&
+		   !uv_is_active((uv_handle_t *)&m->kick)) {
+		/* Look again soon: "all agents registered" is what callers wait for. */
+		uv_timer_start(&m->kick, kick_cb, SWARM_SPAWN_POLL_MS, 0);
 	}
 	if (strcmp(sw->state, "running") == 0 && total > 0 && open == 0) {
 		sw->idle_since_ms = 0;
