@@ -82,7 +82,7 @@ printf '\n%d of %d tasks correct; wall time for all: %d ms\n' "$ok" "${#tasks[@]
 swarm_tasks=("${tasks[@]}"
 "fibonacci(25), iteratively|75025|a=0; b=1; i=0; while [ \$i -lt 25 ]; do t=\$((a+b)); a=\$b; b=\$t; i=\$((i+1)); done; echo \$a"
 "tar + gzip round trip|same|mkdir -p /work/d && seq 50000 > /work/d/f && tar -C /work -czf /work/a.tgz d && mkdir /work/x && tar -C /work/x -xzf /work/a.tgz && cmp -s /work/d/f /work/x/d/f && echo same"
-"sum 1..100000|5000050000|seq 100000 | awk '{s+=\$1} END {printf \"%d\\n\", s}'"
+"sum 1..100000|5000050000|seq 100000 | awk '{s+=\$1} END {printf \"%.0f\\n\", s}'"
 "count numbers with a 7 below 100000|40951|seq 99999 | grep -c 7"
 )
 args=()
@@ -115,7 +115,7 @@ for t in "${swarm_tasks[@]}"; do
 done
 printf '\nswarm %s: %s, %d of %d tasks correct, success rate %s, cost %s (%s sandbox-seconds)\n' "$sw" \
 	"$(jq -r .state "$tmp/swarm.json")" "$ok" "${#swarm_tasks[@]}" "$(jq -r .success_rate "$tmp/swarm.json")" \
-	"$(jq -r '.cost.amount' "$tmp/swarm.json")" "$(jq -r '.cost.sandbox_seconds' "$tmp/swarm.json")"
+	"$(jq -r 'if (.cost.unpriced | length) > 0 then "unpriced (no prices directive)" else .cost.amount end' "$tmp/swarm.json")" "$(jq -r '.cost.sandbox_seconds' "$tmp/swarm.json")"
 printf 'spawn (request to all 10 workers registered): %d ms; run (tasks): %d ms; total %d ms\n' \
 	$((t_spawned - t0)) $((t_done - t_spawned)) $((t_done - t0))
 "$SANDPIT" swarm rm "$sw" >/dev/null
