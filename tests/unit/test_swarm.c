@@ -442,6 +442,39 @@ test_restart_reloads(void **state)
 	free(id);
 }
 
+static void
+test_ttl_and_idle_timeout(void **state)
+{
+	struct env *e = *state;
+	char err[512], sb[32];
+	char *ttl = create(e, "{\"agents\":1,\"ttl\":\"1s\",\"tasks\":[\"sleep 100\"]}", 0, err,
+			   sizeof(err));
+	char *idle = create(e, "{\"agents\":1,\"idle_timeout\":1000,\"tasks\":[\"true\"]}", 0, err,
+			    sizeof(err));
+	json_t *j;
+
+	wait_state(e, idle, "running");
+	j = get(e, idle);
+	snprintf(sb, sizeof(sb), "%s", agent(j, 0));
+	json_decref(j);
+	assert_int_equal(work_one(e, idle, sb, true), 0);
+	wait_state(e, idle, "completed");
+	/* Past its ttl the swarm fails with the reason and its task is cancelled. */
+	wait_state(e, ttl, "failed");
+	j = get(e, ttl);
+	assert_non_null(strstr(json_string_value(json_object_get(j, "reason")), "ttl"));
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "tasks"),
+				"cancelled")), 1);
+	json_decref(j);
+	/* Idle past idle_timeout: its agents go, the swarm stays completed. */
+	for (int i = 0; i < 300 && fake_count() > 0; i++)
+		run_for(e, 10);
+	assert_int_equal(fake_count(), 0);
+	assert_true(state_is(e, idle, "completed"));
+	free(ttl);
+	free(idle);
+}
+
 int
 main(void)
 {
@@ -454,6 +487,7 @@ main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_delete_tears_down, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_restart_reloads, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ttl_and_idle_timeout, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
