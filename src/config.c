@@ -70,6 +70,8 @@ static const struct config_directive config_directives[] = {
 	{ "log_level",		CT_LOGLEVEL,	F(log_level),		0, 0 },
 	{ "provider",		CT_PROVIDER,	F(default_provider),	0, 0 },
 	{ "max_sandboxes",	CT_UINT,	F(max_sandboxes),	1, 100000 },
+	{ "tenant_max_sandboxes", CT_UINT,	F(tenant_max_sandboxes), 1, 100000 },
+	{ "max_starts",		CT_UINT,	F(max_starts),		1, 1024 },
 	{ "reconcile_interval",	CT_DURATION,	F(reconcile_interval_ms), 1 * SEC, DAY },
 	{ "worker_image",	CT_STRING,	F(worker_image),	0, 0 },
 	{ "worker_binary",	CT_PATH,	F(worker_binary),	0, 0 },
@@ -749,6 +751,8 @@ config_defaults(struct config_parse *p, struct config *c)
 	c->log_level = LOG_INFO;
 	c->default_provider = xstrdup("docker");
 	c->max_sandboxes = 64;
+	c->tenant_max_sandboxes = 64;
+	c->max_starts = 16;
 	c->reconcile_interval_ms = 30 * SEC;
 	c->worker_image = xstrdup("sandpit/worker:" SANDPIT_VERSION);
 	c->worker_binary = config_default_worker_binary();

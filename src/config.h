@@ -38,6 +38,8 @@ struct config {
 
 	char *default_provider;		/* provider: backend for new sandboxes */
 	unsigned max_sandboxes;		/* max_sandboxes: per host, starting + running */
+	unsigned tenant_max_sandboxes;	/* tenant_max_sandboxes: per tenant, starting + running (swarms) */
+	unsigned max_starts;		/* max_starts: swarm agents being created at once */
 	uint64_t reconcile_interval_ms;	/* reconcile_interval */
 
 	char *worker_image;		/* worker_image: "sandpit/worker:<version>" */

@@ -93,7 +93,9 @@ struct swarm_watch {
 	void *arg;
 };
 
+/* A create in flight; m is NULL once the manager closed (the callback only frees). */
 struct spawn {
+	struct spawn *next;
 	struct swarm_mgr *m;
 	char swarm[SWARM_ID_LEN + 1];
 };
@@ -109,6 +111,7 @@ struct swarm_mgr {
 	struct sandbox_hooks inner;
 	struct swarm *swarms;
 	struct swarm *preparing;	/* the swarm whose agent sandbox_create() is making */
+	struct spawn *spawns;		/* creates in flight */
 	uv_timer_t tick, kick;
 	bool stopping;
 	unsigned closing;
@@ -350,9 +353,19 @@ static void
 spawned(void *arg, int status, const struct sandbox_row *row, const char *detail)
 {
 	struct spawn *sp = arg;
-	struct swarm *sw = swarm_find(sp->m, sp->swarm);
+	struct swarm *sw, *owner;
 	struct agent *a;
-	struct swarm *owner;
+
+	if (sp->m == NULL) {
+		free(sp);
+		return;
+	}
+	for (struct spawn **pp = &sp->m->spawns; *pp != NULL; pp = &(*pp)->next)
+		if (*pp == sp) {
+			*pp = sp->next;
+			break;
+		}
+	sw = swarm_find(sp->m, sp->swarm);
 
 	if (sw != NULL)
 		sw->spawning--;
@@ -365,6 +378,9 @@ spawned(void *arg, int status, const struct sandbox_row *row, const char *detail
 		} else {
 			agent_event(sw, row->id, "running", NULL);
 		}
+		/* A start slot freed: swarms waiting for one go on. */
+		if (!sp->m->stopping && !uv_is_active((uv_handle_t *)&sp->m->kick))
+			uv_timer_start(&sp->m->kick, kick_cb, 0, 0);
 	} else if (sw != NULL && status != SP_ECANCELED) {
 		sw->spawn_failures++;
 		free(sw->last_failure);
@@ -395,6 +411,8 @@ spawn_one(struct swarm *sw, char *err, size_t errlen)
 		free(sp);
 		return r;
 	}
+	sp->next = m->spawns;
+	m->spawns = sp;
 	sw->spawning++;
 	return 0;
 }
@@ -407,6 +425,18 @@ wants_agents(const struct swarm *sw)
 	       (strcmp(sw->state, "completed") == 0 && sw->idle_since_ms == 0);
 }
 
+static int live_sandboxes(struct swarm_mgr *m, const char *tenant, unsigned *ret);
+
+static unsigned
+starting(const struct swarm_mgr *m)
+{
+	unsigned n = 0;
+
+	for (const struct swarm *sw = m->swarms; sw != NULL; sw = sw->next)
+		n += sw->spawning;
+	return n;
+}
+
 static void
 fill(struct swarm *sw)
 {
@@ -417,6 +447,21 @@ fill(struct swarm *sw)
 		return;
 	/* An agent counts as live from its prepare hook, inside sandbox_create(). */
 	while (agents_live(sw) < sw->want) {
+		const struct config *c = *sw->m->cfg;
+		unsigned tlive;
+
+		/* Starts in flight over every swarm: the rest wait for a spawned() callback. */
+		if (starting(sw->m) >= c->max_starts)
+			return;
+		if (live_sandboxes(sw->m, sw->tenant, &tlive) == 0 &&
+		    tlive >= c->tenant_max_sandboxes) {
+			free(sw->last_failure);
+			xasprintf(&sw->last_failure, "tenant_max_sandboxes: %u of %u starting or "
+				  "running for tenant '%s'", tlive, c->tenant_max_sandboxes,
+				  sw->tenant);
+			sw->retry_at = (int64_t)uv_now(sw->m->loop) + SWARM_SPAWN_RETRY_MS;
+			return;
+		}
 		if (pool_serves(sw->m->pool, sw->tmpl)) {
 			char id[SANDBOX_ID_LEN + 1];
 
@@ -886,6 +931,9 @@ void
 swarm_mgr_close(struct swarm_mgr *m, void (*cb)(void *arg), void *arg)
 {
 	swarm_mgr_stop(m);
+	for (struct spawn *sp = m->spawns; sp != NULL; sp = sp->next)
+		sp->m = NULL;
+	m->spawns = NULL;
 	queue_set_event_cb(m->queue, NULL, NULL);
 	if (m->workers != NULL)
 		workers_set_swarm_of(m->workers, NULL, NULL);
@@ -1048,13 +1096,14 @@ placement_known(struct swarm_mgr *m, const char *p)
 	return false;
 }
 
+/* Sandboxes starting or running, of tenant (NULL: all). */
 static int
-live_sandboxes(struct swarm_mgr *m, unsigned *ret)
+live_sandboxes(struct swarm_mgr *m, const char *tenant, unsigned *ret)
 {
 	struct sandbox_row *rows;
 	size_t n;
 
-	if (store_sandbox_list(m->store, NULL, true, &rows, &n) < 0)
+	if (store_sandbox_list(m->store, tenant, true, &rows, &n) < 0)
 		return SP_EDB;
 	*ret = 0;
 	for (size_t i = 0; i < n; i++)
@@ -1161,13 +1210,23 @@ swarm_create(struct swarm_mgr *m, const char *tenant, json_t *body, json_t **ret
 		return SP_EINVAL;
 	}
 	/* Admission, before anything is written: the host cap must hold every agent. */
-	if (live_sandboxes(m, &live) < 0) {
+	if (live_sandboxes(m, NULL, &live) < 0) {
 		errf(err, errlen, "database: %s", store_errmsg(m->store));
 		return SP_EDB;
 	}
 	if (live + (unsigned)agents > c->max_sandboxes) {
 		errf(err, errlen, "max_sandboxes: %u of %u starting or running, the swarm needs %lld",
 		     live, c->max_sandboxes, (long long)agents);
+		return SP_ELIMIT;
+	}
+	if (live_sandboxes(m, tenant, &live) < 0) {
+		errf(err, errlen, "database: %s", store_errmsg(m->store));
+		return SP_EDB;
+	}
+	if (live + (unsigned)agents > c->tenant_max_sandboxes) {
+		errf(err, errlen, "tenant_max_sandboxes: %u of %u starting or running for tenant "
+		     "'%s', the swarm needs %lld", live, c->tenant_max_sandboxes, tenant,
+		     (long long)agents);
 		return SP_ELIMIT;
 	}
 

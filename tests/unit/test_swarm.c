@@ -238,6 +238,11 @@ test_bad_input_changes_nothing(void **state)
 	/* The host cap names itself and the counts. */
 	assert_null(create(e, "{\"agents\":7}", SP_ELIMIT, err, sizeof(err)));
 	assert_non_null(strstr(err, "max_sandboxes: 0 of 6"));
+	/* The tenant cap too, naming the tenant. */
+	e->cfg->tenant_max_sandboxes = 4;
+	assert_null(create(e, "{\"agents\":5}", SP_ELIMIT, err, sizeof(err)));
+	assert_non_null(strstr(err, "tenant_max_sandboxes: 0 of 4 starting or running for tenant "
+				    "'default'"));
 	assert_int_equal(sql_count(e, "SELECT count(*) FROM swarms"), 0);
 	assert_int_equal(sql_count(e, "SELECT count(*) FROM swarm_agents"), 0);
 	assert_int_equal(sql_count(e, "SELECT count(*) FROM queue_tasks"), 0);
@@ -475,6 +480,35 @@ test_ttl_and_idle_timeout(void **state)
 	free(idle);
 }
 
+static void
+test_max_starts(void **state)
+{
+	struct env *e = *state;
+	char err[512];
+	char *id;
+	long long most = 0;
+
+	e->cfg->max_starts = 1;
+	fake_set_delay(FAKE_CREATE, 30);
+	id = create(e, "{\"agents\":3}", 0, err, sizeof(err));
+	for (int i = 0; i < 500 && !state_is(e, id, "running"); i++) {
+		json_t *j = get(e, id);
+		long long n = json_integer_value(json_object_get(json_object_get(j, "agents"),
+							  "starting"));
+
+		most = n > most ? n : most;
+		json_decref(j);
+		run_for(e, 5);
+	}
+	assert_true(state_is(e, id, "running"));
+	/* Without a worker channel "running" comes with the last create still going. */
+	for (int i = 0; i < 100 && fake_count() < 3; i++)
+		run_for(e, 5);
+	assert_int_equal(most, 1);
+	assert_int_equal(fake_count(), 3);
+	free(id);
+}
+
 int
 main(void)
 {
@@ -488,6 +522,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_delete_tears_down, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_restart_reloads, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ttl_and_idle_timeout, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_max_starts, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
