@@ -285,6 +285,14 @@ set_state(struct swarm *sw, const char *state, const char *reason)
 	if (reason != NULL)
 		json_object_set_new(ev, "reason", json_string(reason));
 	emit(sw, ev);
+	if (terminal(sw)) {
+		/* Over for good: later watchers get the final line only; keep no history. */
+		for (size_t i = 0; i < SWARM_EVENTS_KEPT; i++) {
+			free(sw->ev[i].line);
+			sw->ev[i].line = NULL;
+		}
+		sw->nev = 0;
+	}
 }
 
 /* --- agents --- */
@@ -1509,9 +1517,11 @@ swarm_json(struct swarm *sw, bool full)
 				after = ts[i].id;
 			}
 			queue_tasks_free(ts, n);
-			if (json_array_size(results) >= 10 * QUEUE_LIST_MAX)
-				break;
+			/* One page: a GET must not load every task's output of a big swarm. */
+			break;
 		}
+		json_object_set_new(o, "results_truncated", json_boolean(total >
+				    (int64_t)json_array_size(results)));
 		json_object_set_new(o, "results", results);
 		json_object_set_new(o, "output", json_stringn_nocheck(agg, out_len));
 		free(agg);
