@@ -251,28 +251,15 @@ daemon_mgr_closed(void *arg)
 }
 
 static void
-daemon_workers_closed(void *arg)
-{
-	struct daemon *d = arg;
-
-	d->workers = NULL;
-	if (d->mgr != NULL)
-		sandbox_mgr_close(d->mgr, daemon_mgr_closed, d);
-	else
-		daemon_mgr_closed(d);
-}
-
-static void
 daemon_pool_closed(void *arg)
 {
 	struct daemon *d = arg;
 
 	d->pool = NULL;
-	/* Workers next: peers hear CONNECTION_CLOSE while the store is still open. */
-	if (d->workers != NULL)
-		workers_close(d->workers, daemon_workers_closed, d);
+	if (d->mgr != NULL)
+		sandbox_mgr_close(d->mgr, daemon_mgr_closed, d);
 	else
-		daemon_workers_closed(d);
+		daemon_mgr_closed(d);
 }
 
 static void
@@ -281,26 +268,39 @@ daemon_swarms_closed(void *arg)
 	struct daemon *d = arg;
 
 	d->swarms = NULL;
-	if (d->pool != NULL) {
+	if (d->pool != NULL)
 		pool_close(d->pool, daemon_pool_closed, d);
-		return;
-	}
-	/* Workers next: peers hear CONNECTION_CLOSE while the store is still open. */
-	if (d->workers != NULL)
-		workers_close(d->workers, daemon_workers_closed, d);
 	else
-		daemon_workers_closed(d);
+		daemon_pool_closed(d);
+}
+
+/* The swarms and the pool close after the worker channel: its routes call into them. */
+static void
+daemon_workers_closed(void *arg)
+{
+	struct daemon *d = arg;
+
+	d->workers = NULL;
+	if (d->swarms != NULL)
+		swarm_mgr_close(d->swarms, daemon_swarms_closed, d);
+	else
+		daemon_swarms_closed(d);
 }
 
 /* Close whatever daemon_start() made, in reverse order of dependence. */
 static void
 daemon_teardown(struct daemon *d)
 {
-	/* Swarms first: they borrow the workers, the manager and the queue. */
+	/* Nothing of the swarms or the pool calls into the workers from here on. */
 	if (d->swarms != NULL)
-		swarm_mgr_close(d->swarms, daemon_swarms_closed, d);
+		swarm_mgr_stop(d->swarms);
+	if (d->pool != NULL)
+		pool_stop(d->pool);
+	/* Workers first: peers hear CONNECTION_CLOSE while the store is still open. */
+	if (d->workers != NULL)
+		workers_close(d->workers, daemon_workers_closed, d);
 	else
-		daemon_swarms_closed(d);
+		daemon_workers_closed(d);
 }
 
 static void

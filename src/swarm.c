@@ -19,6 +19,7 @@
 
 #include "log.h"
 #include "pool.h"
+#include "rpc.h"
 #include "pricing.h"
 #include "provider.h"
 #include "swarm.h"
@@ -30,6 +31,8 @@
 #define SWARM_SPAWN_RETRY_MS	1000
 #define SWARM_SPAWN_POLL_MS	10	/* while spawning, readiness is checked this often */
 #define SWARM_AGENTS_MAX	TOPOLOGY_AGENTS_MAX
+#define SWARM_INBOX_MAX		256	/* messages waiting per agent */
+#define SWARM_MESSAGE_MAX	65536	/* bytes of one message's body, as JSON */
 
 static const char *const swarm_migrations[] = {
 	"CREATE TABLE swarms ("
@@ -52,6 +55,8 @@ struct agent {
 	bool live;			/* its sandbox is creating, starting or running */
 	bool reap;			/* gone on its own: destroy it from the next tick */
 	bool ready;			/* its worker registered once */
+	unsigned slot;			/* its place in the topology, 0..want-1 (a replacement takes over) */
+	json_t *inbox;			/* messages addressed to it, oldest first (memory only) */
 	uint64_t t0;			/* loop ms of a cold start, for the pool's metrics */
 };
 
@@ -533,6 +538,20 @@ agent_gone(struct swarm_mgr *m, const char *sandbox, const char *why)
 		uv_timer_start(&m->kick, kick_cb, 0, 0);
 }
 
+/* The lowest topology slot no live agent holds. */
+static unsigned
+free_slot(const struct swarm *sw)
+{
+	for (unsigned k = 0;; k++) {
+		bool used = false;
+
+		for (size_t i = 0; i < sw->nagents && !used; i++)
+			used = sw->agents[i].live && sw->agents[i].slot == k;
+		if (!used)
+			return k;
+	}
+}
+
 /* Record sandbox id as sw's next agent (committed) and count it live. */
 static int
 agent_add(struct swarm *sw, const char *id)
@@ -552,6 +571,7 @@ agent_add(struct swarm *sw, const char *id)
 	memset(a, 0, sizeof(*a));
 	snprintf(a->sandbox, sizeof(a->sandbox), "%s", id);
 	a->idx = (unsigned)sw->nagents++;
+	a->slot = free_slot(sw);
 	a->live = true;
 	return 0;
 }
@@ -794,6 +814,8 @@ swarm_free(struct swarm *sw)
 {
 	for (size_t i = 0; i < SWARM_EVENTS_KEPT; i++)
 		free(sw->ev[i].line);
+	for (size_t i = 0; i < sw->nagents; i++)
+		json_decref(sw->agents[i].inbox);
 	free(sw->agents);
 	free(sw->reason);
 	free(sw->last_failure);
@@ -848,10 +870,15 @@ load(struct swarm_mgr *m)
 			snprintf(a->sandbox, sizeof(a->sandbox), "%s", sqlite3_column_text(ag, 0));
 			a->idx = (unsigned)sqlite3_column_int(ag, 1);
 			if (store_sandbox_get(m->store, a->sandbox, &row) == 0) {
-				a->live = strcmp(row.state, "creating") == 0 ||
-					  strcmp(row.state, "starting") == 0 ||
-					  strcmp(row.state, "running") == 0;
+				bool live = strcmp(row.state, "creating") == 0 ||
+					    strcmp(row.state, "starting") == 0 ||
+					    strcmp(row.state, "running") == 0;
+
 				store_sandbox_row_done(&row);
+				if (live) {
+					a->slot = free_slot(sw);
+					a->live = true;
+				}
 			}
 		}
 		sqlite3_reset(ag);
@@ -861,6 +888,130 @@ load(struct swarm_mgr *m)
 	sqlite3_finalize(ag);
 	sqlite3_finalize(st);
 	return r == SQLITE_DONE ? 0 : SP_EDB;
+}
+
+/* --- messages between agents (worker routes) --- */
+
+static struct agent *
+caller(struct swarm_mgr *m, const struct rpc_call *call, struct rpc_response *resp,
+       struct swarm **ret)
+{
+	struct agent *a = agent_find(m, call->claims->sub, ret);
+
+	if (a == NULL || !a->live || terminal(*ret)) {
+		rpc_reply_error(resp, 403, "forbidden", "this sandbox is not an agent of a swarm");
+		return NULL;
+	}
+	return a;
+}
+
+static void
+topology_of(const struct swarm *sw, struct topology *t)
+{
+	enum topology_kind k = TOPOLOGY_DEFAULT;
+
+	(void)topology_parse(json_string_value(json_object_get(sw->spec, "topology")), &k);
+	*t = (struct topology){ .kind = k, .n = sw->want, .lead_of = NULL, .hub = 0 };
+}
+
+static struct agent *
+agent_in_slot(struct swarm *sw, unsigned slot)
+{
+	for (size_t i = 0; i < sw->nagents; i++)
+		if (sw->agents[i].live && sw->agents[i].slot == slot)
+			return &sw->agents[i];
+	return NULL;
+}
+
+/* GET /v1/worker/swarm: who am I in my swarm. */
+static void
+r_whoami(const struct rpc_call *call, struct rpc_response *resp, void *arg)
+{
+	struct swarm *sw;
+	struct agent *a = caller(arg, call, resp, &sw);
+
+	if (a == NULL)
+		return;
+	rpc_reply_json(resp, 200, json_pack("{s:s, s:i, s:i, s:O}", "swarm", sw->id, "agent",
+			(int)a->slot, "agents", (int)sw->want, "topology",
+			json_object_get(sw->spec, "topology")));
+}
+
+/*
+ * POST /v1/worker/messages {"to": N | "*", "body": any}: the topology decides
+ * who may address whom; a forbidden message changes nothing (403).
+ */
+static void
+r_send(const struct rpc_call *call, struct rpc_response *resp, void *arg)
+{
+	struct swarm *sw;
+	struct agent *a = caller(arg, call, resp, &sw), *to;
+	json_t *jto = json_object_get(call->json, "to"), *body = json_object_get(call->json, "body");
+	struct topology t;
+	size_t targets[SWARM_AGENTS_MAX], n = 0;
+	char err[256], *text;
+
+	if (a == NULL)
+		return;
+	if (body == NULL || (text = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY)) == NULL) {
+		rpc_reply_error(resp, 400, "bad_request", "body: any JSON value is required");
+		return;
+	}
+	n = strlen(text);
+	free(text);
+	if (n > SWARM_MESSAGE_MAX) {
+		rpc_reply_error(resp, 413, "too_large", "a message body is at most 64 KiB");
+		return;
+	}
+	topology_of(sw, &t);
+	if (json_is_string(jto) && strcmp(json_string_value(jto), "*") == 0) {
+		(void)topology_targets(&t, a->slot, targets, SWARM_AGENTS_MAX, &n);
+	} else if (json_is_integer(jto) && json_integer_value(jto) >= 0 &&
+		   json_integer_value(jto) < (json_int_t)sw->want) {
+		targets[0] = (size_t)json_integer_value(jto);
+		n = 1;
+		if (topology_may_send(&t, a->slot, targets[0], err, sizeof(err)) < 0) {
+			rpc_reply_error(resp, 403, "forbidden", err[0] ? err :
+					"the topology forbids this message");
+			return;
+		}
+	} else {
+		rpc_reply_error(resp, 400, "bad_request", "to: an agent number or \"*\"");
+		return;
+	}
+	for (size_t i = 0; i < n; i++)
+		if ((to = agent_in_slot(sw, (unsigned)targets[i])) != NULL &&
+		    json_array_size(to->inbox) >= SWARM_INBOX_MAX) {
+			rpc_reply_error(resp, 429, "limit_reached", "the recipient's inbox is full");
+			return;
+		}
+	size_t delivered = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		if ((to = agent_in_slot(sw, (unsigned)targets[i])) == NULL)
+			continue;
+		if (to->inbox == NULL)
+			to->inbox = json_array();
+		json_array_append_new(to->inbox, json_pack("{s:i, s:O}", "from", (int)a->slot,
+				      "body", body));
+		delivered++;
+	}
+	rpc_reply_json(resp, 200, json_pack("{s:I}", "delivered", (json_int_t)delivered));
+}
+
+/* GET /v1/worker/messages: take what is waiting (oldest first). */
+static void
+r_receive(const struct rpc_call *call, struct rpc_response *resp, void *arg)
+{
+	struct swarm *sw;
+	struct agent *a = caller(arg, call, resp, &sw);
+	json_t *msgs;
+
+	if (a == NULL)
+		return;
+	msgs = a->inbox != NULL ? a->inbox : json_array();
+	a->inbox = NULL;
+	rpc_reply_json(resp, 200, json_pack("{s:o}", "messages", msgs));
 }
 
 int
@@ -892,8 +1043,14 @@ swarm_mgr_new(const struct swarm_options *o, struct swarm_mgr **ret, char *err, 
 	uv_timer_init(m->loop, &m->kick);
 	m->tick.data = m->kick.data = m;
 	queue_set_event_cb(m->queue, queue_event, m);
-	if (m->workers != NULL)
+	if (m->workers != NULL) {
+		struct rpc *rpc = workers_router(m->workers);
+
 		workers_set_swarm_of(m->workers, swarm_of, m);
+		rpc_add(rpc, "GET", "/v1/worker/swarm", "worker", 0, r_whoami, m);
+		rpc_add(rpc, "POST", "/v1/worker/messages", "worker", 0, r_send, m);
+		rpc_add(rpc, "GET", "/v1/worker/messages", "worker", 0, r_receive, m);
+	}
 	*ret = m;
 	return 0;
 }
@@ -943,8 +1100,7 @@ swarm_mgr_close(struct swarm_mgr *m, void (*cb)(void *arg), void *arg)
 		sp->m = NULL;
 	m->spawns = NULL;
 	queue_set_event_cb(m->queue, NULL, NULL);
-	if (m->workers != NULL)
-		workers_set_swarm_of(m->workers, NULL, NULL);
+	/* The worker channel closed before us (its routes call into m): nothing to undo there. */
 	m->close_cb = cb;
 	m->close_arg = arg;
 	m->closing = 2;

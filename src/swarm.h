@@ -65,7 +65,7 @@ void swarm_hooks(struct swarm_mgr *m, const struct sandbox_hooks *inner,
 void swarm_mgr_start(struct swarm_mgr *m);
 /* Shutdown, first step: no new spawns; watchers get their last line. */
 void swarm_mgr_stop(struct swarm_mgr *m);
-/* Close the timers and free; cb(arg) at the end. */
+/* Close the timers and free; cb(arg) at the end. Close the worker channel first. */
 void swarm_mgr_close(struct swarm_mgr *m, void (*cb)(void *arg), void *arg);
 
 /* POST /v1/swarms: 0 and the swarm object in *ret, or an error with err. */

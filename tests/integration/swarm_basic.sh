@@ -94,6 +94,21 @@ check "...with one success and one failure" jq -e '.tasks.succeeded == 1 and .ta
 "$SANDPIT" swarm rm "$S2" >/dev/null
 check "swarm rm of an unknown swarm fails" bash -c '! "$1" swarm rm sw-000000000000 2>/dev/null' _ "$SANDPIT"
 
+# --- messages between agents, as the topology allows (ring of 3: only to the next) ---
+MSG='me=$(wget -qO- http://127.0.0.1:7070/v1/worker/swarm | tr -d " " | sed -n "s/.*\"agent\":\([0-9]*\).*/\1/p")
+next=$(( (me + 1) % 3 )); other=$(( (me + 2) % 3 ))
+wget -qO- --post-data "{\"to\":$next,\"body\":{\"hello\":$me}}" http://127.0.0.1:7070/v1/worker/messages; echo
+wget -qO- --post-data "{\"to\":$other,\"body\":1}" http://127.0.0.1:7070/v1/worker/messages 2>/dev/null || echo forbidden
+echo me=$me'
+r=$(ctl POST /v1/swarms "$(jq -n -c --arg s "$MSG" '{agents: 3, topology: "ring", tasks: [{cmd: ["sh", "-c", $s]}]}')")
+SR=$(body "$r" | jq -r .id)
+check "ring swarm created ($SR)" grep -q '^201 ' <<<"$r"
+check "the ring swarm completes" wait_state "$SR" completed 60
+o=$(body "$(ctl GET "/v1/swarms/$SR")" | jq -r .output)
+check "an agent may message the next one and not another ($(tr '\n' ' ' <<<"$o"))" \
+	bash -c 'grep -q "\"delivered\": *1" <<<"$1" && grep -qx forbidden <<<"$1" && grep -q "^me=[0-2]$" <<<"$1"' _ "$o"
+ctl DELETE "/v1/swarms/$SR" >/dev/null
+
 # --- tasks added later run; one is killed mid-task with its container ---
 r=$(ctl POST "/v1/swarms/$SW/tasks" '{"tasks":["echo later-1","echo later-2"]}')
 check "POST tasks -> 201 with ids" bash -c 'grep -q "^201 " <<<"$1" && jq -e ".tasks | length == 2" <<<"${1#* }" >/dev/null' _ "$r"
