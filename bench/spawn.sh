@@ -2,7 +2,10 @@
 # bench/spawn: ten sandboxes created, started and running `true` through
 # sandpitd (`sandpit run -- true` x10 in parallel), against `docker run --rm`
 # x10 in parallel with the same hardening, in the same run. Several rounds,
-# alternating, medians and percentiles. Prints a table and writes JSON.
+# alternating, medians and percentiles. Then a 10-agent swarm from the
+# request to all ten workers registered: cold (the pool off, alternating with
+# docker run x10 again) and warm (claimed from a pool of 10 that refills
+# between rounds). Prints the tables and writes JSON.
 #   usage: bench/spawn.sh BUILD_DIR [ROUNDS]
 set -euo pipefail
 build=$(cd "$1" && pwd); rounds=${2:-7}; n=10
@@ -75,6 +78,71 @@ printf '%-34s %8s %8s %8s %8s %8s\n' "" median p10 p90 min max
 printf '%-34s %8d %8d %8d %8d %8d\n' "sandpit run x$n (via sandpitd)" "$sm" "$sp10" "$sp90" "$smin" "$smax"
 printf '%-34s %8d %8d %8d %8d %8d\n' "docker run --rm x$n (baseline)" "$dm" "$dp10" "$dp90" "$dmin" "$dmax"
 printf 'ratio sandpit/docker (medians): %s   goal <= 0.80\n' "$ratio"
+
+# --- swarms: request to every worker registered ---
+ctl() { curl -s --unix-socket "$sock" -X "$1" -H 'Content-Type: application/json' ${3:+--data-binary "$3"} "http://localhost$2"; }
+metric() { curl -s --unix-socket "$sock" http://localhost/metrics | awk -v k="$1" '$1 == k { print $2 }'; }
+# swarm_round BODY: prints the wall ms from POST to state "running" (all workers registered).
+swarm_round() {
+	local t0 t1 id st
+	t0=$(now_ms)
+	id=$(ctl POST /v1/swarms "$1" | jq -r .id)
+	for _ in $(seq 1 3000); do
+		st=$(ctl GET "/v1/swarms/$id" | jq -r .state)
+		[ "$st" = spawning ] || break
+		sleep 0.005
+	done
+	t1=$(now_ms)
+	[ "$st" = running ] || { echo "swarm $id: $st" >&2; exit 1; }
+	echo $((t1 - t0))
+	ctl DELETE "/v1/swarms/$id" >/dev/null
+	# Let the teardown finish before the next round measures.
+	for _ in $(seq 1 600); do
+		[ "$(ctl GET /v1/sandboxes | jq '[.[] | select(.state != "destroyed")] | length')" = 0 ] && break
+		sleep 0.05
+	done
+}
+srounds=${SWARM_ROUNDS:-5}
+c=(); d2=()
+for r in $(seq 1 "$srounds"); do
+	# A template field keeps the pool out of it (the pool serves the default template).
+	c+=("$(swarm_round '{"agents":10,"template":{"pids":256}}')")
+	d2+=("$(docker_round)")
+done
+# Warm: a pool of 10, refilled before each round.
+sed -i '/^pool_size /d' "$tmp/sandpitd.conf"; echo "pool_size 10" >>"$tmp/sandpitd.conf"
+kill -HUP "$dpid"
+w=()
+for r in $(seq 1 "$srounds"); do
+	for _ in $(seq 1 1200); do [ "$(metric 'sandpit_pool_sandboxes{state="idle"}')" = 10 ] && break; sleep 0.05; done
+	w+=("$(swarm_round '{"agents":10}')")
+done
+hits=$(metric 'sandpit_pool_claims_total{result="hit"}')
+# The pool empties itself (pool_size 0), so nothing is left behind.
+sed -i '/^pool_size /d' "$tmp/sandpitd.conf"; kill -HUP "$dpid"
+for _ in $(seq 1 600); do
+	[ "$(ctl GET '/v1/sandboxes?all=1' | jq 'length')" != x ] || break
+	[ "$(sqlite3 "$tmp/state/sandpit.db" "select count(*) from sandboxes where state != 'destroyed'")" = 0 ] && break
+	sleep 0.05
+done
+wsum=$(metric 'sandpit_pool_claim_seconds_sum{kind="warm"}')
+wmax=$(metric 'sandpit_pool_claim_seconds_max{kind="warm"}')
+read -r cm cp10 cp90 cmin cmax <<<"$(stats "${c[@]}")"
+read -r d2m d2p10 d2p90 d2min d2max <<<"$(stats "${d2[@]}")"
+read -r wm wp10 wp90 wmin wmax_r <<<"$(stats "${w[@]}")"
+cratio=$(awk -v a="$cm" -v b="$d2m" 'BEGIN { printf "%.2f", a / b }')
+printf '\nbench/spawn: a 10-agent swarm, request to all 10 workers registered, %d rounds (wall ms)\n' "$srounds"
+printf '%-34s %8s %8s %8s %8s %8s\n' "" median p10 p90 min max
+printf '%-34s %8d %8d %8d %8d %8d\n' "swarm x10 cold" "$cm" "$cp10" "$cp90" "$cmin" "$cmax"
+printf '%-34s %8d %8d %8d %8d %8d\n' "docker run --rm x10 (same rounds)" "$d2m" "$d2p10" "$d2p90" "$d2min" "$d2max"
+printf '%-34s %8d %8d %8d %8d %8d\n' "swarm x10 warm (pool of 10)" "$wm" "$wp10" "$wp90" "$wmin" "$wmax_r"
+printf 'ratio cold swarm/docker (medians): %s   goal <= 0.80\n' "$cratio"
+printf 'warm claims: %s, mean %s ms, max %s ms per agent (daemon side)   goal p95 <= 20 ms per 10-agent claim\n' \
+	"$hits" "$(awk -v s="$wsum" -v n="$hits" 'BEGIN { printf "%.3f", n ? s / n * 1000 : 0 }')" \
+	"$(awk -v m="$wmax" 'BEGIN { printf "%.3f", m * 1000 }')"
 jq -n --argjson s "[$(IFS=,; echo "${s[*]}")]" --argjson d "[$(IFS=,; echo "${d[*]}")]" \
-	--arg ratio "$ratio" '{bench:"spawn", n:10, sandpit_ms:$s, docker_ms:$d, ratio:($ratio|tonumber)}' \
+	--argjson c "[$(IFS=,; echo "${c[*]}")]" --argjson d2 "[$(IFS=,; echo "${d2[*]}")]" \
+	--argjson w "[$(IFS=,; echo "${w[*]}")]" \
+	--arg ratio "$ratio" '{bench:"spawn", n:10, sandpit_ms:$s, docker_ms:$d, ratio:($ratio|tonumber),
+	  swarm_cold_ms:$c, swarm_docker_ms:$d2, swarm_warm_ms:$w}' \
 	>"$out/spawn.json"

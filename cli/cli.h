@@ -48,6 +48,8 @@ extern const struct cli_cmd cli_cmd_run;
 extern const struct cli_cmd cli_cmd_sandbox;
 extern const struct cli_cmd cli_cmd_image;
 extern const struct cli_cmd cli_cmd_mem;
+extern const struct cli_cmd cli_cmd_swarm;
+extern const struct cli_cmd cli_cmd_task;
 
 /* Print "sandpit: <msg>" to stderr. */
 void cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

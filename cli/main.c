@@ -17,6 +17,8 @@ static const struct cli_cmd *const commands[] = {
 	&cli_cmd_sandbox,
 	&cli_cmd_image,
 	&cli_cmd_mem,
+	&cli_cmd_swarm,
+	&cli_cmd_task,
 	NULL,
 };
 

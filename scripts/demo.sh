@@ -76,4 +76,47 @@ for t in "${tasks[@]}"; do
 	i=$((i + 1))
 done
 printf '\n%d of %d tasks correct; wall time for all: %d ms\n' "$ok" "${#tasks[@]}" "$total"
-[ "$ok" -eq "${#tasks[@]}" ]
+[ "$ok" -eq "${#tasks[@]}" ] || exit 1
+
+# --- the main job: a 10-agent swarm working through a queue of tasks ---
+swarm_tasks=("${tasks[@]}"
+"fibonacci(25), iteratively|75025|a=0; b=1; i=0; while [ \$i -lt 25 ]; do t=\$((a+b)); a=\$b; b=\$t; i=\$((i+1)); done; echo \$a"
+"tar + gzip round trip|same|mkdir -p /work/d && seq 50000 > /work/d/f && tar -C /work -czf /work/a.tgz d && mkdir /work/x && tar -C /work/x -xzf /work/a.tgz && cmp -s /work/d/f /work/x/d/f && echo same"
+"sum 1..100000|5000050000|seq 100000 | awk '{s+=\$1} END {printf \"%.0f\\n\", s}'"
+"count numbers with a 7 below 100000|40951|seq 99999 | grep -c 7"
+)
+args=()
+for t in "${swarm_tasks[@]}"; do script=${t#*|}; script=${script#*|}; args+=(--task "$script"); done
+printf '\ndemo: a swarm of 10 agents (10 sandboxes, a worker in each) sharing a queue of %d tasks\n' ${#swarm_tasks[@]}
+t0=$(now_ms)
+sw=$("$SANDPIT" swarm create --agents 10 --topology mesh --retries 1 "${args[@]}")
+state=spawning
+for _ in $(seq 1 1200); do
+	state=$("$SANDPIT" --json swarm show "$sw" | jq -r .state)
+	[ "$state" = spawning ] || break
+	sleep 0.05
+done
+t_spawned=$(now_ms)
+"$SANDPIT" swarm wait "$sw" --timeout 300s >/dev/null || true
+t_done=$(now_ms)
+"$SANDPIT" --json swarm show "$sw" >"$tmp/swarm.json"
+printf '\n%-36s %-18s %-4s %-8s %s\n' TASK RESULT OK AGENT ATTEMPTS
+printf '%-36s %-18s %-4s %-8s %s\n' "----" "------" "--" "-----" "--------"
+ok=0; i=0
+for t in "${swarm_tasks[@]}"; do
+	name=${t%%|*}; rest=${t#*|}; want=${rest%%|*}
+	id=$(jq -r ".results[$i].id" "$tmp/swarm.json")
+	"$SANDPIT" --json task show "$id" >"$tmp/task.json"
+	got=$(jq -r '.output // "" | split("\n")[0]' "$tmp/task.json")
+	if [ "$got" = "$want" ] && [ "$(jq -r .state "$tmp/task.json")" = succeeded ]; then mark=yes; ok=$((ok + 1)); else mark=NO; fi
+	printf '%-36s %-18.18s %-4s %-8s %s\n' "$name" "$got" "$mark" "$(jq -r '.worker // "-" | .[3:9]' "$tmp/task.json")" \
+		"$(jq -r .attempts "$tmp/task.json")"
+	i=$((i + 1))
+done
+printf '\nswarm %s: %s, %d of %d tasks correct, success rate %s, cost %s (%s sandbox-seconds)\n' "$sw" \
+	"$(jq -r .state "$tmp/swarm.json")" "$ok" "${#swarm_tasks[@]}" "$(jq -r .success_rate "$tmp/swarm.json")" \
+	"$(jq -r 'if (.cost.unpriced | length) > 0 then "unpriced (no prices directive)" else .cost.amount end' "$tmp/swarm.json")" "$(jq -r '.cost.sandbox_seconds' "$tmp/swarm.json")"
+printf 'spawn (request to all 10 workers registered): %d ms; run (tasks): %d ms; total %d ms\n' \
+	$((t_spawned - t0)) $((t_done - t_spawned)) $((t_done - t0))
+"$SANDPIT" swarm rm "$sw" >/dev/null
+[ "$ok" -eq "${#swarm_tasks[@]}" ]

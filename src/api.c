@@ -222,6 +222,8 @@ api_metrics(struct ctl_req *req, void *arg)
 			(long long)json_integer_value(json_object_get(quic, "garbage")));
 		json_decref(st);
 	}
+	if (api->metrics_more != NULL)
+		api->metrics_more(api->metrics_arg, f);
 	fclose(f);
 	line = text;
 	ctl_stream_begin(req, 200, "text/plain; version=0.0.4");

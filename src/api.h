@@ -7,6 +7,7 @@
 #define SANDPIT_API_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 #include "config.h"
 #include "ctl.h"
@@ -20,6 +21,9 @@ struct api {
 	const char *instance;
 	int64_t started_ms;
 	struct workers *workers;		/* the worker channel, or NULL */
+	/* More /metrics lines (swarms, warm pool), or NULL. */
+	void (*metrics_more)(void *arg, FILE *f);
+	void *metrics_arg;
 };
 
 /* Register the routes on api->ctl; api must outlive the ctl server. */

@@ -19,6 +19,7 @@
 #include <sandpit/error.h>
 
 #include "config.h"
+#include "pricing.h"
 #include "xmalloc.h"
 
 /* The longest line we read; longer lines are an error, not a truncation. */
@@ -69,6 +70,8 @@ static const struct config_directive config_directives[] = {
 	{ "log_level",		CT_LOGLEVEL,	F(log_level),		0, 0 },
 	{ "provider",		CT_PROVIDER,	F(default_provider),	0, 0 },
 	{ "max_sandboxes",	CT_UINT,	F(max_sandboxes),	1, 100000 },
+	{ "tenant_max_sandboxes", CT_UINT,	F(tenant_max_sandboxes), 1, 100000 },
+	{ "max_starts",		CT_UINT,	F(max_starts),		1, 1024 },
 	{ "reconcile_interval",	CT_DURATION,	F(reconcile_interval_ms), 1 * SEC, DAY },
 	{ "worker_image",	CT_STRING,	F(worker_image),	0, 0 },
 	{ "worker_binary",	CT_PATH,	F(worker_binary),	0, 0 },
@@ -90,6 +93,8 @@ static const struct config_directive config_directives[] = {
 	{ "sandbox_work",	CT_SIZE,	F(sandbox_work),	1 * MIB, TIB },
 	{ "exec_timeout",	CT_DURATION,	F(exec_timeout_ms),	1 * SEC, 30 * DAY },
 	{ "exec_timeout_max",	CT_DURATION,	F(exec_timeout_max_ms),	1 * SEC, 30 * DAY },
+	{ "prices",		CT_STRING,	F(prices),		0, 0 },
+	{ "pool_size",		CT_UINT,	F(pool_size),		0, 1024 },
 	{ "memory_dimensions",	CT_UINT,	F(memory.dimensions),	8, 4096 },
 	{ "memory_weights",	CT_WEIGHTS,	F(memory.alpha),	0, 1000 },
 	{ "memory_half_life",	CT_DAYS,	F(memory.half_life_days), 1 * SEC, 3650 * DAY },
@@ -746,6 +751,8 @@ config_defaults(struct config_parse *p, struct config *c)
 	c->log_level = LOG_INFO;
 	c->default_provider = xstrdup("docker");
 	c->max_sandboxes = 64;
+	c->tenant_max_sandboxes = 64;
+	c->max_starts = 16;
 	c->reconcile_interval_ms = 30 * SEC;
 	c->worker_image = xstrdup("sandpit/worker:" SANDPIT_VERSION);
 	c->worker_binary = config_default_worker_binary();
@@ -851,6 +858,14 @@ config_finish(struct config_parse *p, struct config *c)
 	if ((r = config_check_pair(p, "memory_k", "memory_k_max",
 				   c->memory.k_default > c->memory.k_max, a)) < 0)
 		return r;
+	if (c->prices != NULL) {
+		struct pricing *t;
+		char perr[256];
+
+		if (config_prices(c->prices, &t, perr, sizeof(perr)) < 0)
+			return config_error(p, config_line_of(p, "prices"), "prices: %s", perr);
+		pricing_free(t);
+	}
 	if ((c->memory.embedder_url == NULL) != (c->memory.embedder_model == NULL))
 		return config_error(p, config_line_of(p, c->memory.embedder_url ?
 				    "memory_embedder_url" : "memory_embedder_model"),
@@ -919,6 +934,7 @@ config_free(struct config *c)
 	free((char *)c->memory.embedder_url);
 	free((char *)c->memory.embedder_model);
 	free(c->worker_listen);
+	free(c->prices);
 	for (i = 0; i < c->nkv; i++) {
 		free(c->kv[i].name);
 		free(c->kv[i].value);
@@ -936,4 +952,35 @@ config_get(const struct config *c, const char *name)
 		if (strcmp(c->kv[i].name, name) == 0)
 			return c->kv[i].value;
 	return NULL;
+}
+
+int
+config_prices(const char *value, struct pricing **ret, char *err, size_t errlen)
+{
+	struct pricing *t = pricing_new();
+	char *copy = xstrdup(value), *save = NULL, *entry, *provider;
+	struct pricing_price price;
+	int r = 0;
+
+	for (entry = strtok_r(copy, ";", &save); entry != NULL; entry = strtok_r(NULL, ";", &save)) {
+		while (*entry == ' ' || *entry == '\t')
+			entry++;
+		if (*entry == '\0')
+			continue;
+		if ((r = pricing_parse_directive(entry, &provider, &price, err, errlen)) < 0)
+			break;
+		r = pricing_set(t, provider, &price);
+		free(provider);
+		if (r < 0) {
+			snprintf(err, errlen, "too many providers");
+			break;
+		}
+	}
+	free(copy);
+	if (r < 0) {
+		pricing_free(t);
+		return SP_ECONFIG;
+	}
+	*ret = t;
+	return 0;
 }

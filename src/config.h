@@ -38,6 +38,8 @@ struct config {
 
 	char *default_provider;		/* provider: backend for new sandboxes */
 	unsigned max_sandboxes;		/* max_sandboxes: per host, starting + running */
+	unsigned tenant_max_sandboxes;	/* tenant_max_sandboxes: per tenant, starting + running (swarms) */
+	unsigned max_starts;		/* max_starts: swarm agents being created at once */
 	uint64_t reconcile_interval_ms;	/* reconcile_interval */
 
 	char *worker_image;		/* worker_image: "sandpit/worker:<version>" */
@@ -56,6 +58,8 @@ struct config {
 	int64_t sandbox_nofile;
 	int64_t sandbox_tmp, sandbox_work;		/* tmpfs bytes */
 	uint64_t exec_timeout_ms, exec_timeout_max_ms;
+	char *prices;			/* prices: "PROVIDER CPU_S GIB_S; …" (pricing.h), or NULL */
+	unsigned pool_size;		/* pool_size: warm sandboxes of the default template (0: none) */
 
 	/* memory_*: the ReasoningBank's settings (see memory.h); restart to change. */
 	struct memory_config memory;
@@ -81,6 +85,13 @@ void config_free(struct config *c);
  * true/false, on/off, 1/0), SP_DIR_PATH absolute, strings as written.
  */
 const char *config_get(const struct config *c, const char *name);
+
+/*
+ * The prices directive ("docker 0.000014 0.0000025; e2b 0.00005 0.00001")
+ * as a pricing table (*ret, the caller frees). SP_ECONFIG with err.
+ */
+struct pricing;
+int config_prices(const char *value, struct pricing **ret, char *err, size_t errlen);
 
 /* Parse "64m", "1g", "512k", "1024" into bytes; 0 or SP_ECONFIG. */
 int config_parse_size(const char *s, int64_t *ret);

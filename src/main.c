@@ -29,10 +29,13 @@
 #include "memapi.h"
 #include "memory.h"
 #include "notify.h"
+#include "pool.h"
 #include "provider.h"
 #include "queue.h"
 #include "sandbox.h"
 #include "store.h"
+#include "swarm.h"
+#include "swarmapi.h"
 #include "workers.h"
 #include "xmalloc.h"
 
@@ -54,6 +57,8 @@ struct daemon {
 	struct memory *memory;
 	struct queue *queue;
 	struct workers *workers;	/* the worker channel (HTTP/3) */
+	struct swarm_mgr *swarms;	/* the swarm coordinator */
+	struct pool *pool;		/* the warm pool */
 	struct ctl *ctl;
 	struct api api;
 	struct sp_host host;
@@ -169,6 +174,18 @@ daemon_instance(struct daemon *d)
 	return store_meta_set(d->store, "instance", d->instance);
 }
 
+/* Swarm and pool lines of /metrics. */
+static void
+daemon_metrics(void *arg, FILE *f)
+{
+	struct daemon *d = arg;
+
+	if (d->swarms != NULL)
+		swarm_metrics(d->swarms, f);
+	if (d->pool != NULL)
+		pool_metrics(d->pool, f);
+}
+
 /* --- shutdown --- */
 
 static void
@@ -234,21 +251,51 @@ daemon_mgr_closed(void *arg)
 }
 
 static void
-daemon_workers_closed(void *arg)
+daemon_pool_closed(void *arg)
 {
 	struct daemon *d = arg;
 
-	d->workers = NULL;
+	d->pool = NULL;
 	if (d->mgr != NULL)
 		sandbox_mgr_close(d->mgr, daemon_mgr_closed, d);
 	else
 		daemon_mgr_closed(d);
 }
 
+static void
+daemon_swarms_closed(void *arg)
+{
+	struct daemon *d = arg;
+
+	d->swarms = NULL;
+	if (d->pool != NULL)
+		pool_close(d->pool, daemon_pool_closed, d);
+	else
+		daemon_pool_closed(d);
+}
+
+/* The swarms and the pool close after the worker channel: its routes call into them. */
+static void
+daemon_workers_closed(void *arg)
+{
+	struct daemon *d = arg;
+
+	d->workers = NULL;
+	if (d->swarms != NULL)
+		swarm_mgr_close(d->swarms, daemon_swarms_closed, d);
+	else
+		daemon_swarms_closed(d);
+}
+
 /* Close whatever daemon_start() made, in reverse order of dependence. */
 static void
 daemon_teardown(struct daemon *d)
 {
+	/* Nothing of the swarms or the pool calls into the workers from here on. */
+	if (d->swarms != NULL)
+		swarm_mgr_stop(d->swarms);
+	if (d->pool != NULL)
+		pool_stop(d->pool);
 	/* Workers first: peers hear CONNECTION_CLOSE while the store is still open. */
 	if (d->workers != NULL)
 		workers_close(d->workers, daemon_workers_closed, d);
@@ -285,6 +332,10 @@ daemon_stop(struct daemon *d, int signum)
 	notify_send("STOPPING=1");
 	ctl_stop_accepting(d->ctl);
 	sandbox_mgr_stop(d->mgr);
+	if (d->swarms != NULL)
+		swarm_mgr_stop(d->swarms);
+	if (d->pool != NULL)
+		pool_stop(d->pool);
 	if (d->workers != NULL)
 		workers_stop(d->workers);
 	uv_timer_stop(&d->watchdog);
@@ -423,10 +474,20 @@ daemon_start(struct daemon *d)
 		log_err("%s", err);
 		return r;
 	}
+	pool_new(&d->loop, d->store, d->mgr, d->workers, (const struct config *const *)&d->cfg,
+		 &d->pool);
+	r = swarm_mgr_new(&(struct swarm_options){ .loop = &d->loop, .store = d->store,
+		.queue = d->queue, .mgr = d->mgr, .workers = d->workers, .pool = d->pool,
+		.cfg = (const struct config *const *)&d->cfg }, &d->swarms, err, sizeof(err));
+	if (r < 0) {
+		log_err("%s", err);
+		return r;
+	}
 	{
-		struct sandbox_hooks hooks;
+		struct sandbox_hooks hooks, inner;
 
-		workers_hooks(d->workers, &hooks);
+		workers_hooks(d->workers, &inner);
+		swarm_hooks(d->swarms, &inner, &hooks);
 		sandbox_mgr_set_hooks(d->mgr, &hooks);
 	}
 	/* Workers reach the memory too; their tenant is their token's. */
@@ -449,9 +510,12 @@ daemon_start(struct daemon *d)
 		.instance = d->instance,
 		.started_ms = (int64_t)time(NULL) * 1000,
 		.workers = d->workers,
+		.metrics_more = daemon_metrics,
+		.metrics_arg = d,
 	};
 	api_register(&d->api);
 	memapi_register(d->ctl, d->memory);
+	swarmapi_register(d->ctl, d->swarms);
 	r = ctl_listen(d->ctl, d->cfg->socket_path, d->cfg->socket_gid);
 	if (r < 0) {
 		log_err("control socket %s: %s", d->cfg->socket_path, sp_strerror(r));
@@ -466,6 +530,8 @@ daemon_start(struct daemon *d)
 		uv_timer_start(&d->watchdog, daemon_watchdog, wd / 2000, wd / 2000);
 
 	sandbox_mgr_start(d->mgr);
+	swarm_mgr_start(d->swarms);
+	pool_start(d->pool);
 	log_info("sandpitd %s listening on %s (instance %s, state in %s)", SANDPIT_VERSION,
 		 d->cfg->socket_path, d->instance, d->cfg->state_dir);
 	notify_send("READY=1");

@@ -103,6 +103,9 @@ struct workers {
 	struct wsb *sbs;
 	struct workers_exec *execs;
 	struct workers_wait *waits;
+	/* A sandbox that belongs to a swarm also leases that swarm's tasks (swarm.c). */
+	const char *(*swarm_of)(void *arg, const char *sandbox);
+	void *swarm_arg;
 	uv_timer_t tick, renew;
 	size_t closing;			/* servers and handles whose close has not completed */
 	bool stopping;
@@ -698,7 +701,13 @@ sb_deliver(struct workers *w, struct wsb *s)
 	int r;
 
 	while (s->polls != NULL) {
+		const char *swarm;
+
+		/* Its own tasks (exec via worker) first, then its swarm's. */
 		r = queue_lease(w->queue, s->id, s->id, &g, NULL);
+		if (r == -EAGAIN && w->swarm_of != NULL &&
+		    (swarm = w->swarm_of(w->swarm_arg, s->id)) != NULL)
+			r = queue_lease(w->queue, swarm, s->id, &g, NULL);
 		if (r < 0)
 			return;
 		queue_start(w->queue, g.task, g.attempt, g.lease, s->id, &v);
@@ -865,8 +874,9 @@ task_of(struct workers *w, const struct rpc_call *call, struct rpc_response *res
 		rpc_reply_error(resp, 400, "bad_request", "a task id is a positive integer");
 		return -1;
 	}
-	/* Another sandbox's task is answered as absent. */
-	if (queue_get(w->queue, id, t) < 0 || strcmp(t->swarm, call->claims->sub) != 0) {
+	/* Another sandbox's task is answered as absent (a swarm's task: unless it holds it). */
+	if (queue_get(w->queue, id, t) < 0 || (strcmp(t->swarm, call->claims->sub) != 0 &&
+	    (t->worker == NULL || strcmp(t->worker, call->claims->sub) != 0))) {
 		if (t->swarm != NULL)
 			queue_task_done(t);
 		rpc_reply_error(resp, 404, "not_found", "no such task");
@@ -1080,6 +1090,10 @@ tick(uv_timer_t *t)
 	} while (n == 256);
 	queue_flush(w->queue);
 	exec_settle(w);
+	/* Tasks the sweep put back (or whose backoff ended) go to waiting polls. */
+	for (struct wsb *s = w->sbs; s != NULL; s = s->next)
+		if (s->polls != NULL)
+			sb_deliver(w, s);
 }
 
 static void
@@ -1583,4 +1597,58 @@ struct rpc *
 workers_router(struct workers *w)
 {
 	return w->rpc;
+}
+
+void
+workers_set_swarm_of(struct workers *w, const char *(*swarm_of)(void *arg, const char *sandbox),
+		     void *arg)
+{
+	w->swarm_of = swarm_of;
+	w->swarm_arg = arg;
+}
+
+void
+workers_kick(struct workers *w, const char *swarm)
+{
+	const char *sw;
+
+	for (struct wsb *s = w->sbs; s != NULL; s = s->next) {
+		if (s->polls == NULL || w->swarm_of == NULL)
+			continue;
+		sw = w->swarm_of(w->swarm_arg, s->id);
+		if (sw != NULL && strcmp(sw, swarm) == 0)
+			sb_deliver(w, s);
+	}
+}
+
+bool
+workers_connected(struct workers *w, const char *id)
+{
+	struct wsb *s = sb_find(w, id);
+
+	return s != NULL && s->registered;
+}
+
+int
+workers_rebind(struct workers *w, const char *id, const char *tenant)
+{
+	char path[PATH_MAX], jti[AUTH_JTI_LEN + 2];
+	struct wsb *s;
+	long long exp;
+	FILE *f;
+
+	/* Every token issued so far names the old tenant: revoke them all first. */
+	snprintf(path, sizeof(path), "%s/%s.jti", w->files_root, id);
+	if ((f = fopen(path, "re")) != NULL) {
+		while (fscanf(f, "%33s %lld", jti, &exp) == 2)
+			if (exp > (long long)time(NULL) && auth_revoke(w->auth, jti, exp) == 0)
+				revoked_append(w, jti, exp);
+		fclose(f);
+	}
+	if ((f = fopen(path, "we")) == NULL)
+		return -errno;
+	fclose(f);
+	if ((s = sb_find(w, id)) != NULL)
+		snprintf(s->tenant, sizeof(s->tenant), "%s", tenant);
+	return token_issue(w, id, tenant, NULL, NULL);
 }

@@ -77,6 +77,23 @@ struct workers_wait *workers_wait_ready(struct workers *w, const char *id, uint6
 					void (*cb)(void *arg, bool ready), void *arg);
 void workers_wait_cancel(struct workers_wait *wt);
 
+/*
+ * Swarms (src/swarm.c): swarm_of(arg, sandbox) names the swarm sandbox's
+ * worker serves, or NULL; such a worker leases its own tasks first, then its
+ * swarm's. workers_kick() hands newly queued tasks of swarm to its waiting
+ * long-polls at once. workers_connected(): the worker of id registered.
+ */
+void workers_set_swarm_of(struct workers *w, const char *(*swarm_of)(void *arg, const char *sandbox),
+			  void *arg);
+void workers_kick(struct workers *w, const char *swarm);
+/*
+ * The sandbox id now belongs to tenant (a warm pool's claim): revoke every
+ * token issued for it and write a new one naming tenant. The worker, refused
+ * with 401, reads the new file and reconnects. 0 or a negative errno.
+ */
+int workers_rebind(struct workers *w, const char *id, const char *tenant);
+bool workers_connected(struct workers *w, const char *id);
+
 /* ["ADDR:PORT", …]: the servers bound now. */
 json_t *workers_endpoints_json(struct workers *w);
 /* Counters for /v1/info and /metrics: workers connected, rpc and quic (summed) counters. */

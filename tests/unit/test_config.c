@@ -281,6 +281,8 @@ test_errors(void **state)
 		{ "sandbox_cpus_max 2\n#\nsandbox_cpus 3\n", "3: sandbox_cpus exceeds sandbox_cpus_max" },
 		{ "sandbox_pids 5000\n", "1: sandbox_pids exceeds sandbox_pids_max" },
 		{ "exec_timeout_max 1m\n", "1: exec_timeout exceeds exec_timeout_max" },
+		{ "\nprices \"docker 1 x\"\n", "2: prices: " },
+		{ "prices \"docker 0.1 0.2; docker\"\n", "1: prices: " },
 		{ "socket /tmp/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.sock\n",
 		  "1: socket path '/tmp/aaa" },
 		{ "provider docker\n", "1: provider: 'docker' is not built in" },
@@ -527,7 +529,7 @@ test_example_file(void **state)
 		strcat(out, line);
 		strcat(out, "\n");
 	}
-	assert_int_equal(n, 26 + 16);
+	assert_int_equal(n, 26 + 19);
 	if (load(out, NULL, &c, err, sizeof(err)) != 0)
 		fail_msg("uncommented example: %s", err);
 	assert_int_equal(config_load(NULL, NULL, &def, err, sizeof(err)), 0);
@@ -541,6 +543,8 @@ test_example_file(void **state)
 	assert_int_equal(c->log_level, def->log_level);
 	assert_string_equal(c->default_provider, def->default_provider);
 	assert_int_equal(c->max_sandboxes, def->max_sandboxes);
+	assert_int_equal(c->tenant_max_sandboxes, def->tenant_max_sandboxes);
+	assert_int_equal(c->max_starts, def->max_starts);
 	assert_int_equal(c->reconcile_interval_ms, def->reconcile_interval_ms);
 	assert_int_equal(c->worker_port, def->worker_port);
 	assert_string_equal(c->worker_listen, def->worker_listen);

@@ -1,0 +1,171 @@
+/*
+ * sandpit task add|show: a swarm's tasks through the control API, a line by
+ * default and the API's JSON with --json. The daemon validates.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+static void
+sw_print_json(json_t *j)
+{
+	json_dumpf(j, stdout, JSON_INDENT(2));
+	putchar('\n');
+}
+
+static long long
+sw_int(json_t *o, const char *a, const char *b)
+{
+	json_t *v = json_object_get(o, a);
+
+	if (b != NULL)
+		v = json_object_get(v, b);
+	return (long long)json_integer_value(v);
+}
+
+static const char *
+sw_str(json_t *o, const char *k)
+{
+	json_t *v = json_object_get(o, k);
+
+	return json_is_string(v) ? json_string_value(v) : "-";
+}
+
+/* "--name VALUE" or "--name=VALUE" at argv[*i]; NULL when it is another argument. */
+static const char *
+sw_opt(int argc, char **argv, int *i, const char *name, bool *missing)
+{
+	size_t n = strlen(name);
+
+	if (strncmp(argv[*i], name, n) != 0)
+		return NULL;
+	if (argv[*i][n] == '=')
+		return argv[*i] + n + 1;
+	if (argv[*i][n] != '\0')
+		return NULL;
+	if (*i + 1 >= argc) {
+		*missing = true;
+		return NULL;
+	}
+	return argv[++*i];
+}
+
+static int
+task_add(struct cli *cli, int argc, char **argv)
+{
+	static const char usage[] = "SWARM [--priority N] [--timeout D] -- CMD…  |  SWARM --sh 'SCRIPT'";
+	json_t *task = json_object(), *cmd = json_array(), *ret = NULL;
+	const char *swarm = NULL, *v;
+	char *path;
+	int a, r = CLI_EXIT_USAGE;
+
+	for (a = 1; a < argc; a++) {
+		bool missing = false;
+
+		if (strcmp(argv[a], "--json") == 0) {
+			cli->json = true;
+		} else if (strcmp(argv[a], "--") == 0) {
+			a++;
+			break;
+		} else if ((v = sw_opt(argc, argv, &a, "--priority", &missing)) != NULL) {
+			json_object_set_new(task, "priority", json_integer(atoll(v)));
+		} else if ((v = sw_opt(argc, argv, &a, "--timeout", &missing)) != NULL) {
+			int64_t ms;
+
+			if (cli_parse_duration(v, &ms) < 0) {
+				r = cli_usage("task add", usage, "bad duration '%s'", v);
+				goto out;
+			}
+			json_object_set_new(task, "timeout_ms", json_integer(ms));
+		} else if ((v = sw_opt(argc, argv, &a, "--sh", &missing)) != NULL) {
+			json_array_append_new(cmd, json_string("sh"));
+			json_array_append_new(cmd, json_string("-c"));
+			json_array_append_new(cmd, json_string(v));
+		} else if (!missing && swarm == NULL && argv[a][0] != '-') {
+			swarm = argv[a];
+		} else {
+			r = cli_usage("task add", usage, missing ? "'%s' needs a value" :
+				      "unexpected argument '%s'", argv[a]);
+			goto out;
+		}
+	}
+	for (; a < argc; a++)
+		json_array_append_new(cmd, json_string(argv[a]));
+	if (swarm == NULL || json_array_size(cmd) == 0) {
+		r = cli_usage("task add", usage, "a swarm and a command are required");
+		goto out;
+	}
+	json_object_set(task, "cmd", cmd);
+	path = cli_path_id("/v1/swarms/", swarm, "/tasks");
+	r = cli_call(cli, "POST", path, task, &ret);
+	free(path);
+	if (r != 0)
+		goto out;
+	if (cli->json)
+		sw_print_json(ret);
+	else
+		printf("%lld\n", (long long)json_integer_value(json_array_get(
+		       json_object_get(ret, "tasks"), 0)));
+out:
+	json_decref(ret);
+	json_decref(task);
+	json_decref(cmd);
+	return r;
+}
+
+static int
+task_show(struct cli *cli, int argc, char **argv)
+{
+	const char *id = NULL;
+	json_t *ret = NULL;
+	char *path;
+	int r;
+
+	for (int a = 1; a < argc; a++) {
+		if (strcmp(argv[a], "--json") == 0)
+			cli->json = true;
+		else if (id == NULL)
+			id = argv[a];
+		else
+			return cli_usage("task show", "ID", "unexpected argument '%s'", argv[a]);
+	}
+	if (id == NULL)
+		return cli_usage("task show", "ID", "a task id is required");
+	path = cli_path_id("/v1/tasks/", id, "");
+	r = cli_call(cli, "GET", path, NULL, &ret);
+	free(path);
+	if (r != 0)
+		return r;
+	if (cli->json) {
+		sw_print_json(ret);
+	} else {
+		printf("task %lld of %s: %s", sw_int(ret, "id", NULL), sw_str(ret, "swarm"),
+		       sw_str(ret, "state"));
+		if (json_is_integer(json_object_get(ret, "exit_code")))
+			printf(", exit %lld", sw_int(ret, "exit_code", NULL));
+		printf(", %lld attempt(s)", sw_int(ret, "attempts", NULL));
+		if (json_is_string(json_object_get(ret, "reason")))
+			printf(", %s", sw_str(ret, "reason"));
+		putchar('\n');
+		if (json_is_string(json_object_get(ret, "output")))
+			fputs(json_string_value(json_object_get(ret, "output")), stdout);
+	}
+	json_decref(ret);
+	return 0;
+}
+
+static const struct cli_cmd task_subs[] = {
+	{ .name = "add", .args = "SWARM [--priority N] [--timeout D] -- CMD…", .fn = task_add,
+	  .help = "queue a task for a swarm's agents and print its id" },
+	{ .name = "show", .args = "ID", .fn = task_show,
+	  .help = "a task's state, exit code, attempts and output" },
+	{ .name = NULL },
+};
+
+const struct cli_cmd cli_cmd_task = {
+	.name = "task",
+	.help = "tasks of swarms",
+	.subs = task_subs,
+};
