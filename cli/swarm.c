@@ -167,7 +167,7 @@ sw_ls(struct cli *cli, int argc, char **argv)
 	} else {
 		printf("%-16s %-10s %-9s %-14s %s\n", "ID", "STATE", "AGENTS", "TASKS(ok/all)",
 		       "REASON");
-		json_array_foreach(json_object_get(ret, "swarms"), i, s) {
+		json_array_foreach(ret, i, s) {
 			char agents[32], tasks[48];
 
 			snprintf(agents, sizeof(agents), "%lld/%lld", sw_int(s, "agents", "live"),

@@ -106,8 +106,8 @@ task_add(struct cli *cli, int argc, char **argv)
 	if (cli->json)
 		sw_print_json(ret);
 	else
-		printf("%lld\n", (long long)json_integer_value(json_array_get(
-		       json_object_get(ret, "tasks"), 0)));
+		printf("%lld\n", (long long)json_integer_value(json_object_get(json_array_get(
+		       json_object_get(ret, "tasks"), 0), "id")));
 out:
 	json_decref(ret);
 	json_decref(task);

@@ -1470,6 +1470,8 @@ out_delete:
 	return r;
 }
 
+static json_t *task_json(const struct queue_task *t, bool output);
+
 int
 swarm_add_tasks(struct swarm_mgr *m, const char *tenant, const char *id, json_t *body,
 		json_t **ret, char *err, size_t errlen)
@@ -1504,7 +1506,24 @@ swarm_add_tasks(struct swarm_mgr *m, const char *tenant, const char *id, json_t 
 	json_decref(tasks);
 	if (r < 0)
 		return r;
-	*ret = json_pack("{s:o}", "tasks", ids);
+	/* A created resource answers with the resource: the tasks as queued. */
+	{
+		json_t *created = json_array(), *v;
+		size_t i;
+
+		json_array_foreach(ids, i, v) {
+			struct queue_task t;
+
+			if (queue_get(m->queue, json_integer_value(v), &t) == 0) {
+				json_array_append_new(created, task_json(&t, false));
+				queue_task_done(&t);
+			} else {
+				json_array_append_new(created, json_pack("{s:O}", "id", v));
+			}
+		}
+		json_decref(ids);
+		*ret = json_pack("{s:o}", "tasks", created);
+	}
 	if (strcmp(sw->state, "completed") == 0) {
 		sw->idle_since_ms = 0;
 		set_state(sw, "running", NULL);
@@ -1705,7 +1724,8 @@ swarm_list(struct swarm_mgr *m, const char *tenant, json_t **ret)
 	for (struct swarm *sw = m->swarms; sw != NULL; sw = sw->next)
 		if (strcmp(sw->tenant, tenant) == 0 && strcmp(sw->state, "deleted") != 0)
 			json_array_append_new(a, swarm_json(sw, false));
-	*ret = json_pack("{s:o}", "swarms", a);
+	/* DESIGN.md: a list answers a JSON array. */
+	*ret = a;
 	return 0;
 }
 
