@@ -71,7 +71,7 @@ void swarm_mgr_close(struct swarm_mgr *m, void (*cb)(void *arg), void *arg);
 /* POST /v1/swarms: 0 and the swarm object in *ret, or an error with err. */
 int swarm_create(struct swarm_mgr *m, const char *tenant, json_t *body, json_t **ret,
 		 char *err, size_t errlen);
-/* GET /v1/swarms: {"swarms":[…]} of tenant. */
+/* GET /v1/swarms: the array of tenant's swarms. */
 int swarm_list(struct swarm_mgr *m, const char *tenant, json_t **ret);
 /* GET /v1/swarms/{id}: the swarm with counts, results and cost. SP_ENOTFOUND. */
 int swarm_get(struct swarm_mgr *m, const char *tenant, const char *id, json_t **ret);
