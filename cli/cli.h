@@ -145,4 +145,17 @@ void cli_table_print(FILE *f, const char *const *header, size_t ncols,
 /* Age of an RFC 3339 UTC time ("2026-11-26T07:00:00Z") at now: "42s", "5m", "3h", "2d"; "-" if unparsable. */
 void cli_format_age(time_t now, const char *when, char *out, size_t len);
 
+/* Print j indented on stdout (--json). */
+void cli_print_json(json_t *j);
+/* o[k] when it is a string, else "-" (for tables). */
+const char *cli_jstr(json_t *o, const char *k);
+/* o[a] (or o[a][b] when b is not NULL) as an integer; 0 when absent. */
+long long cli_jint(json_t *o, const char *a, const char *b);
+/*
+ * "--name VALUE" or "--name=VALUE" at argv[*i] (advancing *i past a separate
+ * value); NULL when argv[*i] is another argument, or with *missing set when
+ * the value is missing.
+ */
+const char *cli_opt(int argc, char **argv, int *i, const char *name, bool *missing);
+
 #endif

@@ -12,40 +12,6 @@
 
 #define MEM_MAX_FILE (16u << 20)
 
-static void
-mem_print_json(json_t *j)
-{
-	json_dumpf(j, stdout, JSON_INDENT(2));
-	putchar('\n');
-}
-
-static const char *
-mem_str(json_t *o, const char *k)
-{
-	json_t *v = json_object_get(o, k);
-
-	return json_is_string(v) ? json_string_value(v) : "-";
-}
-
-/* "--name VALUE" or "--name=VALUE" at argv[*i]; NULL when it is another argument. */
-static const char *
-mem_opt(int argc, char **argv, int *i, const char *name, bool *missing)
-{
-	size_t n = strlen(name);
-
-	if (strncmp(argv[*i], name, n) != 0)
-		return NULL;
-	if (argv[*i][n] == '=')
-		return argv[*i] + n + 1;
-	if (argv[*i][n] != '\0')
-		return NULL;
-	if (*i + 1 >= argc) {
-		*missing = true;
-		return NULL;
-	}
-	return argv[++*i];
-}
-
 static char *
 mem_read_file(const char *path, char *err, size_t errlen)
 {
@@ -105,15 +71,15 @@ mem_add(struct cli *cli, int argc, char **argv)
 			continue;
 		}
 		for (size_t s = 0; strs[s] != NULL && !done; s++)
-			if ((v = mem_opt(argc, argv, &a, strs[s], &missing)) != NULL) {
+			if ((v = cli_opt(argc, argv, &a, strs[s], &missing)) != NULL) {
 				json_object_set_new(body, strs[s] + 2, json_string(v));
 				done = true;
 			}
 		if (done)
 			continue;
-		if ((v = mem_opt(argc, argv, &a, "--tag", &missing)) != NULL) {
+		if ((v = cli_opt(argc, argv, &a, "--tag", &missing)) != NULL) {
 			json_array_append_new(tags, json_string(v));
-		} else if ((v = mem_opt(argc, argv, &a, "--confidence", &missing)) != NULL) {
+		} else if ((v = cli_opt(argc, argv, &a, "--confidence", &missing)) != NULL) {
 			char *end;
 			double d = strtod(v, &end);
 
@@ -122,7 +88,7 @@ mem_add(struct cli *cli, int argc, char **argv)
 				goto out;
 			}
 			json_object_set_new(body, "confidence", json_real(d));
-		} else if ((v = mem_opt(argc, argv, &a, "--content-file", &missing)) != NULL) {
+		} else if ((v = cli_opt(argc, argv, &a, "--content-file", &missing)) != NULL) {
 			char *text = mem_read_file(v, err, sizeof(err));
 
 			if (text == NULL) {
@@ -132,7 +98,7 @@ mem_add(struct cli *cli, int argc, char **argv)
 			}
 			json_object_set_new(body, "content", json_string(text));
 			free(text);
-		} else if ((v = mem_opt(argc, argv, &a, "--file", &missing)) != NULL) {
+		} else if ((v = cli_opt(argc, argv, &a, "--file", &missing)) != NULL) {
 			file = v;
 		} else {
 			r = cli_usage("mem add", usage, missing ? "'%s' needs a value" :
@@ -176,15 +142,15 @@ mem_add(struct cli *cli, int argc, char **argv)
 	if ((r = cli_call(cli, "POST", "/v1/memories", body, &ret)) != 0)
 		goto out;
 	if (cli->json) {
-		mem_print_json(ret);
+		cli_print_json(ret);
 	} else if (json_is_array(json_object_get(ret, "items"))) {
 		size_t i;
 		json_t *it;
 
 		json_array_foreach(json_object_get(ret, "items"), i, it)
-			printf("%s\n", mem_str(it, "id"));
+			printf("%s\n", cli_jstr(it, "id"));
 	} else {
-		printf("%s\n", mem_str(ret, "id"));
+		printf("%s\n", cli_jstr(ret, "id"));
 	}
 	r = 0;
 out:
@@ -212,7 +178,7 @@ mem_search(struct cli *cli, int argc, char **argv)
 			cli->json = true;
 		} else if (strcmp(argv[a], "--hybrid") == 0) {
 			json_object_set_new(body, "hybrid", json_true());
-		} else if ((v = mem_opt(argc, argv, &a, "-k", &missing)) != NULL) {
+		} else if ((v = cli_opt(argc, argv, &a, "-k", &missing)) != NULL) {
 			char *end;
 			long k = strtol(v, &end, 10);
 
@@ -221,16 +187,16 @@ mem_search(struct cli *cli, int argc, char **argv)
 				goto out;
 			}
 			json_object_set_new(body, "k", json_integer(k));
-		} else if ((v = mem_opt(argc, argv, &a, "--domain", &missing)) != NULL) {
+		} else if ((v = cli_opt(argc, argv, &a, "--domain", &missing)) != NULL) {
 			json_object_set_new(body, "domain", json_string(v));
-		} else if ((v = mem_opt(argc, argv, &a, "--namespace", &missing)) != NULL) {
+		} else if ((v = cli_opt(argc, argv, &a, "--namespace", &missing)) != NULL) {
 			json_object_set_new(body, "namespace", json_string(v));
-		} else if ((v = mem_opt(argc, argv, &a, "--outcome", &missing)) != NULL) {
+		} else if ((v = cli_opt(argc, argv, &a, "--outcome", &missing)) != NULL) {
 			json_object_set_new(body, "outcome", json_string(v));
-		} else if ((v = mem_opt(argc, argv, &a, "--tag", &missing)) != NULL) {
+		} else if ((v = cli_opt(argc, argv, &a, "--tag", &missing)) != NULL) {
 			json_array_append_new(tags, json_string(v));
-		} else if ((v = mem_opt(argc, argv, &a, "--min-confidence", &missing)) != NULL ||
-			   (v = mem_opt(argc, argv, &a, "--max-age-days", &missing)) != NULL) {
+		} else if ((v = cli_opt(argc, argv, &a, "--min-confidence", &missing)) != NULL ||
+			   (v = cli_opt(argc, argv, &a, "--max-age-days", &missing)) != NULL) {
 			char *end;
 			double d = strtod(v, &end);
 
@@ -265,7 +231,7 @@ mem_search(struct cli *cli, int argc, char **argv)
 	if ((r = cli_call(cli, "POST", "/v1/memories/search", body, &ret)) != 0)
 		goto out;
 	if (cli->json) {
-		mem_print_json(ret);
+		cli_print_json(ret);
 		goto out;
 	}
 	res = json_object_get(ret, "results");
@@ -276,9 +242,9 @@ mem_search(struct cli *cli, int argc, char **argv)
 
 		json_array_foreach(res, i, it) {
 			json_t *parts = json_object_get(it, "parts");
-			const char *oc = mem_str(it, "outcome");
+			const char *oc = cli_jstr(it, "outcome");
 
-			cells[i * 5] = strdup(mem_str(it, "id"));
+			cells[i * 5] = strdup(cli_jstr(it, "id"));
 			if (asprintf(&cells[i * 5 + 1], "%.3f",
 				     json_number_value(json_object_get(it, "score"))) < 0)
 				cells[i * 5 + 1] = NULL;
@@ -286,7 +252,7 @@ mem_search(struct cli *cli, int argc, char **argv)
 				     json_number_value(json_object_get(parts, "sim"))) < 0)
 				cells[i * 5 + 2] = NULL;
 			cells[i * 5 + 3] = strdup(oc);
-			cells[i * 5 + 4] = strdup(mem_str(it, "title"));
+			cells[i * 5 + 4] = strdup(cli_jstr(it, "title"));
 		}
 		cli_table_print(stdout, header, 5, (const char *const *)cells, n);
 		for (i = 0; i < n * 5; i++)
@@ -327,7 +293,7 @@ mem_show(struct cli *cli, int argc, char **argv)
 	if (r != 0)
 		return r;
 	if (cli->json) {
-		mem_print_json(it);
+		cli_print_json(it);
 	} else {
 		for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
 			json_t *v = json_object_get(it, keys[i]);
@@ -391,7 +357,7 @@ mem_consolidate(struct cli *cli, int argc, char **argv)
 	if (r != 0)
 		return r;
 	if (cli->json)
-		mem_print_json(ret);
+		cli_print_json(ret);
 	else
 		printf("examined %lld, merged %lld, contradictions %lld, quarantined %lld, "
 		       "pruned %lld\n",

@@ -14,60 +14,16 @@
 #include "cli.h"
 
 static void
-sw_print_json(json_t *j)
-{
-	json_dumpf(j, stdout, JSON_INDENT(2));
-	putchar('\n');
-}
-
-static long long
-sw_int(json_t *o, const char *a, const char *b)
-{
-	json_t *v = json_object_get(o, a);
-
-	if (b != NULL)
-		v = json_object_get(v, b);
-	return (long long)json_integer_value(v);
-}
-
-static const char *
-sw_str(json_t *o, const char *k)
-{
-	json_t *v = json_object_get(o, k);
-
-	return json_is_string(v) ? json_string_value(v) : "-";
-}
-
-/* "--name VALUE" or "--name=VALUE" at argv[*i]; NULL when it is another argument. */
-static const char *
-sw_opt(int argc, char **argv, int *i, const char *name, bool *missing)
-{
-	size_t n = strlen(name);
-
-	if (strncmp(argv[*i], name, n) != 0)
-		return NULL;
-	if (argv[*i][n] == '=')
-		return argv[*i] + n + 1;
-	if (argv[*i][n] != '\0')
-		return NULL;
-	if (*i + 1 >= argc) {
-		*missing = true;
-		return NULL;
-	}
-	return argv[++*i];
-}
-
-static void
 sw_summary(json_t *s)
 {
 	printf("%-16s %-10s agents %lld/%lld (lost %lld)  tasks %lld/%lld done, %lld failed",
-	       sw_str(s, "id"), sw_str(s, "state"), sw_int(s, "agents", "live"),
-	       sw_int(s, "agents", "wanted"), sw_int(s, "agents", "lost"),
-	       sw_int(s, "tasks", "succeeded") + sw_int(s, "tasks", "failed") +
-	       sw_int(s, "tasks", "cancelled"), sw_int(s, "tasks", "total"),
-	       sw_int(s, "tasks", "failed"));
+	       cli_jstr(s, "id"), cli_jstr(s, "state"), cli_jint(s, "agents", "live"),
+	       cli_jint(s, "agents", "wanted"), cli_jint(s, "agents", "lost"),
+	       cli_jint(s, "tasks", "succeeded") + cli_jint(s, "tasks", "failed") +
+	       cli_jint(s, "tasks", "cancelled"), cli_jint(s, "tasks", "total"),
+	       cli_jint(s, "tasks", "failed"));
 	if (json_is_string(json_object_get(s, "reason")))
-		printf("  reason: %s", sw_str(s, "reason"));
+		printf("  reason: %s", cli_jstr(s, "reason"));
 	putchar('\n');
 }
 
@@ -91,29 +47,29 @@ sw_create(struct cli *cli, int argc, char **argv)
 			cli->json = true;
 		} else if (strcmp(argv[a], "--wait") == 0) {
 			wait = true;
-		} else if ((v = sw_opt(argc, argv, &a, "--agents", &missing)) != NULL) {
+		} else if ((v = cli_opt(argc, argv, &a, "--agents", &missing)) != NULL) {
 			json_object_set_new(body, "agents", json_integer(atoll(v)));
-		} else if ((v = sw_opt(argc, argv, &a, "--topology", &missing)) != NULL) {
+		} else if ((v = cli_opt(argc, argv, &a, "--topology", &missing)) != NULL) {
 			json_object_set_new(body, "topology", json_string(v));
-		} else if ((v = sw_opt(argc, argv, &a, "--placement", &missing)) != NULL) {
+		} else if ((v = cli_opt(argc, argv, &a, "--placement", &missing)) != NULL) {
 			json_object_set_new(body, "placement", json_string(v));
-		} else if ((v = sw_opt(argc, argv, &a, "--image", &missing)) != NULL) {
+		} else if ((v = cli_opt(argc, argv, &a, "--image", &missing)) != NULL) {
 			json_object_set_new(tmpl, "image", json_string(v));
-		} else if ((v = sw_opt(argc, argv, &a, "--cpus", &missing)) != NULL) {
+		} else if ((v = cli_opt(argc, argv, &a, "--cpus", &missing)) != NULL) {
 			json_object_set_new(tmpl, "cpus", json_real(atof(v)));
-		} else if ((v = sw_opt(argc, argv, &a, "--memory", &missing)) != NULL) {
+		} else if ((v = cli_opt(argc, argv, &a, "--memory", &missing)) != NULL) {
 			json_object_set_new(tmpl, "memory", json_string(v));
-		} else if ((v = sw_opt(argc, argv, &a, "--pids", &missing)) != NULL) {
+		} else if ((v = cli_opt(argc, argv, &a, "--pids", &missing)) != NULL) {
 			json_object_set_new(tmpl, "pids", json_integer(atoll(v)));
-		} else if ((v = sw_opt(argc, argv, &a, "--task-timeout", &missing)) != NULL) {
+		} else if ((v = cli_opt(argc, argv, &a, "--task-timeout", &missing)) != NULL) {
 			json_object_set_new(body, "task_timeout_ms", json_string(v));
-		} else if ((v = sw_opt(argc, argv, &a, "--retries", &missing)) != NULL) {
+		} else if ((v = cli_opt(argc, argv, &a, "--retries", &missing)) != NULL) {
 			json_object_set_new(body, "retry_limit", json_integer(atoll(v)));
-		} else if ((v = sw_opt(argc, argv, &a, "--ttl", &missing)) != NULL) {
+		} else if ((v = cli_opt(argc, argv, &a, "--ttl", &missing)) != NULL) {
 			json_object_set_new(body, "ttl", json_string(v));
-		} else if ((v = sw_opt(argc, argv, &a, "--idle-timeout", &missing)) != NULL) {
+		} else if ((v = cli_opt(argc, argv, &a, "--idle-timeout", &missing)) != NULL) {
 			json_object_set_new(body, "idle_timeout", json_string(v));
-		} else if ((v = sw_opt(argc, argv, &a, "--task", &missing)) != NULL) {
+		} else if ((v = cli_opt(argc, argv, &a, "--task", &missing)) != NULL) {
 			json_array_append_new(tasks, json_string(v));
 		} else {
 			r = cli_usage("swarm create", usage, missing ? "'%s' needs a value" :
@@ -133,12 +89,12 @@ sw_create(struct cli *cli, int argc, char **argv)
 	if (r != 0)
 		goto out;
 	if (cli->json && !wait)
-		sw_print_json(ret);
+		cli_print_json(ret);
 	else
-		printf("%s\n", sw_str(ret, "id"));
+		printf("%s\n", cli_jstr(ret, "id"));
 	fflush(stdout);
 	if (wait)
-		r = sw_wait_id(cli, sw_str(ret, "id"), -1, false);
+		r = sw_wait_id(cli, cli_jstr(ret, "id"), -1, false);
 out:
 	json_decref(ret);
 	json_decref(body);
@@ -163,19 +119,19 @@ sw_ls(struct cli *cli, int argc, char **argv)
 	if ((r = cli_call(cli, "GET", "/v1/swarms", NULL, &ret)) != 0)
 		return r;
 	if (cli->json) {
-		sw_print_json(ret);
+		cli_print_json(ret);
 	} else {
 		printf("%-16s %-10s %-9s %-14s %s\n", "ID", "STATE", "AGENTS", "TASKS(ok/all)",
 		       "REASON");
 		json_array_foreach(ret, i, s) {
 			char agents[32], tasks[48];
 
-			snprintf(agents, sizeof(agents), "%lld/%lld", sw_int(s, "agents", "live"),
-				 sw_int(s, "agents", "wanted"));
-			snprintf(tasks, sizeof(tasks), "%lld/%lld", sw_int(s, "tasks", "succeeded"),
-				 sw_int(s, "tasks", "total"));
-			printf("%-16s %-10s %-9s %-14s %s\n", sw_str(s, "id"), sw_str(s, "state"),
-			       agents, tasks, sw_str(s, "reason"));
+			snprintf(agents, sizeof(agents), "%lld/%lld", cli_jint(s, "agents", "live"),
+				 cli_jint(s, "agents", "wanted"));
+			snprintf(tasks, sizeof(tasks), "%lld/%lld", cli_jint(s, "tasks", "succeeded"),
+				 cli_jint(s, "tasks", "total"));
+			printf("%-16s %-10s %-9s %-14s %s\n", cli_jstr(s, "id"), cli_jstr(s, "state"),
+			       agents, tasks, cli_jstr(s, "reason"));
 		}
 	}
 	json_decref(ret);
@@ -207,13 +163,13 @@ sw_show(struct cli *cli, int argc, char **argv)
 	if (r != 0)
 		return r;
 	if (cli->json) {
-		sw_print_json(ret);
+		cli_print_json(ret);
 		json_decref(ret);
 		return 0;
 	}
 	sw_summary(ret);
 	printf("spawn %lld ms, success rate %.1f%%, %.1f sandbox-seconds\n",
-	       sw_int(ret, "spawn_ms", NULL),
+	       cli_jint(ret, "spawn_ms", NULL),
 	       100.0 * json_number_value(json_object_get(ret, "success_rate")),
 	       json_number_value(json_object_get(json_object_get(ret, "cost"),
 						 "sandbox_seconds")));
@@ -222,9 +178,9 @@ sw_show(struct cli *cli, int argc, char **argv)
 		char code[16] = "-";
 
 		if (json_is_integer(json_object_get(t, "exit_code")))
-			snprintf(code, sizeof(code), "%lld", sw_int(t, "exit_code", NULL));
-		printf("%-8lld %-10s %-5s %-8lld %s\n", sw_int(t, "id", NULL), sw_str(t, "state"),
-		       code, sw_int(t, "attempts", NULL), sw_str(t, "reason"));
+			snprintf(code, sizeof(code), "%lld", cli_jint(t, "exit_code", NULL));
+		printf("%-8lld %-10s %-5s %-8lld %s\n", cli_jint(t, "id", NULL), cli_jstr(t, "state"),
+		       code, cli_jint(t, "attempts", NULL), cli_jstr(t, "reason"));
 	}
 	json_decref(ret);
 	return 0;
@@ -257,18 +213,18 @@ sw_wait_id(struct cli *cli, const char *id, int64_t timeout_ms, bool quiet)
 		ret = NULL;
 		if ((r = cli_call(cli, "GET", path, NULL, &ret)) != 0)
 			break;
-		st = sw_str(ret, "state");
+		st = cli_jstr(ret, "state");
 		clock_gettime(CLOCK_MONOTONIC, &now);
 		if (tty) {
-			long long done = sw_int(ret, "tasks", "succeeded") +
-					 sw_int(ret, "tasks", "failed") +
-					 sw_int(ret, "tasks", "cancelled");
-			long long total = sw_int(ret, "tasks", "total");
+			long long done = cli_jint(ret, "tasks", "succeeded") +
+					 cli_jint(ret, "tasks", "failed") +
+					 cli_jint(ret, "tasks", "cancelled");
+			long long total = cli_jint(ret, "tasks", "total");
 			int width = 24, fill = total > 0 ? (int)(done * width / total) : 0;
 
 			fprintf(stderr, "\r\033[K%s [%.*s%*s] agents %lld/%lld  tasks %lld/%lld  %lds",
 				st, fill, "########################", width - fill, "",
-				sw_int(ret, "agents", "live"), sw_int(ret, "agents", "wanted"),
+				cli_jint(ret, "agents", "live"), cli_jint(ret, "agents", "wanted"),
 				done, total, (long)(now.tv_sec - t0.tv_sec));
 		}
 		if (strcmp(st, "completed") == 0 || strcmp(st, "failed") == 0 ||
@@ -290,7 +246,7 @@ sw_wait_id(struct cli *cli, const char *id, int64_t timeout_ms, bool quiet)
 		fputs("\r\033[K", stderr);
 	if (ret != NULL) {
 		if (cli->json)
-			sw_print_json(ret);
+			cli_print_json(ret);
 		else
 			sw_summary(ret);
 	}
@@ -311,7 +267,7 @@ sw_wait(struct cli *cli, int argc, char **argv)
 
 		if (strcmp(argv[a], "--json") == 0) {
 			cli->json = true;
-		} else if ((v = sw_opt(argc, argv, &a, "--timeout", &missing)) != NULL) {
+		} else if ((v = cli_opt(argc, argv, &a, "--timeout", &missing)) != NULL) {
 			if (cli_parse_duration(v, &timeout) < 0)
 				return cli_usage("swarm wait", "ID [--timeout D]",
 						 "bad duration '%s'", v);

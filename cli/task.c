@@ -8,50 +8,6 @@
 
 #include "cli.h"
 
-static void
-sw_print_json(json_t *j)
-{
-	json_dumpf(j, stdout, JSON_INDENT(2));
-	putchar('\n');
-}
-
-static long long
-sw_int(json_t *o, const char *a, const char *b)
-{
-	json_t *v = json_object_get(o, a);
-
-	if (b != NULL)
-		v = json_object_get(v, b);
-	return (long long)json_integer_value(v);
-}
-
-static const char *
-sw_str(json_t *o, const char *k)
-{
-	json_t *v = json_object_get(o, k);
-
-	return json_is_string(v) ? json_string_value(v) : "-";
-}
-
-/* "--name VALUE" or "--name=VALUE" at argv[*i]; NULL when it is another argument. */
-static const char *
-sw_opt(int argc, char **argv, int *i, const char *name, bool *missing)
-{
-	size_t n = strlen(name);
-
-	if (strncmp(argv[*i], name, n) != 0)
-		return NULL;
-	if (argv[*i][n] == '=')
-		return argv[*i] + n + 1;
-	if (argv[*i][n] != '\0')
-		return NULL;
-	if (*i + 1 >= argc) {
-		*missing = true;
-		return NULL;
-	}
-	return argv[++*i];
-}
-
 static int
 task_add(struct cli *cli, int argc, char **argv)
 {
@@ -69,9 +25,9 @@ task_add(struct cli *cli, int argc, char **argv)
 		} else if (strcmp(argv[a], "--") == 0) {
 			a++;
 			break;
-		} else if ((v = sw_opt(argc, argv, &a, "--priority", &missing)) != NULL) {
+		} else if ((v = cli_opt(argc, argv, &a, "--priority", &missing)) != NULL) {
 			json_object_set_new(task, "priority", json_integer(atoll(v)));
-		} else if ((v = sw_opt(argc, argv, &a, "--timeout", &missing)) != NULL) {
+		} else if ((v = cli_opt(argc, argv, &a, "--timeout", &missing)) != NULL) {
 			int64_t ms;
 
 			if (cli_parse_duration(v, &ms) < 0) {
@@ -79,7 +35,7 @@ task_add(struct cli *cli, int argc, char **argv)
 				goto out;
 			}
 			json_object_set_new(task, "timeout_ms", json_integer(ms));
-		} else if ((v = sw_opt(argc, argv, &a, "--sh", &missing)) != NULL) {
+		} else if ((v = cli_opt(argc, argv, &a, "--sh", &missing)) != NULL) {
 			json_array_append_new(cmd, json_string("sh"));
 			json_array_append_new(cmd, json_string("-c"));
 			json_array_append_new(cmd, json_string(v));
@@ -104,7 +60,7 @@ task_add(struct cli *cli, int argc, char **argv)
 	if (r != 0)
 		goto out;
 	if (cli->json)
-		sw_print_json(ret);
+		cli_print_json(ret);
 	else
 		printf("%lld\n", (long long)json_integer_value(json_object_get(json_array_get(
 		       json_object_get(ret, "tasks"), 0), "id")));
@@ -139,15 +95,15 @@ task_show(struct cli *cli, int argc, char **argv)
 	if (r != 0)
 		return r;
 	if (cli->json) {
-		sw_print_json(ret);
+		cli_print_json(ret);
 	} else {
-		printf("task %lld of %s: %s", sw_int(ret, "id", NULL), sw_str(ret, "swarm"),
-		       sw_str(ret, "state"));
+		printf("task %lld of %s: %s", cli_jint(ret, "id", NULL), cli_jstr(ret, "swarm"),
+		       cli_jstr(ret, "state"));
 		if (json_is_integer(json_object_get(ret, "exit_code")))
-			printf(", exit %lld", sw_int(ret, "exit_code", NULL));
-		printf(", %lld attempt(s)", sw_int(ret, "attempts", NULL));
+			printf(", exit %lld", cli_jint(ret, "exit_code", NULL));
+		printf(", %lld attempt(s)", cli_jint(ret, "attempts", NULL));
 		if (json_is_string(json_object_get(ret, "reason")))
-			printf(", %s", sw_str(ret, "reason"));
+			printf(", %s", cli_jstr(ret, "reason"));
 		putchar('\n');
 		if (json_is_string(json_object_get(ret, "output")))
 			fputs(json_string_value(json_object_get(ret, "output")), stdout);
