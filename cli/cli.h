@@ -157,5 +157,12 @@ long long cli_jint(json_t *o, const char *a, const char *b);
  * the value is missing.
  */
 const char *cli_opt(int argc, char **argv, int *i, const char *name, bool *missing);
+/*
+ * "CMD ID… [--json]": DELETE prefix+ID for each ID, printing the id (or the
+ * answer with --json); CLI_EXIT_ERR if any failed, a usage error naming what
+ * when no id is given.
+ */
+int cli_delete_each(struct cli *cli, int argc, char **argv, const char *cmd, const char *prefix,
+		    const char *what);
 
 #endif

@@ -311,32 +311,7 @@ mem_show(struct cli *cli, int argc, char **argv)
 static int
 mem_rm(struct cli *cli, int argc, char **argv)
 {
-	int r = 0, n = 0;
-
-	for (int a = 1; a < argc; a++)
-		if (strcmp(argv[a], "--json") == 0)
-			cli->json = true;
-	for (int a = 1; a < argc; a++) {
-		json_t *res = NULL;
-		char *path;
-
-		if (strcmp(argv[a], "--json") == 0)
-			continue;
-		n++;
-		path = cli_path_id("/v1/memories/", argv[a], "");
-		if (cli_call(cli, "DELETE", path, NULL, &res) != 0)
-			r = CLI_EXIT_ERR;
-		else if (cli->json) {
-			json_dumpf(res, stdout, JSON_COMPACT);
-			putchar('\n');
-		} else
-			printf("%s\n", argv[a]);
-		free(path);
-		json_decref(res);
-	}
-	if (n == 0)
-		return cli_usage("mem rm", "ID…", "no memory id given");
-	return r;
+	return cli_delete_each(cli, argc, argv, "mem rm", "/v1/memories/", "memory");
 }
 
 static int

@@ -399,33 +399,7 @@ sandbox_show(struct cli *cli, int argc, char **argv)
 static int
 sandbox_rm(struct cli *cli, int argc, char **argv)
 {
-	int r = 0, n = 0;
-
-	for (int a = 1; a < argc; a++) {
-		if (strcmp(argv[a], "--json") == 0)
-			cli->json = true;
-	}
-	for (int a = 1; a < argc; a++) {
-		json_t *res = NULL;
-		char *path;
-
-		if (strcmp(argv[a], "--json") == 0)
-			continue;
-		n++;
-		path = cli_path_id("/v1/sandboxes/", argv[a], "");
-		if (cli_call(cli, "DELETE", path, NULL, &res) != 0)
-			r = CLI_EXIT_ERR;
-		else if (cli->json) {
-			json_dumpf(res, stdout, JSON_COMPACT);
-			putchar('\n');
-		} else
-			printf("%s\n", argv[a]);
-		free(path);
-		json_decref(res);
-	}
-	if (n == 0)
-		return cli_usage("sandbox rm", "ID…", "no sandbox id given");
-	return r;
+	return cli_delete_each(cli, argc, argv, "sandbox rm", "/v1/sandboxes/", "sandbox");
 }
 
 static int

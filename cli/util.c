@@ -493,3 +493,35 @@ cli_opt(int argc, char **argv, int *i, const char *name, bool *missing)
 	}
 	return argv[++*i];
 }
+
+int
+cli_delete_each(struct cli *cli, int argc, char **argv, const char *cmd, const char *prefix,
+		const char *what)
+{
+	int r = 0, n = 0;
+
+	for (int a = 1; a < argc; a++)
+		if (strcmp(argv[a], "--json") == 0)
+			cli->json = true;
+	for (int a = 1; a < argc; a++) {
+		json_t *res = NULL;
+		char *path;
+
+		if (strcmp(argv[a], "--json") == 0)
+			continue;
+		n++;
+		path = cli_path_id(prefix, argv[a], "");
+		if (cli_call(cli, "DELETE", path, NULL, &res) != 0)
+			r = CLI_EXIT_ERR;
+		else if (cli->json) {
+			json_dumpf(res, stdout, JSON_COMPACT);
+			putchar('\n');
+		} else
+			printf("%s\n", argv[a]);
+		free(path);
+		json_decref(res);
+	}
+	if (n == 0)
+		return cli_usage(cmd, "ID…", "no %s id given", what);
+	return r;
+}
