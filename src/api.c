@@ -20,6 +20,7 @@
 static const char *const api_states[] = {
 	"creating", "starting", "running", "destroying", "destroyed", "exited", "failed", "lost",
 };
+#define NSTATES	(sizeof(api_states) / sizeof(api_states[0]))
 
 static json_t *
 api_time(int64_t ms)
@@ -173,7 +174,8 @@ api_metrics(struct ctl_req *req, void *arg)
 	struct api *api = arg;
 	struct sp_provider *const *ps;
 	size_t n = sandbox_mgr_providers(api->mgr, &ps);
-	char *text = NULL, *line;
+	char *text = NULL;
+	long counts[NSTATES];
 	size_t len = 0;
 	FILE *f = open_memstream(&text, &len);
 
@@ -189,12 +191,9 @@ api_metrics(struct ctl_req *req, void *arg)
 			sandbox_mgr_provider_ready(api->mgr, ps[i], NULL) ? 1 : 0);
 	fprintf(f, "# HELP sandpit_sandboxes Sandboxes known to the store, by state.\n"
 		   "# TYPE sandpit_sandboxes gauge\n");
-	for (size_t i = 0; i < sizeof(api_states) / sizeof(api_states[0]); i++) {
-		long c;
-
-		if (sandbox_mgr_count(api->mgr, api_states[i], &c) == 0)
-			fprintf(f, "sandpit_sandboxes{state=\"%s\"} %ld\n", api_states[i], c);
-	}
+	if (sandbox_mgr_count(api->mgr, api_states, NSTATES, counts) == 0)
+		for (size_t i = 0; i < NSTATES; i++)
+			fprintf(f, "sandpit_sandboxes{state=\"%s\"} %ld\n", api_states[i], counts[i]);
 	fprintf(f, "# HELP sandpit_inflight_operations Sandbox operations in flight.\n"
 		   "# TYPE sandpit_inflight_operations gauge\n"
 		   "sandpit_inflight_operations %zu\n", sandbox_mgr_inflight(api->mgr));
@@ -225,10 +224,7 @@ api_metrics(struct ctl_req *req, void *arg)
 	if (api->metrics_more != NULL)
 		api->metrics_more(api->metrics_arg, f);
 	fclose(f);
-	line = text;
-	ctl_stream_begin(req, 200, "text/plain; version=0.0.4");
-	ctl_stream_write(req, line, len);
-	ctl_stream_end(req);
+	ctl_reply_data(req, 200, "text/plain; version=0.0.4", text, len);
 	free(text);
 }
 

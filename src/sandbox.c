@@ -685,21 +685,22 @@ sandbox_mgr_provider_ready(const struct sandbox_mgr *mgr, const struct sp_provid
 }
 
 int
-sandbox_mgr_count(struct sandbox_mgr *mgr, const char *state, long *ret)
+sandbox_mgr_count(struct sandbox_mgr *mgr, const char *const *states, size_t n, long *ret)
 {
 	struct sandbox_row *rows;
-	size_t n;
-	long c = 0;
+	size_t nrows;
 	int r;
 
-	r = store_sandbox_list(mgr->store, NULL, false, &rows, &n);
+	r = store_sandbox_list(mgr->store, NULL, false, &rows, &nrows);
 	if (r < 0)
 		return r;
-	for (size_t i = 0; i < n; i++)
-		if (strcmp(rows[i].state, state) == 0)
-			c++;
-	store_sandbox_rows_free(rows, n);
-	*ret = c;
+	for (size_t j = 0; j < n; j++)
+		ret[j] = 0;
+	for (size_t i = 0; i < nrows; i++)
+		for (size_t j = 0; j < n; j++)
+			if (strcmp(rows[i].state, states[j]) == 0)
+				ret[j]++;
+	store_sandbox_rows_free(rows, nrows);
 	return 0;
 }
 

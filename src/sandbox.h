@@ -84,8 +84,9 @@ size_t sandbox_mgr_providers(const struct sandbox_mgr *mgr, struct sp_provider *
 /* Whether provider p is initialised, and the last init error if not. */
 bool sandbox_mgr_provider_ready(const struct sandbox_mgr *mgr, const struct sp_provider *p,
 				const char **detail);
-/* Counts of sandboxes by state for metrics, via the store. */
-int sandbox_mgr_count(struct sandbox_mgr *mgr, const char *state, long *ret);
+/* Counts of sandboxes in each of states[0..n) for metrics, in one store read. */
+int sandbox_mgr_count(struct sandbox_mgr *mgr, const char *const *states, size_t n,
+		      long *ret);
 
 /* Create and start a sandbox for tenant from spec (a JSON object, see docs/api.md). */
 int sandbox_create(struct sandbox_mgr *mgr, const char *tenant, json_t *spec,
