@@ -1196,13 +1196,43 @@ struct queue_expired {
 	uint64_t timeout_ms;
 };
 
+/*
+ * The common end of queue_sweep() and queue_worker_lost(): unless r already
+ * failed, fail the attempt of each collected task (with why, or when why is
+ * NULL the reason its deadline or lease gives), then free what was collected
+ * and end the operation. *ret_n gets n on success.
+ */
+static int
+queue_fail_collected(struct queue *q, int r, struct queue_expired *x, size_t n,
+		     const char *why, int64_t now, size_t *ret_n)
+{
+	char reason[64];
+	size_t i;
+
+	for (i = 0; r == 0 && i < n; i++) {
+		if (why == NULL && now >= x[i].deadline)
+			snprintf(reason, sizeof(reason), "timed out after %" PRIu64 " ms",
+				 x[i].timeout_ms);
+		else if (why == NULL)
+			snprintf(reason, sizeof(reason), "lease expired");
+		r = queue_fail_attempt(q, x[i].id, x[i].swarm, x[i].state, x[i].failures,
+				       x[i].max_retries, why != NULL ? why : reason, now);
+	}
+	for (i = 0; i < n; i++)
+		free(x[i].swarm);
+	free(x);
+	r = queue_op_end(q, r, false);
+	if (r == 0 && ret_n != NULL)
+		*ret_n = n;
+	return r;
+}
+
 int
 queue_sweep(struct queue *q, size_t max, size_t *ret_n)
 {
 	struct queue_expired *x = NULL;
-	char reason[64];
 	sqlite3_stmt *st;
-	size_t n = 0, cap = 0, i;
+	size_t n = 0, cap = 0;
 	int64_t now;
 	int rc, r;
 
@@ -1237,29 +1267,10 @@ queue_sweep(struct queue *q, size_t max, size_t *ret_n)
 		n++;
 	}
 	sqlite3_reset(st);
-	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW)
 		r = queue_fail(q);
-		goto out;
-	}
-	for (i = 0; i < n; i++) {
-		if (now >= x[i].deadline)
-			snprintf(reason, sizeof(reason), "timed out after %" PRIu64 " ms",
-				 x[i].timeout_ms);
-		else
-			snprintf(reason, sizeof(reason), "lease expired");
-		r = queue_fail_attempt(q, x[i].id, x[i].swarm, x[i].state, x[i].failures,
-				       x[i].max_retries, reason, now);
-		if (r < 0)
-			goto out;
-	}
 out:
-	for (i = 0; i < n; i++)
-		free(x[i].swarm);
-	free(x);
-	r = queue_op_end(q, r, false);
-	if (r == 0 && ret_n != NULL)
-		*ret_n = n;
-	return r;
+	return queue_fail_collected(q, r, x, n, NULL, now, ret_n);
 }
 
 struct queue_heldrow {
@@ -1351,7 +1362,7 @@ queue_worker_lost(struct queue *q, const char *worker, const char *reason, size_
 {
 	struct queue_expired *x = NULL;
 	char why[QUEUE_REASON_MAX + 1];
-	size_t n = 0, cap = 0, i, len;
+	size_t n = 0, cap = 0, len;
 	sqlite3_stmt *st;
 	int64_t now;
 	int rc, r;
@@ -1388,24 +1399,10 @@ queue_worker_lost(struct queue *q, const char *worker, const char *reason, size_
 		n++;
 	}
 	sqlite3_reset(st);
-	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW)
 		r = queue_fail(q);
-		goto out;
-	}
-	for (i = 0; i < n; i++) {
-		r = queue_fail_attempt(q, x[i].id, x[i].swarm, x[i].state, x[i].failures,
-				       x[i].max_retries, why, now);
-		if (r < 0)
-			goto out;
-	}
 out:
-	for (i = 0; i < n; i++)
-		free(x[i].swarm);
-	free(x);
-	r = queue_op_end(q, r, false);
-	if (r == 0 && ret_n != NULL)
-		*ret_n = n;
-	return r;
+	return queue_fail_collected(q, r, x, n, why, now, ret_n);
 }
 
 int
