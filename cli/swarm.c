@@ -32,7 +32,7 @@ static int sw_wait_id(struct cli *cli, const char *id, int64_t timeout_ms, bool 
 static int
 sw_create(struct cli *cli, int argc, char **argv)
 {
-	static const char usage[] = "--agents N [--topology T] [--placement P] [--image I] "
+	static const char usage[] = "--agents N [--topology T] [--placement P] [--untrusted] [--image I] "
 		"[--cpus X] [--memory SIZE] [--pids N] [--task-timeout D] [--retries N] [--ttl D] "
 		"[--idle-timeout D] [--task CMD]… [--wait]";
 	json_t *body = json_object(), *tmpl = json_object(), *tasks = json_array(), *ret = NULL;
@@ -47,6 +47,8 @@ sw_create(struct cli *cli, int argc, char **argv)
 			cli->json = true;
 		} else if (strcmp(argv[a], "--wait") == 0) {
 			wait = true;
+		} else if (strcmp(argv[a], "--untrusted") == 0) {
+			json_object_set_new(body, "untrusted", json_true());
 		} else if ((v = cli_opt(argc, argv, &a, "--agents", &missing)) != NULL) {
 			json_object_set_new(body, "agents", json_integer(atoll(v)));
 		} else if ((v = cli_opt(argc, argv, &a, "--topology", &missing)) != NULL) {
@@ -173,6 +175,12 @@ sw_show(struct cli *cli, int argc, char **argv)
 	       100.0 * json_number_value(json_object_get(ret, "success_rate")),
 	       json_number_value(json_object_get(json_object_get(ret, "cost"),
 						 "sandbox_seconds")));
+	/* Where each agent runs (a burst swarm spans providers). */
+	printf("%-16s %-5s %-10s %-10s %s\n", "AGENT", "SLOT", "PROVIDER", "STATE", "WORKER");
+	json_array_foreach(json_object_get(json_object_get(ret, "agents"), "list"), i, t)
+		printf("%-16s %-5lld %-10s %-10s %s\n", cli_jstr(t, "sandbox"),
+		       cli_jint(t, "slot", NULL), cli_jstr(t, "provider"), cli_jstr(t, "state"),
+		       json_is_true(json_object_get(t, "ready")) ? "connected" : "starting");
 	printf("%-8s %-10s %-5s %-8s %s\n", "TASK", "STATE", "EXIT", "ATTEMPTS", "REASON");
 	json_array_foreach(json_object_get(ret, "results"), i, t) {
 		char code[16] = "-";

@@ -360,6 +360,46 @@ admission_release(struct admission *a, struct admission_ticket *t)
 }
 
 int
+admission_transfer(struct admission *a, struct admission_ticket *t, const char *tenant,
+		   struct admission_refusal *why, char *err, size_t errlen)
+{
+	struct admission_tenant *from, *to;
+	unsigned tmax, tcount;
+
+	if (!admission_tenant_valid(tenant) || t->hold == ADMISSION_NONE) {
+		admission_err(err, errlen, t->hold == ADMISSION_NONE ? "ticket holds nothing" :
+			      "invalid tenant name");
+		return SP_EINVAL;
+	}
+	if (strcmp(t->tenant, tenant) == 0)
+		return 0;
+	to = admission_tenant_find(a, tenant);
+	tcount = to ? to->starting + to->running : 0;
+	tmax = admission_tenant_limit(a, tenant);
+	if (tcount >= tmax) {
+		admission_err(err, errlen, "tenant_max_sandboxes is %u for tenant '%s': %u "
+			      "starting or running (%u starting)", tmax, tenant, tcount,
+			      to ? to->starting : 0);
+		return admission_refuse(why, ADMISSION_TENANT, tmax, tcount, SP_ELIMIT);
+	}
+	/* get() may grow the table: find the old tenant after it. */
+	to = admission_tenant_get(a, tenant);
+	from = admission_tenant_find(a, t->tenant);
+	if (from == NULL)
+		fatalx("admission: ticket of tenant '%s' was never issued", t->tenant);
+	if (t->hold == ADMISSION_STARTING) {
+		from->starting--;
+		to->starting++;
+	} else {
+		from->running--;
+		to->running++;
+	}
+	admission_tenant_gc(a, from);
+	snprintf(t->tenant, sizeof(t->tenant), "%s", tenant);
+	return 0;
+}
+
+int
 admission_adopt(struct admission *a, const char *tenant, bool local, struct admission_ticket *t)
 {
 	struct admission_tenant *tc;

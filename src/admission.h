@@ -107,6 +107,13 @@ int admission_take(struct admission *a, const char *tenant, bool local,
 int admission_started(struct admission *a, struct admission_ticket *t);
 /* Give back whatever t holds (starting or running); a no-op for an empty ticket. */
 void admission_release(struct admission *a, struct admission_ticket *t);
+/*
+ * Hand what t holds to another tenant (a pooled sandbox claimed): the host
+ * counts stay, the new tenant's cap is checked. SP_ELIMIT (with why and err)
+ * leaves t as it was; SP_EINVAL for a bad name or an empty ticket.
+ */
+int admission_transfer(struct admission *a, struct admission_ticket *t, const char *tenant,
+		       struct admission_refusal *why, char *err, size_t errlen);
 /* Count an existing running sandbox (re-adoption at start), whatever the limits. */
 int admission_adopt(struct admission *a, const char *tenant, bool local,
 		    struct admission_ticket *t);

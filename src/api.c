@@ -105,16 +105,15 @@ api_health(struct ctl_req *req, void *arg)
 	struct sp_provider *const *ps;
 	size_t n = sandbox_mgr_providers(api->mgr, &ps);
 	json_t *providers = json_object();
-	bool degraded = false;
+	bool degraded;
 
 	for (size_t i = 0; i < n; i++) {
 		bool ready = sandbox_mgr_provider_ready(api->mgr, ps[i], NULL);
 
 		json_object_set_new(providers, provider_name(ps[i]),
 				    json_string(ready ? "ready" : "down"));
-		if (!ready && strcmp(provider_name(ps[i]), (*api->cfg)->default_provider) == 0)
-			degraded = true;
 	}
+	degraded = !sandbox_mgr_healthy(api->mgr);
 	ctl_reply_json(req, 200, json_pack("{s:s, s:o}", "status", degraded ? "degraded" : "ok",
 					   "providers", providers));
 }

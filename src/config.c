@@ -72,6 +72,8 @@ static const struct config_directive config_directives[] = {
 	{ "max_sandboxes",	CT_UINT,	F(max_sandboxes),	1, 100000 },
 	{ "tenant_max_sandboxes", CT_UINT,	F(tenant_max_sandboxes), 1, 100000 },
 	{ "max_starts",		CT_UINT,	F(max_starts),		1, 1024 },
+	{ "burst_max_sandboxes", CT_UINT,	F(burst_max_sandboxes),	1, 100000 },
+	{ "untrusted_placement", CT_PROVIDER,	F(untrusted_placement),	0, 0 },
 	{ "reconcile_interval",	CT_DURATION,	F(reconcile_interval_ms), 1 * SEC, DAY },
 	{ "worker_image",	CT_STRING,	F(worker_image),	0, 0 },
 	{ "worker_binary",	CT_PATH,	F(worker_binary),	0, 0 },
@@ -367,12 +369,14 @@ config_core_set(struct config_parse *p, const struct config_directive *d, const 
 					    "log_level: '%s' is not err, warning, info or debug", v);
 		return 0;
 	case CT_PROVIDER:
-		if (p->providers != NULL) {
+		/* "auto": placement over every ready provider (placement.h). */
+		if (p->providers != NULL && strcmp(v, "auto") != 0) {
 			for (pp = p->providers; *pp != NULL; pp++)
 				if (strcmp((*pp)->name, v) == 0)
 					break;
 			if (*pp == NULL)
-				return config_error(p, p->line, "provider: '%s' is not built in", v);
+				return config_error(p, p->line, "%s: '%s' is not built in (or auto)",
+						    d->name, v);
 		}
 		config_set_str(c, d->off, v);
 		return 0;
@@ -749,7 +753,9 @@ config_defaults(struct config_parse *p, struct config *c)
 	c->max_body = 1 * MIB;
 	c->max_header = 16 * KIB;
 	c->log_level = LOG_INFO;
-	c->default_provider = xstrdup("docker");
+	c->default_provider = xstrdup("auto");
+	c->untrusted_placement = xstrdup("auto");
+	c->burst_max_sandboxes = 20;
 	c->max_sandboxes = 64;
 	c->tenant_max_sandboxes = 64;
 	c->max_starts = 16;
@@ -929,6 +935,7 @@ config_free(struct config *c)
 	free(c->socket_path);
 	free(c->socket_group);
 	free(c->default_provider);
+	free(c->untrusted_placement);
 	free(c->worker_image);
 	free(c->worker_binary);
 	free((char *)c->memory.embedder_url);

@@ -267,8 +267,10 @@ placement_describe(const struct placement_slot *s, enum placement_block b, int64
 		placement_errcat(err, errlen, "%s%s: not ready", sep, s->name);
 		break;
 	case PB_FULL:
-		placement_errcat(err, errlen, "%s%s: full (%u/%u)", sep, s->name, s->in_use,
-				 s->capacity);
+		/* Named after the directive that sets the capacity (placement.h). */
+		placement_errcat(err, errlen, "%s%s: full (%s %u/%u)", sep, s->name,
+				 (s->caps & SP_CAP_LOCAL) ? "max_sandboxes" : "burst_max_sandboxes",
+				 s->in_use, s->capacity);
 		break;
 	case PB_BACKOFF:
 		placement_errcat(err, errlen, "%s%s: rate-limited for %" PRId64 " ms", sep, s->name,
@@ -287,6 +289,44 @@ placement_describe(const struct placement_slot *s, enum placement_block b, int64
 	}
 }
 
+/* The providers policy may use, in the order it tries them; 0 for an unknown policy. */
+static size_t
+placement_candidates(const struct placement *p, const char *policy, size_t *order)
+{
+	struct placement_slot *s;
+	size_t n = 0;
+
+	if (strcmp(policy, PLACEMENT_AUTO) != 0) {
+		if ((s = placement_find(p, policy)) == NULL)
+			return 0;
+		order[n++] = (size_t)(s - p->s);
+		return n;
+	}
+	/* Local capacity first, then burst, each in configured order. */
+	for (int pass = 0; pass < 2; pass++)
+		for (size_t i = 0; i < p->n; i++)
+			if (((p->s[i].caps & SP_CAP_LOCAL) != 0) == (pass == 0))
+				order[n++] = i;
+	return n;
+}
+
+int
+placement_room(const struct placement *p, const char *policy, unsigned *ret)
+{
+	size_t order[PLACEMENT_PROVIDERS_MAX], n;
+
+	if (policy == NULL || (n = placement_candidates(p, policy, order)) == 0)
+		return SP_EINVAL;
+	*ret = 0;
+	for (size_t i = 0; i < n; i++) {
+		const struct placement_slot *s = &p->s[order[i]];
+
+		if (s->ready && s->in_use < s->capacity)
+			*ret += s->capacity - s->in_use;
+	}
+	return 0;
+}
+
 int
 placement_take(struct placement *p, const char *policy, int64_t now_ms,
 	       struct placement_choice *ret, char *err, size_t errlen)
@@ -296,7 +336,6 @@ placement_take(struct placement *p, const char *policy, int64_t now_ms,
 	int64_t retry_at = INT64_MAX;
 	struct placement_slot *s;
 	enum placement_block b;
-	int pass;
 
 	if (err != NULL && errlen > 0)
 		err[0] = '\0';
@@ -305,20 +344,11 @@ placement_take(struct placement *p, const char *policy, int64_t now_ms,
 		return SP_EINVAL;
 	}
 	single = strcmp(policy, PLACEMENT_AUTO) != 0;
-	if (single) {
-		if ((s = placement_find(p, policy)) == NULL) {
-			placement_err(err, errlen, "unknown placement '%.32s': use auto", policy);
-			for (i = 0; i < p->n; i++)
-				placement_errcat(err, errlen, ", %s", p->s[i].name);
-			return SP_EINVAL;
-		}
-		order[n++] = (size_t)(s - p->s);
-	} else {
-		/* Local capacity first, then burst, each in configured order. */
-		for (pass = 0; pass < 2; pass++)
-			for (i = 0; i < p->n; i++)
-				if (((p->s[i].caps & SP_CAP_LOCAL) != 0) == (pass == 0))
-					order[n++] = i;
+	if ((n = placement_candidates(p, policy, order)) == 0) {
+		placement_err(err, errlen, "unknown placement '%.32s': use auto", policy);
+		for (i = 0; i < p->n; i++)
+			placement_errcat(err, errlen, ", %s", p->s[i].name);
+		return SP_EINVAL;
 	}
 	for (i = 0; i < n; i++) {
 		s = &p->s[order[i]];

@@ -92,8 +92,9 @@ bool placement_policy_valid(const struct placement *p, const char *policy);
 
 /*
  * Choose a provider for policy and count one sandbox on it. Errors, with err
- * naming every candidate's state ("local: full (64/64); cloud: rate-limited
- * for 1500 ms"):
+ * naming every candidate's state ("local: full (max_sandboxes 64/64); cloud:
+ * rate-limited for 1500 ms"; a full local provider names max_sandboxes, a
+ * full remote one burst_max_sandboxes, the directives that set capacity):
  *   SP_EINVAL     unknown policy;
  *   -EAGAIN       the candidates with room are backing off or their
  *                 circuit is open: retry at ret->retry_at_ms;
@@ -102,6 +103,12 @@ bool placement_policy_valid(const struct placement *p, const char *policy);
  */
 int placement_take(struct placement *p, const char *policy, int64_t now_ms,
 		   struct placement_choice *ret, char *err, size_t errlen);
+/*
+ * How many more sandboxes policy could place now: the free capacity of its
+ * ready candidates (backoff and open circuits pass; capacity does not).
+ * SP_EINVAL for an unknown policy.
+ */
+int placement_room(const struct placement *p, const char *policy, unsigned *ret);
 /*
  * Count a sandbox found on provider at daemon start (re-adoption), whatever
  * its capacity, readiness or backoff. SP_ENOTFOUND.

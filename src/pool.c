@@ -310,33 +310,27 @@ pool_claim(struct pool *p, const char *tenant, char *ret)
 {
 	uint64_t t0 = mono_ns(), dt;
 	struct pentry *e = p->idle;
-	sqlite3_stmt *st;
+	char err[256];
 	int r;
 
 	if (e == NULL || p->stopping) {
 		p->misses++;
 		return -EAGAIN;
 	}
+	/* The row and its admission count first (the tenant's cap), then the tokens. */
+	r = sandbox_rebind(p->mgr, e->id, POOL_TENANT, tenant, err, sizeof(err));
+	if (r == SP_ELIMIT) {
+		/* The tenant is full: the sandbox stays pooled for someone else. */
+		p->misses++;
+		return r;
+	}
 	p->idle = e->next;
 	if (p->idle == NULL)
 		p->idle_tail = &p->idle;
 	p->nidle--;
-	/* The row first (the manager's tenant checks), then the worker's tokens. */
-	r = sqlite3_prepare_v2(store_db(p->store), "UPDATE sandboxes SET tenant = ? WHERE id = ?"
-			       " AND tenant = ?", -1, &st, NULL) == SQLITE_OK ? 0 : SP_EDB;
-	if (r == 0) {
-		sqlite3_bind_text(st, 1, tenant, -1, SQLITE_TRANSIENT);
-		sqlite3_bind_text(st, 2, e->id, -1, SQLITE_TRANSIENT);
-		sqlite3_bind_text(st, 3, POOL_TENANT, -1, SQLITE_STATIC);
-		r = sqlite3_step(st) == SQLITE_DONE && sqlite3_changes(store_db(p->store)) == 1 ?
-		    0 : SP_EDB;
-		sqlite3_finalize(st);
-	}
 	if (r == 0)
 		r = workers_rebind(p->workers, e->id, tenant);
 	if (r < 0) {
-		char err[256];
-
 		/* Whoever owns the row now, it is not a pool sandbox any more. */
 		(void)sandbox_destroy(p->mgr, tenant, e->id, ignore, NULL, err, sizeof(err));
 		destroy(p, e->id);

@@ -23,7 +23,7 @@
 #include "store.h"
 #include "workers.h"
 
-#define POOL_TENANT	"sandpit-pool"
+#define POOL_TENANT	SANDBOX_POOL_TENANT
 #define POOL_SIZE_MAX	1024
 
 struct pool;
@@ -40,7 +40,8 @@ bool pool_serves(const struct pool *p, json_t *tmpl);
 /*
  * Take an idle pooled sandbox for tenant: *ret names it (SANDBOX_ID_LEN + 1
  * bytes). -EAGAIN when none is idle (start one cold, and count a miss with
- * pool_cold()); another negative error when the rebind failed (the sandbox is
+ * pool_cold()); SP_ELIMIT when tenant's cap refuses (the sandbox stays
+ * pooled); another negative error when the rebind failed (the sandbox is
  * destroyed, and the caller starts cold).
  */
 int pool_claim(struct pool *p, const char *tenant, char *ret);

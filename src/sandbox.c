@@ -4,6 +4,9 @@
  * rewritten on every change, so a daemon killed at any moment leaves a store
  * that reconcile can match against what the providers still hold. It never
  * names a provider; it logs (it is an edge) but only once per failure.
+ * Every create goes through placement (which provider) and admission (host,
+ * start and tenant limits); what a live sandbox holds of both is a hold,
+ * given back when its row leaves the live states, wherever that happens.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -17,7 +20,9 @@
 
 #include <openssl/evp.h>
 
+#include "admission.h"
 #include "log.h"
+#include "placement.h"
 #include "provider.h"
 #include "sandbox.h"
 #include "xmalloc.h"
@@ -42,6 +47,17 @@ struct mgr_provider {
 
 enum op_kind { OP_CREATE, OP_DESTROY, OP_EXEC, OP_BUILD, OP_DEFER };
 
+/*
+ * What a live sandbox (creating, starting, running, destroying) holds of
+ * placement and admission; dropped when its row leaves those states.
+ */
+struct hold {
+	struct hold *next;
+	char id[SANDBOX_ID_LEN + 1];
+	struct mgr_provider *mp;
+	struct admission_ticket t;
+};
+
 /* An operation in flight; reconcile leaves its sandbox alone. */
 struct op {
 	struct op *prev, *next;
@@ -55,6 +71,8 @@ struct op {
 	struct sp_sandbox_spec spec;
 	char *image;
 	char *files_dir;		/* from hooks.prepare, or NULL */
+	struct admission_waiter waiter;	/* waiting for a start slot */
+	bool waiting;
 	/* OP_BUILD */
 	sp_done_cb done_cb;
 	/* OP_DEFER: a callback that must not fire inside the call */
@@ -90,12 +108,16 @@ struct sandbox_mgr {
 	bool stopping;
 	size_t closing;			/* providers whose close has not completed */
 	struct sandbox_hooks hooks;
+	struct placement *pl;
+	struct admission *adm;
+	struct hold *holds;
 	void (*close_cb)(void *);
 	void *close_arg;
 };
 
 static void mgr_reconcile(struct mgr_provider *mp);
 static void mgr_released(struct sandbox_mgr *mgr, const char *id);
+static void create_wait_cancel(struct op *op);
 
 static int64_t
 now_ms(void)
@@ -229,6 +251,8 @@ op_defer(struct sandbox_mgr *mgr, const struct sandbox_row *row, int status, con
 
 /* --- rows --- */
 
+static void hold_sync(struct sandbox_mgr *mgr, const char *id, const char *state);
+
 static void
 row_set(struct sandbox_mgr *mgr, struct sandbox_row *row, const char *state, const char *error)
 {
@@ -245,6 +269,7 @@ row_set(struct sandbox_mgr *mgr, struct sandbox_row *row, const char *state, con
 	if (r < 0)
 		log_err("sandbox '%s': store update to %s: %s", row->id, state,
 			store_errmsg(mgr->store));
+	hold_sync(mgr, row->id, state);
 }
 
 static void
@@ -267,6 +292,127 @@ static bool
 state_is(const struct sandbox_row *row, const char *state)
 {
 	return strcmp(row->state, state) == 0;
+}
+
+/* --- holds: placement and admission of live sandboxes --- */
+
+static bool
+state_live(const char *state)
+{
+	return strcmp(state, "creating") == 0 || strcmp(state, "starting") == 0 ||
+	       strcmp(state, "running") == 0 || strcmp(state, "destroying") == 0;
+}
+
+static struct hold *
+hold_find(struct sandbox_mgr *mgr, const char *id)
+{
+	for (struct hold *h = mgr->holds; h != NULL; h = h->next)
+		if (strcmp(h->id, id) == 0)
+			return h;
+	return NULL;
+}
+
+static void
+hold_link(struct sandbox_mgr *mgr, struct hold *h, const char *id)
+{
+	snprintf(h->id, sizeof(h->id), "%s", id);
+	h->next = mgr->holds;
+	mgr->holds = h;
+}
+
+/* Give back what h holds and free it; h must not be linked. */
+static void
+hold_free(struct sandbox_mgr *mgr, struct hold *h)
+{
+	admission_release(mgr->adm, &h->t);
+	if (h->mp != NULL)
+		(void)placement_put(mgr->pl, provider_name(h->mp->p));
+	free(h);
+}
+
+/* A row changed state: running frees a start slot, leaving the live states frees all. */
+static void
+hold_sync(struct sandbox_mgr *mgr, const char *id, const char *state)
+{
+	struct hold **pp, *h;
+
+	for (pp = &mgr->holds; (h = *pp) != NULL; pp = &h->next)
+		if (strcmp(h->id, id) == 0)
+			break;
+	if (h == NULL)
+		return;
+	if (strcmp(state, "running") == 0 && h->t.hold == ADMISSION_STARTING) {
+		(void)admission_started(mgr->adm, &h->t);
+	} else if (!state_live(state)) {
+		*pp = h->next;
+		hold_free(mgr, h);
+	}
+}
+
+/* Count what the store says is live (daemon start), before reconcile settles it. */
+static void
+hold_adopt_all(struct sandbox_mgr *mgr)
+{
+	struct sandbox_row *rows;
+	size_t n;
+
+	if (store_sandbox_list(mgr->store, NULL, true, &rows, &n) < 0) {
+		log_err("adopting sandboxes: store: %s", store_errmsg(mgr->store));
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct mgr_provider *mp = mgr_provider_by_name(mgr, rows[i].provider);
+		struct hold *h;
+
+		if (!state_live(rows[i].state) || hold_find(mgr, rows[i].id) != NULL)
+			continue;
+		h = xcalloc(1, sizeof(*h));
+		if (mp != NULL && placement_adopt(mgr->pl, rows[i].provider) == 0)
+			h->mp = mp;
+		if (admission_adopt(mgr->adm, rows[i].tenant, mp != NULL &&
+				    provider_has(mp->p, SP_CAP_LOCAL), &h->t) < 0) {
+			hold_free(mgr, h);
+			continue;
+		}
+		hold_link(mgr, h, rows[i].id);
+	}
+	store_sandbox_rows_free(rows, n);
+}
+
+static void
+mgr_limits(const struct config *c, struct admission_limits *lim,
+	   struct admission_override *pool)
+{
+	/* The warm pool's own tenant is bounded by the host cap only. */
+	*pool = (struct admission_override){ SANDBOX_POOL_TENANT, ADMISSION_LIMIT_MAX };
+	*lim = (struct admission_limits){
+		.host_max = c->max_sandboxes, .starts_max = c->max_starts,
+		.tenant_max = c->tenant_max_sandboxes, .overrides = pool, .noverrides = 1,
+	};
+}
+
+/* The placement list: every built provider, local ones capped by max_sandboxes. */
+static struct placement_provider *
+mgr_placement_list(struct sandbox_mgr *mgr, const struct config *c)
+{
+	struct placement_provider *l = xcalloc(mgr->nproviders ? mgr->nproviders : 1, sizeof(*l));
+
+	for (size_t i = 0; i < mgr->nproviders; i++) {
+		unsigned caps = mgr->providers[i].p->ops->caps;
+
+		l[i] = (struct placement_provider){
+			.name = provider_name(mgr->providers[i].p), .caps = caps,
+			.capacity = (caps & SP_CAP_LOCAL) ? c->max_sandboxes : c->burst_max_sandboxes,
+		};
+	}
+	return l;
+}
+
+static void
+mgr_set_state(struct mgr_provider *mp, enum mgr_provider_state state)
+{
+	mp->state = state;
+	(void)placement_set_ready(mp->mgr->pl, provider_name(mp->p), state == PROV_READY);
 }
 
 /* --- providers: init, retry, events --- */
@@ -310,7 +456,7 @@ mgr_init_done(void *arg, int status, const char *detail)
 	int r;
 
 	if (status == SP_ECANCELED || mgr->stopping) {
-		mp->state = PROV_DOWN;
+		mgr_set_state(mp, PROV_DOWN);
 		return;
 	}
 	if (status < 0) {
@@ -322,13 +468,13 @@ mgr_init_done(void *arg, int status, const char *detail)
 				 provider_name(mp->p), why);
 		free(mp->detail);
 		mp->detail = xstrdup(why);
-		mp->state = PROV_DOWN;
+		mgr_set_state(mp, PROV_DOWN);
 		return;
 	}
 	log_info("provider '%s': ready", provider_name(mp->p));
 	free(mp->detail);
 	mp->detail = NULL;
-	mp->state = PROV_READY;
+	mgr_set_state(mp, PROV_READY);
 	if (mgr->hooks.provider_ready != NULL)
 		mgr->hooks.provider_ready(mgr->hooks.arg, mp->p);
 	if (!mp->watching) {
@@ -437,7 +583,7 @@ mgr_reconcile_done(void *arg, int status, const struct sp_instance *items, size_
 			 detail ? detail : sp_strerror(status));
 		/* The provider may be gone: let the timer re-initialise it. */
 		if (status == SP_EUNAVAIL)
-			mp->state = PROV_DOWN;
+			mgr_set_state(mp, PROV_DOWN);
 		return;
 	}
 	if (store_sandbox_list(mgr->store, NULL, true, &rows, &nrows) < 0) {
@@ -539,6 +685,10 @@ sandbox_mgr_new(uv_loop_t *loop, struct store *store, const struct config *cfg,
 		struct sandbox_mgr **ret)
 {
 	struct sandbox_mgr *mgr = xcalloc(1, sizeof(*mgr));
+	struct admission_limits lim;
+	struct admission_override pool;
+	struct placement_provider *list;
+	char err[256];
 	size_t n = 0;
 
 	mgr->loop = loop;
@@ -556,6 +706,13 @@ sandbox_mgr_new(uv_loop_t *loop, struct store *store, const struct config *cfg,
 		mgr->plist[i] = mgr->providers[i].p;
 	}
 	mgr->nproviders = n;
+	mgr_limits(cfg, &lim, &pool);
+	list = mgr_placement_list(mgr, cfg);
+	/* Both lists are valid by construction (the config parser bounded every value). */
+	if (admission_new(&lim, &mgr->adm, err, sizeof(err)) < 0 ||
+	    placement_new(list, n, &mgr->pl, err, sizeof(err)) < 0)
+		fatalx("sandbox manager: %s", err);
+	free(list);
 	uv_timer_init(loop, &mgr->timer);
 	mgr->timer.data = mgr;
 	*ret = mgr;
@@ -565,7 +722,17 @@ sandbox_mgr_new(uv_loop_t *loop, struct store *store, const struct config *cfg,
 void
 sandbox_mgr_set_config(struct sandbox_mgr *mgr, const struct config *cfg)
 {
+	struct admission_limits lim;
+	struct admission_override pool;
+	struct placement_provider *list = mgr_placement_list(mgr, cfg);
+	char err[256];
+
 	mgr->cfg = cfg;
+	mgr_limits(cfg, &lim, &pool);
+	if (admission_set_limits(mgr->adm, &lim, err, sizeof(err)) < 0 ||
+	    placement_configure(mgr->pl, list, mgr->nproviders, err, sizeof(err)) < 0)
+		log_err("new limits not applied: %s", err);
+	free(list);
 	if (mgr->started && !mgr->stopping)
 		uv_timer_start(&mgr->timer, mgr_tick, cfg->reconcile_interval_ms,
 			       cfg->reconcile_interval_ms);
@@ -588,6 +755,7 @@ void
 sandbox_mgr_start(struct sandbox_mgr *mgr)
 {
 	mgr->started = true;
+	hold_adopt_all(mgr);
 	for (size_t i = 0; i < mgr->nproviders; i++)
 		mgr_provider_kick(&mgr->providers[i]);
 	uv_timer_start(&mgr->timer, mgr_tick, mgr->cfg->reconcile_interval_ms,
@@ -601,9 +769,12 @@ sandbox_mgr_stop(struct sandbox_mgr *mgr)
 		return;
 	mgr->stopping = true;
 	uv_timer_stop(&mgr->timer);
-	for (struct op *op = mgr->inflight.next; op != &mgr->inflight; op = op->next) {
+	for (struct op *op = mgr->inflight.next, *next; op != &mgr->inflight; op = next) {
+		next = op->next;
 		if (op->kind == OP_EXEC)
 			sandbox_exec_cancel((struct sandbox_exec *)op);
+		else if (op->kind == OP_CREATE && op->waiting)
+			create_wait_cancel(op);
 	}
 }
 
@@ -623,6 +794,14 @@ mgr_free(struct sandbox_mgr *mgr)
 		provider_free(mgr->providers[i].p);
 		free(mgr->providers[i].detail);
 	}
+	while (mgr->holds != NULL) {
+		struct hold *h = mgr->holds;
+
+		mgr->holds = h->next;
+		free(h);
+	}
+	admission_free(mgr->adm);
+	placement_free(mgr->pl);
 	free(mgr->providers);
 	free(mgr->plist);
 	free(mgr);
@@ -782,9 +961,9 @@ spec_normalise(struct sandbox_mgr *mgr, json_t *spec, json_t **ret, char *err, s
 	}
 	json_object_foreach(spec, key, v) {
 		if (strcmp(key, "provider") == 0) {
-			if (!json_is_string(v) ||
-			    mgr_provider_by_name(mgr, json_string_value(v)) == NULL) {
-				errf(err, errlen, "provider: unknown provider");
+			if (!json_is_string(v) || !placement_policy_valid(mgr->pl,
+									   json_string_value(v))) {
+				errf(err, errlen, "provider: \"auto\" or a built provider's name");
 				return SP_EINVAL;
 			}
 			provider = json_string_value(v);
@@ -857,6 +1036,18 @@ create_finish(struct op *op, int status, const char *detail)
 	op_free(op);
 }
 
+/* Tell placement how a create on op's provider went (its backoff and breaker). */
+static void
+create_report(struct op *op, int status)
+{
+	enum placement_outcome o = status == 0 ? PLACEMENT_OK :
+		status == SP_ELIMIT ? PLACEMENT_RATE_LIMITED : PLACEMENT_FAILED;
+
+	if (status != SP_ECANCELED)
+		(void)placement_report(op->mgr->pl, provider_name(op->mp->p), o, 0,
+				       (int64_t)uv_now(op->mgr->loop));
+}
+
 static void
 create_fail(struct op *op, int status, const char *detail)
 {
@@ -890,6 +1081,7 @@ create_started(void *arg, int status, const char *detail)
 	const char *why = detail ? detail : sp_strerror(status);
 	int r;
 
+	create_report(op, status);
 	if (status == 0) {
 		row_set(op->mgr, &op->row, "running", NULL);
 		create_finish(op, 0, NULL);
@@ -916,6 +1108,7 @@ create_created(void *arg, int status, const char *ref, const char *detail)
 	int r;
 
 	if (status < 0) {
+		create_report(op, status);
 		create_fail(op, status, detail);
 		return;
 	}
@@ -924,31 +1117,6 @@ create_created(void *arg, int status, const char *ref, const char *detail)
 	r = provider_start(op->mp->p, op->row.ref, create_started, op);
 	if (r < 0)
 		create_started(op, r, NULL);
-}
-
-static int
-mgr_admit(struct sandbox_mgr *mgr, char *err, size_t errlen)
-{
-	struct sandbox_row *rows;
-	size_t n, live = 0;
-	int r;
-
-	r = store_sandbox_list(mgr->store, NULL, true, &rows, &n);
-	if (r < 0) {
-		errf(err, errlen, "database: %s", store_errmsg(mgr->store));
-		return SP_EDB;
-	}
-	for (size_t i = 0; i < n; i++)
-		if (state_is(&rows[i], "creating") || state_is(&rows[i], "starting") ||
-		    state_is(&rows[i], "running"))
-			live++;
-	store_sandbox_rows_free(rows, n);
-	if (live >= mgr->cfg->max_sandboxes) {
-		errf(err, errlen, "max_sandboxes reached: %zu of %u starting or running",
-		     live, mgr->cfg->max_sandboxes);
-		return SP_ELIMIT;
-	}
-	return 0;
 }
 
 static struct mgr_provider *
@@ -968,13 +1136,102 @@ mgr_ready_provider(struct sandbox_mgr *mgr, const char *name, char *err, size_t 
 	return mp;
 }
 
+/*
+ * Choose op's provider for policy and reserve what the sandbox will hold.
+ * 0 with op->mp and a hold; -EAGAIN when only a start slot is missing (the
+ * hold has its placement, admission still to take); SP_ELIMIT, SP_EUNAVAIL,
+ * SP_EINVAL with err and nothing held.
+ */
+static int
+create_place(struct sandbox_mgr *mgr, const char *policy, const char *tenant, struct hold **ret,
+	     char *err, size_t errlen)
+{
+	struct placement_choice ch;
+	struct hold *h;
+	int r;
+
+	r = placement_take(mgr->pl, policy, (int64_t)uv_now(mgr->loop), &ch, err, errlen);
+	if (r == -EAGAIN) {
+		/* Every candidate with room is backing off: the caller retries later. */
+		char why[256];
+
+		snprintf(why, sizeof(why), "%s", err);
+		errf(err, errlen, "placement '%s': %s; retry in %lld ms", policy, why,
+		     (long long)(ch.retry_at_ms - (int64_t)uv_now(mgr->loop)));
+		return SP_ELIMIT;
+	}
+	if (r < 0) {
+		/* Say which policy could not place it; "not available" for a provider down. */
+		char why[256];
+
+		snprintf(why, sizeof(why), "%s", err);
+		errf(err, errlen, "placement '%s': %s%s", policy,
+		     r == SP_EUNAVAIL ? "not available: " : "", why);
+		return r;
+	}
+	h = xcalloc(1, sizeof(*h));
+	h->mp = mgr_provider_by_name(mgr, ch.name);
+	r = admission_take(mgr->adm, tenant, provider_has(h->mp->p, SP_CAP_LOCAL), &h->t, NULL,
+			   err, errlen);
+	if (r < 0 && r != -EAGAIN) {
+		hold_free(mgr, h);
+		return r;
+	}
+	*ret = h;
+	return r;
+}
+
+static void
+create_go(struct op *op)
+{
+	int r = provider_create(op->mp->p, &op->spec, create_created, op);
+
+	if (r < 0)
+		create_fail(op, r, NULL);
+}
+
+/* A start slot freed: take it, or wait again, or give up on a cap that now refuses. */
+static void
+create_wake(void *arg)
+{
+	struct op *op = arg;
+	struct hold *h = hold_find(op->mgr, op->row.id);
+	char err[256];
+	int r;
+
+	op->waiting = false;
+	r = h != NULL ? admission_take(op->mgr->adm, op->row.tenant, provider_has(op->mp->p,
+				       SP_CAP_LOCAL), &h->t, NULL, err, sizeof(err)) : SP_ECANCELED;
+	if (r == -EAGAIN && admission_wait(op->mgr->adm, &op->waiter, create_wake, op) == 0) {
+		op->waiting = true;
+		return;
+	}
+	if (r == -EAGAIN)
+		r = admission_take(op->mgr->adm, op->row.tenant, true, &h->t, NULL, err,
+				   sizeof(err));
+	if (r < 0) {
+		create_fail(op, r, r == SP_ECANCELED ? NULL : err);
+		return;
+	}
+	create_go(op);
+}
+
+static void
+create_wait_cancel(struct op *op)
+{
+	admission_wait_cancel(op->mgr->adm, &op->waiter);
+	op->waiting = false;
+	create_fail(op, SP_ECANCELED, "the daemon is shutting down");
+}
+
 int
 sandbox_create(struct sandbox_mgr *mgr, const char *tenant, json_t *spec,
 	       sandbox_cb cb, void *arg, char *err, size_t errlen)
 {
-	struct mgr_provider *mp;
+	struct hold *hold;
 	struct op *op;
 	json_t *norm;
+	bool wait;
 	int r;
 
 	if (mgr->stopping) {
@@ -984,37 +1241,35 @@ sandbox_create(struct sandbox_mgr *mgr, const char *tenant, json_t *spec,
 	r = spec_normalise(mgr, spec, &norm, err, errlen);
 	if (r < 0)
 		return r;
-	mp = mgr_ready_provider(mgr, json_string_value(json_object_get(norm, "provider")),
-				err, errlen);
-	if (mp == NULL) {
-		json_decref(norm);
-		return SP_EUNAVAIL;
-	}
-	r = mgr_admit(mgr, err, errlen);
-	if (r < 0) {
+	r = create_place(mgr, json_string_value(json_object_get(norm, "provider")), tenant,
+			 &hold, err, errlen);
+	if (r < 0 && r != -EAGAIN) {
 		json_decref(norm);
 		return r;
 	}
+	wait = r == -EAGAIN;
 
 	op = xcalloc(1, sizeof(*op));
 	op->kind = OP_CREATE;
-	op->mp = mp;
+	op->mp = hold->mp;
 	op->cb = cb;
 	op->arg = arg;
 	op->row.id = sandbox_new_id();
 	op->row.tenant = xstrdup(tenant);
-	op->row.provider = xstrdup(provider_name(mp->p));
+	op->row.provider = xstrdup(provider_name(op->mp->p));
 	op->row.state = xstrdup("creating");
 	op->row.spec_json = json_dumps(norm, JSON_COMPACT | JSON_SORT_KEYS);
 	if (op->row.spec_json == NULL)
 		fatalx("json_dumps failed");
 	op->row.spec_hash = spec_hash(op->row.spec_json);
 	op->row.created_ms = op->row.updated_ms = now_ms();
+	hold_link(mgr, hold, op->row.id);
 
 	/* Recorded before the provider is asked, so a crash leaves a trace. */
 	r = store_sandbox_insert(mgr->store, &op->row);
 	if (r < 0) {
 		errf(err, errlen, "database: %s", store_errmsg(mgr->store));
+		hold_sync(mgr, op->row.id, "failed");
 		json_decref(norm);
 		op_free(op);
 		return SP_EDB;
@@ -1035,7 +1290,7 @@ sandbox_create(struct sandbox_mgr *mgr, const char *tenant, json_t *spec,
 	};
 	json_decref(norm);
 	if (mgr->hooks.prepare != NULL) {
-		r = mgr->hooks.prepare(mgr->hooks.arg, mp->p, op->row.id, op->row.tenant,
+		r = mgr->hooks.prepare(mgr->hooks.arg, op->mp->p, op->row.id, op->row.tenant,
 				       &op->files_dir);
 		if (r < 0) {
 			row_set(mgr, &op->row, "failed", sp_strerror(r));
@@ -1046,7 +1301,22 @@ sandbox_create(struct sandbox_mgr *mgr, const char *tenant, json_t *spec,
 		op->spec.files_dir = op->files_dir;
 	}
 	op_link(mgr, op);
-	r = provider_create(mp->p, &op->spec, create_created, op);
+	if (wait) {
+		/* max_starts: the row says "creating" while it waits its turn. */
+		if (admission_wait(mgr->adm, &op->waiter, create_wake, op) == 0) {
+			op->waiting = true;
+			return 0;
+		}
+		r = admission_take(mgr->adm, tenant, true, &hold->t, NULL, err, errlen);
+		if (r < 0) {
+			row_set(mgr, &op->row, "failed", err);
+			mgr_released(mgr, op->row.id);
+			op_unlink(op);
+			op_free(op);
+			return r;
+		}
+	}
+	r = provider_create(op->mp->p, &op->spec, create_created, op);
 	if (r < 0) {
 		row_set(mgr, &op->row, "failed", sp_strerror(r));
 		errf(err, errlen, "%s", sp_strerror(r));
@@ -1379,9 +1649,17 @@ sandbox_build_image(struct sandbox_mgr *mgr, sp_done_cb cb, void *arg, char *err
 		errf(err, errlen, "the daemon is shutting down");
 		return SP_EUNAVAIL;
 	}
-	mp = mgr_ready_provider(mgr, mgr->cfg->default_provider, err, errlen);
-	if (mp == NULL)
+	/* The default provider, or with "auto" the first that builds images. */
+	mp = mgr_provider_by_name(mgr, mgr->cfg->default_provider);
+	for (size_t i = 0; mp == NULL && i < mgr->nproviders; i++)
+		if (provider_has(mgr->providers[i].p, SP_CAP_IMAGE))
+			mp = &mgr->providers[i];
+	mp = mp != NULL ? mgr_ready_provider(mgr, provider_name(mp->p), err, errlen) : NULL;
+	if (mp == NULL) {
+		if (err != NULL && errlen > 0 && err[0] == '\0')
+			errf(err, errlen, "no provider builds images");
 		return SP_EUNAVAIL;
+	}
 	op = xcalloc(1, sizeof(*op));
 	op->kind = OP_BUILD;
 	op->mp = mp;
@@ -1396,4 +1674,84 @@ sandbox_build_image(struct sandbox_mgr *mgr, sp_done_cb cb, void *arg, char *err
 		op_free(op);
 	}
 	return r;
+}
+
+int
+sandbox_mgr_room(struct sandbox_mgr *mgr, const char *tenant, const char *policy, unsigned *ret,
+		 char *err, size_t errlen)
+{
+	const struct config *c = mgr->cfg;
+	struct mgr_provider *mp = mgr_provider_by_name(mgr, policy);
+	struct admission_counts host, tc;
+	unsigned room, tmax, local = 0;
+
+	if (placement_room(mgr->pl, policy, &room) < 0) {
+		errf(err, errlen, "unknown placement '%s'", policy);
+		return SP_EINVAL;
+	}
+	admission_counts(mgr->adm, NULL, &host);
+	if (host.starting + host.running < c->max_sandboxes)
+		local = c->max_sandboxes - (host.starting + host.running);
+	if (mp != NULL && !provider_has(mp->p, SP_CAP_LOCAL))
+		errf(err, errlen, "burst_max_sandboxes: room for %u more on '%s' (%u each)", room,
+		     policy, c->burst_max_sandboxes);
+	else if (mp != NULL || room <= local)
+		errf(err, errlen, "max_sandboxes: %u of %u starting or running on this host",
+		     host.starting + host.running, c->max_sandboxes);
+	else
+		errf(err, errlen, "max_sandboxes: %u of %u starting or running on this host, "
+		     "room for %u more on burst providers (burst_max_sandboxes %u each)",
+		     host.starting + host.running, c->max_sandboxes, room - local,
+		     c->burst_max_sandboxes);
+	admission_counts(mgr->adm, tenant, &tc);
+	tmax = admission_tenant_limit(mgr->adm, tenant);
+	if (tc.starting + tc.running >= tmax || tmax - (tc.starting + tc.running) < room) {
+		room = tc.starting + tc.running >= tmax ? 0 : tmax - (tc.starting + tc.running);
+		errf(err, errlen, "tenant_max_sandboxes: %u of %u starting or running for tenant "
+		     "'%s'", tc.starting + tc.running, tmax, tenant);
+	}
+	*ret = room;
+	return 0;
+}
+
+int
+sandbox_rebind(struct sandbox_mgr *mgr, const char *id, const char *from, const char *to,
+	       char *err, size_t errlen)
+{
+	struct hold *h = hold_find(mgr, id);
+	int r;
+
+	if (h == NULL || strcmp(h->t.tenant, from) != 0) {
+		errf(err, errlen, "sandbox '%s' is not a live sandbox of tenant '%s'", id, from);
+		return SP_ENOTFOUND;
+	}
+	r = admission_transfer(mgr->adm, &h->t, to, NULL, err, errlen);
+	if (r < 0)
+		return r;
+	if (store_sandbox_set_tenant(mgr->store, id, from, to) < 0) {
+		errf(err, errlen, "database: %s", store_errmsg(mgr->store));
+		(void)admission_transfer(mgr->adm, &h->t, from, NULL, NULL, 0);
+		return SP_EDB;
+	}
+	return 0;
+}
+
+bool
+sandbox_mgr_healthy(const struct sandbox_mgr *mgr)
+{
+	const char *policy = mgr->cfg->default_provider;
+	bool any = false;
+
+	for (size_t i = 0; i < mgr->nproviders; i++) {
+		const struct mgr_provider *mp = &mgr->providers[i];
+		bool ready = mp->state == PROV_READY;
+
+		if (strcmp(provider_name(mp->p), policy) == 0)
+			return ready;
+		/* With auto: every local provider must be up; burst ones are optional. */
+		if (!ready && provider_has(mp->p, SP_CAP_LOCAL))
+			return false;
+		any |= ready;
+	}
+	return any;
 }

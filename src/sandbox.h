@@ -48,6 +48,9 @@ struct sandbox_hooks {
 	void *arg;
 };
 
+/* The warm pool's tenant (pool.h): bounded by the host cap, not tenant_max_sandboxes. */
+#define SANDBOX_POOL_TENANT "sandpit-pool"
+
 /* Sandbox ids are "sb-" and 12 lower-case hex digits. */
 #define SANDBOX_ID_LEN 15
 bool sandbox_id_valid(const char *id);
@@ -84,6 +87,15 @@ size_t sandbox_mgr_providers(const struct sandbox_mgr *mgr, struct sp_provider *
 /* Whether provider p is initialised, and the last init error if not. */
 bool sandbox_mgr_provider_ready(const struct sandbox_mgr *mgr, const struct sp_provider *p,
 				const char **detail);
+/*
+ * How many more sandboxes tenant could start now under policy ("auto" or a
+ * provider's name): the free capacity of the providers policy may use, and
+ * the tenant's cap. err says which limit binds. SP_EINVAL for a bad policy.
+ */
+int sandbox_mgr_room(struct sandbox_mgr *mgr, const char *tenant, const char *policy,
+		     unsigned *ret, char *err, size_t errlen);
+/* Whether the providers the default policy needs are up (GET /v1/health). */
+bool sandbox_mgr_healthy(const struct sandbox_mgr *mgr);
 /* Counts of sandboxes in each of states[0..n) for metrics, in one store read. */
 int sandbox_mgr_count(struct sandbox_mgr *mgr, const char *const *states, size_t n,
 		      long *ret);
@@ -94,6 +106,13 @@ int sandbox_create(struct sandbox_mgr *mgr, const char *tenant, json_t *spec,
 /* Destroy a sandbox of tenant; destroying a destroyed one answers its row. */
 int sandbox_destroy(struct sandbox_mgr *mgr, const char *tenant, const char *id,
 		    sandbox_cb cb, void *arg, char *err, size_t errlen);
+/*
+ * Hand a live sandbox of tenant from to tenant to (a warm-pool claim): the
+ * row and its admission count move; SP_ELIMIT (err names the cap) when to's
+ * tenant_max_sandboxes refuses, SP_ENOTFOUND, SP_EDB; nothing changes then.
+ */
+int sandbox_rebind(struct sandbox_mgr *mgr, const char *id, const char *from, const char *to,
+		   char *err, size_t errlen);
 /* Synchronous reads from the store; SP_ENOTFOUND for another tenant's sandbox. */
 int sandbox_get(struct sandbox_mgr *mgr, const char *tenant, const char *id,
 		struct sandbox_row *ret);

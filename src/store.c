@@ -416,6 +416,26 @@ store_sandbox_insert(struct store *s, const struct sandbox_row *row)
 }
 
 int
+store_sandbox_set_tenant(struct store *s, const char *id, const char *from, const char *to)
+{
+	sqlite3_stmt *st;
+	int r;
+
+	r = sqlite3_prepare_v2(s->db, "UPDATE sandboxes SET tenant = ? WHERE id = ? AND tenant = ?",
+			       -1, &st, NULL);
+	if (r != SQLITE_OK)
+		return SP_EDB;
+	store_bind_text(st, 1, to);
+	store_bind_text(st, 2, id);
+	store_bind_text(st, 3, from);
+	r = store_step_done(s, st, "sandbox tenant");
+	sqlite3_finalize(st);
+	if (r < 0)
+		return r;
+	return sqlite3_changes(s->db) == 1 ? 0 : SP_ENOTFOUND;
+}
+
+int
 store_sandbox_update(struct store *s, const struct sandbox_row *row)
 {
 	sqlite3_stmt *st;

@@ -57,6 +57,8 @@ int store_meta_set(struct store *s, const char *key, const char *value);
 
 int store_sandbox_insert(struct store *s, const struct sandbox_row *row);
 /* Write every mutable field (ref, state, error, exit_code, oom_killed, updated_ms). */
+/* Move sandbox id from tenant from to tenant to (a warm-pool claim); SP_ENOTFOUND. */
+int store_sandbox_set_tenant(struct store *s, const char *id, const char *from, const char *to);
 int store_sandbox_update(struct store *s, const struct sandbox_row *row);
 /* SP_ENOTFOUND when absent. The row is filled only on success. */
 int store_sandbox_get(struct store *s, const char *id, struct sandbox_row *ret);

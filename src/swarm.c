@@ -395,7 +395,9 @@ spawned(void *arg, int status, const struct sandbox_row *row, const char *detail
 		if (!sp->m->stopping && !uv_is_active((uv_handle_t *)&sp->m->kick))
 			uv_timer_start(&sp->m->kick, kick_cb, 0, 0);
 	} else if (sw != NULL && status != SP_ECANCELED) {
-		sw->spawn_failures++;
+		/* A provider that says "no room" (429) is backed off by placement, not a failure. */
+		if (status != SP_ELIMIT)
+			sw->spawn_failures++;
 		free(sw->last_failure);
 		sw->last_failure = xstrdup(detail ? detail : sp_strerror(status));
 		if (!terminal(sw) && sw->spawn_failures > 2 * sw->want + 2)
@@ -438,18 +440,6 @@ wants_agents(const struct swarm *sw)
 	       (strcmp(sw->state, "completed") == 0 && sw->idle_since_ms == 0);
 }
 
-static int live_sandboxes(struct swarm_mgr *m, const char *tenant, unsigned *ret);
-
-static unsigned
-starting(const struct swarm_mgr *m)
-{
-	unsigned n = 0;
-
-	for (const struct swarm *sw = m->swarms; sw != NULL; sw = sw->next)
-		n += sw->spawning;
-	return n;
-}
-
 static void
 fill(struct swarm *sw)
 {
@@ -458,33 +448,28 @@ fill(struct swarm *sw)
 
 	if (sw->m->stopping || !wants_agents(sw) || (int64_t)uv_now(sw->m->loop) < sw->retry_at)
 		return;
-	/* An agent counts as live from its prepare hook, inside sandbox_create(). */
+	/*
+	 * An agent counts as live from its prepare hook, inside sandbox_create().
+	 * The manager's placement and admission decide where each goes, queue
+	 * it for a start slot (max_starts) or refuse it (caps, backoff).
+	 */
 	while (agents_live(sw) < sw->want) {
-		const struct config *c = *sw->m->cfg;
-		unsigned tlive;
-
-		/* Starts in flight over every swarm: the rest wait for a spawned() callback. */
-		if (starting(sw->m) >= c->max_starts)
-			return;
-		if (live_sandboxes(sw->m, sw->tenant, &tlive) == 0 &&
-		    tlive >= c->tenant_max_sandboxes) {
-			free(sw->last_failure);
-			xasprintf(&sw->last_failure, "tenant_max_sandboxes: %u of %u starting or "
-				  "running for tenant '%s'", tlive, c->tenant_max_sandboxes,
-				  sw->tenant);
-			sw->retry_at = (int64_t)uv_now(sw->m->loop) + SWARM_SPAWN_RETRY_MS;
-			return;
-		}
 		if (pool_serves(sw->m->pool, sw->tmpl)) {
 			char id[SANDBOX_ID_LEN + 1];
 
-			if (pool_claim(sw->m->pool, sw->tenant, id) == 0) {
+			r = pool_claim(sw->m->pool, sw->tenant, id);
+			if (r == 0) {
 				if (agent_add(sw, id) == 0) {
 					sw->agents[sw->nagents - 1].ready = true;
 					agent_event(sw, id, "running", "warm");
 					continue;
 				}
 				destroy_id(sw, id);
+			} else if (r == SP_ELIMIT) {
+				/* The tenant's cap: a cold start would be refused too. */
+				snprintf(err, sizeof(err), "tenant_max_sandboxes: the tenant '%s' is "
+					 "at its cap", sw->tenant);
+				goto out_retry;
 			}
 		}
 		r = spawn_one(sw, err, sizeof(err));
@@ -492,14 +477,16 @@ fill(struct swarm *sw)
 			fail(sw, "cannot start agents: %s", err);
 			return;
 		}
-		if (r < 0) {
-			/* Limits and providers not ready: try again, until the stall check. */
-			free(sw->last_failure);
-			sw->last_failure = xstrdup(err);
-			sw->retry_at = (int64_t)uv_now(sw->m->loop) + SWARM_SPAWN_RETRY_MS;
-			return;
-		}
+		if (r < 0)
+			goto out_retry;
 	}
+	return;
+
+out_retry:
+	/* Limits, backoff and providers not ready: try again, until the stall check. */
+	free(sw->last_failure);
+	sw->last_failure = xstrdup(err);
+	sw->retry_at = (int64_t)uv_now(sw->m->loop) + SWARM_SPAWN_RETRY_MS;
 }
 
 /*
@@ -714,7 +701,9 @@ progress(struct swarm *sw)
 		/* Look again soon: "all agents registered" is what callers wait for. */
 		uv_timer_start(&m->kick, kick_cb, SWARM_SPAWN_POLL_MS, 0);
 	}
-	if (strcmp(sw->state, "running") == 0 && total > 0 && open == 0) {
+	/* Done is done, even while agents a provider refuses are still wanted. */
+	if ((strcmp(sw->state, "running") == 0 || strcmp(sw->state, "spawning") == 0) &&
+	    total > 0 && open == 0) {
 		sw->idle_since_ms = 0;
 		set_state(sw, "completed", NULL);
 	} else if (strcmp(sw->state, "completed") == 0 && open > 0) {
@@ -789,7 +778,8 @@ template_of(struct swarm *sw)
 	const char *placement = json_string_value(json_object_get(sw->spec, "placement"));
 
 	sw->tmpl = tmpl != NULL ? json_deep_copy(tmpl) : json_object();
-	if (placement != NULL && strcmp(placement, "auto") != 0)
+	/* Left out only when it is the default policy, so the warm pool can serve it. */
+	if (placement != NULL && strcmp(placement, (*sw->m->cfg)->default_provider) != 0)
 		json_object_set_new(sw->tmpl, "provider", json_string(placement));
 	sw->want = (unsigned)json_integer_value(json_object_get(sw->spec, "agents"));
 	sw->task_timeout_ms = (uint64_t)json_integer_value(json_object_get(sw->spec,
@@ -1230,7 +1220,7 @@ out:
 }
 
 static const char *const create_keys[] = {
-	"agents", "topology", "template", "placement", "tasks", "task_timeout_ms",
+	"agents", "topology", "template", "placement", "untrusted", "tasks", "task_timeout_ms",
 	"retry_limit", "ttl", "idle_timeout", NULL,
 };
 static const char *const template_keys[] = {
@@ -1260,24 +1250,6 @@ placement_known(struct swarm_mgr *m, const char *p)
 	return false;
 }
 
-/* Sandboxes starting or running, of tenant (NULL: all). */
-static int
-live_sandboxes(struct swarm_mgr *m, const char *tenant, unsigned *ret)
-{
-	struct sandbox_row *rows;
-	size_t n;
-
-	if (store_sandbox_list(m->store, tenant, true, &rows, &n) < 0)
-		return SP_EDB;
-	*ret = 0;
-	for (size_t i = 0; i < n; i++)
-		if (strcmp(rows[i].state, "creating") == 0 ||
-		    strcmp(rows[i].state, "starting") == 0 || strcmp(rows[i].state, "running") == 0)
-			(*ret)++;
-	store_sandbox_rows_free(rows, n);
-	return 0;
-}
-
 static void
 new_id(char *id)
 {
@@ -1295,11 +1267,12 @@ swarm_create(struct swarm_mgr *m, const char *tenant, json_t *body, json_t **ret
 {
 	const struct config *c = *m->cfg;
 	json_t *v, *spec, *tasks, *empty;
-	const char *key, *topo = "hierarchical", *placement = "auto";
+	const char *key, *topo = "hierarchical", *placement;
 	struct swarm *sw;
 	uint64_t task_timeout, ttl, idle;
 	int64_t agents, retries = 2;
-	unsigned live;
+	unsigned room;
+	bool untrusted = false;
 	char *text;
 	int r;
 
@@ -1334,12 +1307,28 @@ swarm_create(struct swarm_mgr *m, const char *tenant, json_t *body, json_t **ret
 			return SP_EINVAL;
 		}
 	}
+	if ((v = json_object_get(body, "untrusted")) != NULL) {
+		if (!json_is_boolean(v)) {
+			errf(err, errlen, "untrusted: true or false");
+			return SP_EINVAL;
+		}
+		untrusted = json_is_true(v);
+	}
+	/* Untrusted work goes where the operator said, not where the caller asks. */
+	placement = untrusted ? c->untrusted_placement : c->default_provider;
 	if ((v = json_object_get(body, "placement")) != NULL) {
-		placement = json_string_value(v);
-		if (placement == NULL || !placement_known(m, placement)) {
+		const char *asked = json_string_value(v);
+
+		if (asked == NULL || !placement_known(m, asked)) {
 			errf(err, errlen, "placement: \"auto\" or a configured provider's name");
 			return SP_EINVAL;
 		}
+		if (untrusted && strcmp(asked, placement) != 0) {
+			errf(err, errlen, "placement: untrusted swarms are placed by "
+			     "untrusted_placement (%s), not '%s'", placement, asked);
+			return SP_EINVAL;
+		}
+		placement = asked;
 	}
 	if ((v = json_object_get(body, "template")) != NULL) {
 		if (!json_is_object(v)) {
@@ -1373,24 +1362,13 @@ swarm_create(struct swarm_mgr *m, const char *tenant, json_t *body, json_t **ret
 		errf(err, errlen, "tasks: an array of at most %d", SWARM_TASKS_MAX);
 		return SP_EINVAL;
 	}
-	/* Admission, before anything is written: the host cap must hold every agent. */
-	if (live_sandboxes(m, NULL, &live) < 0) {
-		errf(err, errlen, "database: %s", store_errmsg(m->store));
-		return SP_EDB;
-	}
-	if (live + (unsigned)agents > c->max_sandboxes) {
-		errf(err, errlen, "max_sandboxes: %u of %u starting or running, the swarm needs %lld",
-		     live, c->max_sandboxes, (long long)agents);
-		return SP_ELIMIT;
-	}
-	if (live_sandboxes(m, tenant, &live) < 0) {
-		errf(err, errlen, "database: %s", store_errmsg(m->store));
-		return SP_EDB;
-	}
-	if (live + (unsigned)agents > c->tenant_max_sandboxes) {
-		errf(err, errlen, "tenant_max_sandboxes: %u of %u starting or running for tenant "
-		     "'%s', the swarm needs %lld", live, c->tenant_max_sandboxes, tenant,
-		     (long long)agents);
+	/* Admission, before anything is written: the swarm's placement must hold every agent. */
+	if ((r = sandbox_mgr_room(m->mgr, tenant, placement, &room, err, errlen)) < 0)
+		return r;
+	if (room < (unsigned)agents) {
+		size_t n = strlen(err);
+
+		snprintf(err + n, errlen - n, ", the swarm needs %lld", (long long)agents);
 		return SP_ELIMIT;
 	}
 
@@ -1400,8 +1378,9 @@ swarm_create(struct swarm_mgr *m, const char *tenant, json_t *body, json_t **ret
 	snprintf(sw->tenant, sizeof(sw->tenant), "%s", tenant);
 	snprintf(sw->state, sizeof(sw->state), "spawning");
 	sw->created_ms = sw->updated_ms = now_ms();
-	sw->spec = json_pack("{s:I, s:s, s:s, s:O, s:I, s:I, s:I, s:I}", "agents",
+	sw->spec = json_pack("{s:I, s:s, s:s, s:b, s:O, s:I, s:I, s:I, s:I}", "agents",
 			     (json_int_t)agents, "topology", topo, "placement", placement,
+			     "untrusted", untrusted,
 			     "template", json_object_get(body, "template") ?
 			     json_object_get(body, "template") : empty,
 			     "task_timeout_ms", (json_int_t)task_timeout,
@@ -1649,19 +1628,38 @@ swarm_json(struct swarm *sw, bool full)
 {
 	struct queue_counts c = { 0 };
 	int64_t total;
-	json_t *o, *sbs = json_array();
+	json_t *o, *sbs = json_array(), *where = json_object(), *list = json_array();
 
 	(void)queue_counts(sw->m->queue, sw->id, &c);
-	for (size_t i = 0; i < sw->nagents; i++)
-		if (sw->agents[i].live)
-			json_array_append_new(sbs, json_string(sw->agents[i].sandbox));
-	o = json_pack("{s:s, s:s, s:s, s:o, s:O, s:{s:I, s:I, s:I, s:I, s:o}, s:o, s:I, s:I}",
+	for (size_t i = 0; i < sw->nagents; i++) {
+		const struct agent *a = &sw->agents[i];
+		struct sandbox_row row;
+		json_t *n;
+
+		if (!a->live)
+			continue;
+		json_array_append_new(sbs, json_string(a->sandbox));
+		if (sandbox_get(sw->m->mgr, sw->tenant, a->sandbox, &row) < 0)
+			continue;
+		/* Where each agent runs: a burst swarm spans providers. */
+		n = json_object_get(where, row.provider);
+		json_object_set_new(where, row.provider,
+				    json_integer(n != NULL ? json_integer_value(n) + 1 : 1));
+		json_array_append_new(list, json_pack("{s:s, s:I, s:s, s:s, s:b}", "sandbox",
+						      a->sandbox, "slot", (json_int_t)a->slot,
+						      "provider", row.provider, "state", row.state,
+						      "ready", a->ready));
+		store_sandbox_row_done(&row);
+	}
+	o = json_pack("{s:s, s:s, s:s, s:o, s:O, s:{s:I, s:I, s:I, s:I, s:o, s:o, s:o}, s:o, s:I,"
+		      " s:I}",
 		      "id", sw->id, "tenant", sw->tenant, "state", sw->state,
 		      "reason", sw->reason ? json_string(sw->reason) : json_null(),
 		      "spec", sw->spec,
 		      "agents", "wanted", (json_int_t)sw->want, "live",
 		      (json_int_t)agents_live(sw), "starting", (json_int_t)sw->spawning,
-		      "lost", (json_int_t)sw->lost, "sandboxes", sbs,
+		      "lost", (json_int_t)sw->lost, "sandboxes", sbs, "by_provider", where,
+		      "list", list,
 		      "tasks", counts_json(&c, &total),
 		      "created_ms", (json_int_t)sw->created_ms,
 		      "spawn_ms", (json_int_t)sw->spawned_ms);

@@ -343,6 +343,7 @@ fake_fire(uv_timer_t *t)
 			}
 			c = fake_lookup_ref(ref);
 			snprintf(c->spec_hash, sizeof(c->spec_hash), "%s", call->hash);
+			snprintf(c->provider, sizeof(c->provider), "%s", fp->p->ops->name);
 			call->create(call->arg, 0, ref, NULL);
 		} else {
 			call->create(call->arg, status, NULL, detail);
@@ -373,7 +374,9 @@ fake_fire(uv_timer_t *t)
 		items = xcalloc(FAKE_MAX_CONTAINERS, sizeof(*items));
 		n = 0;
 		for (size_t i = 0; i < FAKE_MAX_CONTAINERS; i++)
-			if (fake.c[i].used && strcmp(fake.c[i].instance, host->instance) == 0)
+			if (fake.c[i].used && strcmp(fake.c[i].instance, host->instance) == 0 &&
+			    (fake.c[i].provider[0] == '\0' ||
+			     strcmp(fake.c[i].provider, fp->p->ops->name) == 0))
 				fake_inst(&fake.c[i], &items[n++]);
 		call->list(call->arg, 0, items, n, NULL);
 		free(items);
@@ -656,5 +659,22 @@ const struct sp_provider_ops fake_provider_ops = {
 	.status = fake_status,
 	.build_image = fake_build_image,
 	.watch = fake_watch,
+	.describe = fake_describe,
+};
+
+/* The same fake, as a remote provider: another name, no SP_CAP_LOCAL (a burst target). */
+const struct sp_provider_ops fake_cloud_ops = {
+	.name = "cloud",
+	.caps = SP_CAP_EXEC | SP_CAP_LIST,
+	.priv_size = sizeof(struct fake_priv),
+	.init = fake_init,
+	.close = fake_close,
+	.create = fake_create,
+	.start = fake_start_op,
+	.exec = fake_exec,
+	.exec_cancel = fake_exec_cancel,
+	.destroy = fake_destroy,
+	.list = fake_list,
+	.status = fake_status,
 	.describe = fake_describe,
 };

@@ -19,6 +19,12 @@
 #include <sandpit/provider.h>
 
 extern const struct sp_provider_ops fake_provider_ops;
+/*
+ * The same fake as a remote provider named "cloud" (no SP_CAP_LOCAL, no
+ * image, no events), sharing the container table; each lists only what it
+ * made (and what fake_add() put there).
+ */
+extern const struct sp_provider_ops fake_cloud_ops;
 
 enum fake_op {
 	FAKE_INIT, FAKE_CREATE, FAKE_START, FAKE_EXEC, FAKE_DESTROY, FAKE_LIST,
@@ -31,6 +37,7 @@ struct fake_container {
 	char sandbox_id[64];
 	char tenant[64];
 	char spec_hash[64];
+	char provider[32];		/* the ops name that made it; "" for fake_add() */
 	enum sp_instance_state state;
 	int exit_code;
 	bool oom_killed;

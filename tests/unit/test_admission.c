@@ -152,6 +152,45 @@ test_tenant_cap_counts_starting(void **state)
 	admission_free(a);
 }
 
+/* A pooled sandbox claimed: its count moves to the new tenant, host counts stay. */
+static void
+test_transfer(void **state)
+{
+	struct admission_ticket pool = { 0 }, mine = { 0 }, empty = { 0 };
+	struct admission_refusal why;
+	struct admission_counts c;
+	struct admission *a = mk(10, 10, 1);
+	char err[160];
+
+	(void)state;
+	assert_int_equal(admission_adopt(a, "pool", true, &pool), 0);
+	assert_int_equal(admission_take(a, "acme", true, &mine, NULL, NULL, 0), 0);
+	/* acme is at its cap of 1: refused, nothing moves. */
+	assert_int_equal(admission_transfer(a, &pool, "acme", &why, err, sizeof(err)), SP_ELIMIT);
+	assert_int_equal(why.limit, ADMISSION_TENANT);
+	assert_non_null(strstr(err, "tenant 'acme'"));
+	assert_string_equal(pool.tenant, "pool");
+	admission_counts(a, "pool", &c);
+	assert_int_equal(c.running, 1);
+	/* To a tenant with room: its count, not the host's, changes. */
+	assert_int_equal(admission_transfer(a, &pool, "other", NULL, NULL, 0), 0);
+	assert_string_equal(pool.tenant, "other");
+	admission_counts(a, "pool", &c);
+	assert_int_equal(c.starting + c.running, 0);
+	admission_counts(a, "other", &c);
+	assert_int_equal(c.running, 1);
+	admission_counts(a, NULL, &c);
+	assert_int_equal(c.starting, 1);
+	assert_int_equal(c.running, 1);
+	assert_int_equal(admission_transfer(a, &empty, "other", NULL, NULL, 0), SP_EINVAL);
+	assert_int_equal(admission_transfer(a, &pool, "bad name!", NULL, NULL, 0), SP_EINVAL);
+	admission_release(a, &pool);
+	admission_release(a, &mine);
+	admission_counts(a, NULL, &c);
+	assert_int_equal(c.starting + c.running, 0);
+	admission_free(a);
+}
+
 static void
 test_bad_calls(void **state)
 {
@@ -485,6 +524,7 @@ main(void)
 		cmocka_unit_test(test_limits_validated),
 		cmocka_unit_test(test_host_cap),
 		cmocka_unit_test(test_tenant_cap_counts_starting),
+		cmocka_unit_test(test_transfer),
 		cmocka_unit_test(test_bad_calls),
 		cmocka_unit_test(test_adopt_over_limit_and_reload),
 		cmocka_unit_test(test_remote_counts_tenant_only),

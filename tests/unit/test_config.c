@@ -106,7 +106,9 @@ test_defaults_root_or_not(void **state)
 	assert_int_equal(c->max_body, 1024 * 1024);
 	assert_int_equal(c->max_header, 16 * 1024);
 	assert_int_equal(c->log_level, LOG_INFO);
-	assert_string_equal(c->default_provider, "docker");
+	assert_string_equal(c->default_provider, "auto");
+	assert_string_equal(c->untrusted_placement, "auto");
+	assert_int_equal(c->burst_max_sandboxes, 20);
 	assert_int_equal(c->max_sandboxes, 64);
 	assert_int_equal(c->reconcile_interval_ms, 30000);
 	assert_string_equal(c->worker_image, "sandpit/worker:" SANDPIT_VERSION);
@@ -529,7 +531,7 @@ test_example_file(void **state)
 		strcat(out, line);
 		strcat(out, "\n");
 	}
-	assert_int_equal(n, 26 + 19);
+	assert_int_equal(n, 28 + 19);
 	if (load(out, NULL, &c, err, sizeof(err)) != 0)
 		fail_msg("uncommented example: %s", err);
 	assert_int_equal(config_load(NULL, NULL, &def, err, sizeof(err)), 0);

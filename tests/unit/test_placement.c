@@ -84,7 +84,8 @@ test_auto_local_first_then_burst(void **state)
 		assert_int_equal(c.burst, i >= 3);
 	}
 	assert_int_equal(placement_take(p, "auto", 1000, &c, err, sizeof(err)), SP_ELIMIT);
-	assert_string_equal(err, "local-x: full (3/3); cloud-a: full (2/2); cloud-b: full (5/5)");
+	assert_string_equal(err, "local-x: full (max_sandboxes 3/3); cloud-a: full (burst_max_sandboxes 2/2); "
+			    "cloud-b: full (burst_max_sandboxes 5/5)");
 	/* A local sandbox goes away: the next one goes home again. */
 	assert_int_equal(placement_put(p, "local-x"), 0);
 	assert_int_equal(placement_take(p, "auto", 1000, &c, NULL, 0), 0);
@@ -119,7 +120,7 @@ test_named_policy(void **state)
 	}
 	/* Full, and a named policy does not spill elsewhere. */
 	assert_int_equal(placement_take(p, "cloud-a", 0, &c, err, sizeof(err)), SP_ELIMIT);
-	assert_string_equal(err, "cloud-a: full (2/2)");
+	assert_string_equal(err, "cloud-a: full (burst_max_sandboxes 2/2)");
 	assert_int_equal(placement_take(p, "e2b", 0, &c, err, sizeof(err)), SP_EINVAL);
 	assert_string_equal(err, "unknown placement 'e2b': use auto, cloud-a, local-x, cloud-b");
 	assert_int_equal(placement_take(p, NULL, 0, &c, err, sizeof(err)), SP_EINVAL);
@@ -195,7 +196,7 @@ test_rate_limit_backoff(void **state)
 	assert_int_equal(placement_take(p, "auto", t, &c, err, sizeof(err)), -EAGAIN);
 	assert_int_equal(placement_get(p, "cloud-a", &st), 0);
 	assert_int_equal(c.retry_at_ms, st.backoff_until_ms);
-	assert_non_null(strstr(err, "local-x: full (3/3); cloud-a: rate-limited"));
+	assert_non_null(strstr(err, "local-x: full (max_sandboxes 3/3); cloud-a: rate-limited"));
 	/* A plain failure does not back off; a success clears the backoff. */
 	assert_int_equal(placement_report(p, "cloud-b", PLACEMENT_FAILED, 0, t), 0);
 	assert_int_equal(placement_report(p, "cloud-b", PLACEMENT_OK, 0, t), 0);
@@ -335,7 +336,7 @@ test_put_and_reconfigure(void **state)
 	assert_int_equal(placement_get(p, "cloud-c", &st), 0);
 	assert_false(st.ready);
 	assert_int_equal(placement_take(p, "auto", 5000, &c, err, sizeof(err)), SP_ELIMIT);
-	assert_string_equal(err, "local-x: full (2/1); cloud-c: not ready");
+	assert_string_equal(err, "local-x: full (max_sandboxes 2/1); cloud-c: not ready");
 	placement_free(p);
 }
 

@@ -335,8 +335,7 @@ test_limit(void **state)
 	for (int i = 0; i < 3; i++)
 		create_ok(e, "acme", NULL);
 	assert_int_equal(sandbox_create(e->mgr, "acme", NULL, on_row, e, err, sizeof(err)), SP_ELIMIT);
-	assert_non_null(strstr(err, "max_sandboxes"));
-	assert_non_null(strstr(err, "3 of 3"));
+	assert_non_null(strstr(err, "max_sandboxes 3/3"));
 	assert_int_equal(fake_count(), 3);
 }
 
@@ -579,6 +578,154 @@ setup_started(void **state)
 	return r;
 }
 
+/* --- placement and admission across a local and a remote provider --- */
+
+static const struct sp_provider_ops *const burst_ops[] = {
+	&fake_provider_ops, &fake_cloud_ops, NULL
+};
+
+static int
+setup_burst(void **state)
+{
+	struct env *e;
+
+	setup(state);
+	e = *state;
+	/* The same environment with two providers: "fake" (local) and "cloud". */
+	sandbox_mgr_close(e->mgr, on_closed, e);
+	while (!e->closed)
+		uv_run(&e->loop, UV_RUN_ONCE);
+	e->closed = false;
+	free(e->cfg->default_provider);
+	e->cfg->default_provider = xstrdup("auto");
+	e->cfg->max_sandboxes = 2;
+	e->cfg->burst_max_sandboxes = 2;
+	assert_int_equal(sandbox_mgr_new(&e->loop, e->store, e->cfg, &e->host, burst_ops,
+					 &e->mgr), 0);
+	return 0;
+}
+
+static void
+burst_start(struct env *e)
+{
+	struct sp_provider *const *ps;
+
+	sandbox_mgr_start(e->mgr);
+	sandbox_mgr_providers(e->mgr, &ps);
+	for (int i = 0; i < 100000 && !(sandbox_mgr_provider_ready(e->mgr, ps[0], NULL) &&
+					 sandbox_mgr_provider_ready(e->mgr, ps[1], NULL)); i++)
+		uv_run(&e->loop, UV_RUN_ONCE);
+	assert_true(sandbox_mgr_provider_ready(e->mgr, ps[1], NULL));
+}
+
+/* Create for tenant; the provider the new sandbox landed on, in buf. */
+static void
+create_on(struct env *e, const char *tenant, const char *spec_text, char *buf, size_t len)
+{
+	struct sandbox_row row;
+
+	create_ok(e, tenant, spec_text);
+	assert_int_equal(store_sandbox_get(e->store, e->id, &row), 0);
+	snprintf(buf, len, "%s", row.provider);
+	store_sandbox_row_done(&row);
+}
+
+static void
+destroy_ok(struct env *e, const char *tenant, const char *id)
+{
+	char err[256], copy[32];
+	int n = e->calls;
+
+	snprintf(copy, sizeof(copy), "%s", id);
+	assert_int_equal(sandbox_destroy(e->mgr, tenant, copy, on_row, e, err, sizeof(err)), 0);
+	run_until_calls(e, n + 1);
+	assert_int_equal(e->status, 0);
+}
+
+static void
+test_placement_fills_local_then_bursts(void **state)
+{
+	struct env *e = *state;
+	char prov[32], err[512], local1[32], cloud1[32];
+	unsigned room;
+
+	burst_start(e);
+	/* A named provider is used even with local room. */
+	create_on(e, "acme", "{\"provider\":\"cloud\"}", prov, sizeof(prov));
+	assert_string_equal(prov, "cloud");
+	destroy_ok(e, "acme", e->id);
+	assert_int_equal(sandbox_mgr_room(e->mgr, "acme", "auto", &room, err, sizeof(err)), 0);
+	assert_int_equal(room, 4);
+
+	/* auto: the local provider first, then the burst one, then a refusal naming both. */
+	create_on(e, "acme", NULL, prov, sizeof(prov));
+	assert_string_equal(prov, "fake");
+	snprintf(local1, sizeof(local1), "%s", e->id);
+	create_on(e, "acme", NULL, prov, sizeof(prov));
+	assert_string_equal(prov, "fake");
+	create_on(e, "acme", NULL, prov, sizeof(prov));
+	assert_string_equal(prov, "cloud");
+	snprintf(cloud1, sizeof(cloud1), "%s", e->id);
+	create_on(e, "acme", NULL, prov, sizeof(prov));
+	assert_string_equal(prov, "cloud");
+	assert_int_equal(sandbox_create(e->mgr, "acme", NULL, on_row, e, err, sizeof(err)),
+			 SP_ELIMIT);
+	assert_non_null(strstr(err, "fake: full (max_sandboxes 2/2)"));
+	assert_non_null(strstr(err, "cloud: full (burst_max_sandboxes 2/2)"));
+	assert_int_equal(sandbox_mgr_room(e->mgr, "acme", "auto", &room, err, sizeof(err)), 0);
+	assert_int_equal(room, 0);
+
+	/* The burst provider answers 429: it is backed off, the create fails once. */
+	destroy_ok(e, "acme", cloud1);
+	fake_fail_next(FAKE_CREATE, SP_ELIMIT, "HTTP 429: concurrency limit");
+	assert_int_equal(sandbox_create(e->mgr, "acme", NULL, on_row, e, err, sizeof(err)), 0);
+	run_until_calls(e, e->calls + 1);
+	assert_int_equal(e->status, SP_ELIMIT);
+	assert_int_equal(sandbox_create(e->mgr, "acme", NULL, on_row, e, err, sizeof(err)),
+			 SP_ELIMIT);
+	assert_non_null(strstr(err, "cloud: rate-limited"));
+	assert_non_null(strstr(err, "retry in"));
+	/* Local room frees: placement falls back to it while the burst one backs off. */
+	destroy_ok(e, "acme", local1);
+	create_on(e, "acme", NULL, prov, sizeof(prov));
+	assert_string_equal(prov, "fake");
+
+	/* The tenant cap counts sandboxes wherever they run (2 local + 1 burst here). */
+	e->cfg->tenant_max_sandboxes = 3;
+	sandbox_mgr_set_config(e->mgr, e->cfg);
+	assert_int_equal(sandbox_mgr_room(e->mgr, "acme", "auto", &room, err, sizeof(err)), 0);
+	assert_int_equal(room, 0);
+	assert_non_null(strstr(err, "tenant_max_sandboxes: 3 of 3"));
+}
+
+static void
+test_placement_counts_survive_restart(void **state)
+{
+	struct env *e = *state;
+	char prov[32], err[512];
+
+	burst_start(e);
+	for (int i = 0; i < 3; i++)
+		create_on(e, "acme", NULL, prov, sizeof(prov));
+	assert_string_equal(prov, "cloud");
+	sandbox_mgr_close(e->mgr, on_closed, e);
+	while (!e->closed)
+		uv_run(&e->loop, UV_RUN_ONCE);
+	e->closed = false;
+	/* A new manager on the same store re-adopts the three live sandboxes. */
+	assert_int_equal(sandbox_mgr_new(&e->loop, e->store, e->cfg, &e->host, burst_ops,
+					 &e->mgr), 0);
+	burst_start(e);
+	run_for(e, 60);		/* reconciles: everything is still there */
+	create_on(e, "acme", NULL, prov, sizeof(prov));
+	assert_string_equal(prov, "cloud");
+	assert_int_equal(sandbox_create(e->mgr, "acme", NULL, on_row, e, err, sizeof(err)),
+			 SP_ELIMIT);
+	assert_non_null(strstr(err, "full (max_sandboxes 2/2)"));
+	assert_non_null(strstr(err, "full (burst_max_sandboxes 2/2)"));
+	assert_int_equal(fake_count(), 4);
+}
+
 int
 main(void)
 {
@@ -593,6 +740,10 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_reconcile, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_events, setup_started, teardown),
 		cmocka_unit_test_setup_teardown(test_provider_down_then_up, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_placement_fills_local_then_bursts, setup_burst,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_placement_counts_survive_restart, setup_burst,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_shutdown_with_work_in_flight, setup_started, teardown),
 	};
 
