@@ -6,6 +6,7 @@
  * worker channel hands them out. Nothing here logs or speaks HTTP.
  */
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1572,6 +1573,39 @@ counts_json(const struct queue_counts *c, int64_t *total)
  * destroyed, or now) priced per provider from the prices directive, on the
  * limits it was given. Providers without a price are listed as unpriced.
  */
+/*
+ * A provider's own prices, from its describe() ("price_vcpu_second" and
+ * "price_gib_second", in currency units): used when the prices directive
+ * names none for it. SP_ENOTFOUND when it states none.
+ */
+static int
+provider_price(struct swarm_mgr *m, const char *name, struct pricing_price *ret)
+{
+	struct sp_provider *const *ps;
+	size_t n = sandbox_mgr_providers(m->mgr, &ps);
+	int r = SP_ENOTFOUND;
+
+	for (size_t i = 0; i < n; i++) {
+		json_t *d, *cpu, *gib;
+
+		if (strcmp(provider_name(ps[i]), name) != 0 || provider_describe(ps[i]) == NULL)
+			continue;
+		d = json_loads(provider_describe(ps[i]), 0, NULL);
+		cpu = json_object_get(d, "price_vcpu_second");
+		gib = json_object_get(d, "price_gib_second");
+		if (json_is_number(cpu) && json_is_number(gib) && json_number_value(cpu) >= 0 &&
+		    json_number_value(gib) >= 0 &&
+		    json_number_value(cpu) * PRICING_NANO <= (double)PRICING_PRICE_MAX &&
+		    json_number_value(gib) * PRICING_NANO <= (double)PRICING_PRICE_MAX) {
+			ret->cpu_second = llround(json_number_value(cpu) * PRICING_NANO);
+			ret->gib_second = llround(json_number_value(gib) * PRICING_NANO);
+			r = 0;
+		}
+		json_decref(d);
+	}
+	return r;
+}
+
 static json_t *
 usage_json(struct swarm *sw)
 {
@@ -1601,7 +1635,8 @@ usage_json(struct swarm *sw)
 		ms_total += ms;
 		cpu_s += (double)ncpu / 1e9 * (double)ms / 1000;
 		gib_s += (double)mem / (1024.0 * 1024 * 1024) * (double)ms / 1000;
-		if (prices != NULL && pricing_get(prices, row.provider, &price) == 0 &&
+		if (((prices != NULL && pricing_get(prices, row.provider, &price) == 0) ||
+		     provider_price(sw->m, row.provider, &price) == 0) &&
 		    pricing_cost(&price, ncpu, mem, ms, &cost) == 0) {
 			(void)pricing_add(&amount, cost);
 		} else {

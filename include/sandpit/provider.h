@@ -159,8 +159,10 @@ struct sp_provider_ops {
 	 * Optional: facts for GET /v1/info (a JSON object as text, owned by the
 	 * provider), valid after init. Keys the core reads when present:
 	 * "gateway", the address a sandbox reaches the host at (the worker
-	 * channel binds it), and "user", "uid:gid" a sandbox runs as (owner of
-	 * the files under spec.files_dir).
+	 * channel binds it); "user", "uid:gid" a sandbox runs as (owner of
+	 * the files under spec.files_dir); "price_vcpu_second" and
+	 * "price_gib_second" (numbers, currency units), what a sandbox costs
+	 * when the prices directive names no price for the provider.
 	 */
 	const char *(*describe)(struct sp_provider *p);
 };
