@@ -483,7 +483,7 @@ fill(struct swarm *sw)
 		if (pool_serves(sw->m->pool, sw->tmpl)) {
 			char id[SANDBOX_ID_LEN + 1];
 
-			if (pool_claim(sw->m->pool, sw->tenant, id) == 0) {
+			if (pool_claim(sw->m->pool, sw->tmpl, sw->tenant, id) == 0) {
 				if (agent_add(sw, id) == 0) {
 					sw->agents[sw->nagents - 1].ready = true;
 					agent_event(sw, id, "running", "warm");
@@ -712,7 +712,7 @@ progress(struct swarm *sw)
 		} else if (!a->ready) {
 			a->ready = true;
 			if (m->pool != NULL && a->t0 != 0)
-				pool_cold(m->pool, (uv_now(m->loop) - a->t0) * 1000000);
+				pool_cold(m->pool, sw->tmpl, (uv_now(m->loop) - a->t0) * 1000000);
 		}
 	}
 	if (sw->ttl_ms > 0 && now_ms() - sw->created_ms >= (int64_t)sw->ttl_ms) {
