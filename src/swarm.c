@@ -946,12 +946,19 @@ r_whoami(const struct rpc_call *call, struct rpc_response *resp, void *arg)
 {
 	struct swarm *sw;
 	struct agent *a = caller(arg, call, resp, &sw);
+	struct topology t;
+	size_t lead;
+	json_t *o;
 
 	if (a == NULL)
 		return;
-	rpc_reply_json(resp, 200, json_pack("{s:s, s:i, s:i, s:O}", "swarm", sw->id, "agent",
-			(int)a->slot, "agents", (int)sw->want, "topology",
-			json_object_get(sw->spec, "topology")));
+	o = json_pack("{s:s, s:i, s:i, s:O}", "swarm", sw->id, "agent", (int)a->slot, "agents",
+		      (int)sw->want, "topology", json_object_get(sw->spec, "topology"));
+	/* In a tree an agent must know its lead (the root is its own). */
+	topology_of(sw, &t);
+	if (topology_lead(&t, a->slot, &lead) == 0)
+		json_object_set_new(o, "lead", json_integer((json_int_t)lead));
+	rpc_reply_json(resp, 200, o);
 }
 
 /* One statement without results on the store's connection. */
