@@ -128,38 +128,34 @@ pool_key(const struct config *c, json_t *tmpl, char *buf, size_t len)
 	if (tmpl != NULL && !json_is_object(tmpl))
 		return SP_EINVAL;
 	json_object_foreach(tmpl, k, v) {
-		if (strcmp(k, "provider") == 0 || strcmp(k, "image") == 0) {
-			if (!json_is_string(v))
-				return SP_EINVAL;
-			*(k[0] == 'p' ? &provider : &image) = json_string_value(v);
-			continue;
-		}
-		if (strcmp(k, "cpus") == 0) {
+		if (strcmp(k, "provider") == 0 && json_is_string(v)) {
+			provider = json_string_value(v);
+		} else if (strcmp(k, "image") == 0 && json_is_string(v)) {
+			image = json_string_value(v);
+		} else if (strcmp(k, "cpus") == 0 && json_is_number(v) &&
+			   json_number_value(v) > 0 && json_number_value(v) <= 1e9) {
 			/* The sandbox manager's rounding: cpus -> nano-CPUs. */
-			if (!json_is_number(v) || !(json_number_value(v) > 0) ||
-			    json_number_value(v) > 1e9)
-				return SP_EINVAL;
 			ncpu = llround(json_number_value(v) * 1e9);
-			continue;
-		}
-		if (strcmp(k, "pids") == 0 || strcmp(k, "nofile") == 0) {
-			if (!json_is_integer(v))
+		} else if (strcmp(k, "pids") == 0 && json_is_integer(v)) {
+			pids = json_integer_value(v);
+		} else if (strcmp(k, "nofile") == 0 && json_is_integer(v)) {
+			nofile = json_integer_value(v);
+		} else {
+			if (strcmp(k, "memory") == 0)
+				size = &memory;
+			else if (strcmp(k, "tmp") == 0)
+				size = &tmp;
+			else if (strcmp(k, "work") == 0)
+				size = &work;
+			else
+				return SP_EINVAL;	/* unknown, or a known field of the wrong type */
+			/* Sizes as the sandbox manager reads them: bytes, or "512m". */
+			if (json_is_integer(v))
+				*size = json_integer_value(v);
+			else if (!json_is_string(v) ||
+				 config_parse_size(json_string_value(v), size) < 0)
 				return SP_EINVAL;
-			*(k[0] == 'p' ? &pids : &nofile) = json_integer_value(v);
-			continue;
 		}
-		if (strcmp(k, "memory") == 0)
-			size = &memory;
-		else if (strcmp(k, "tmp") == 0)
-			size = &tmp;
-		else if (strcmp(k, "work") == 0)
-			size = &work;
-		else
-			return SP_EINVAL;
-		if (json_is_integer(v))
-			*size = json_integer_value(v);
-		else if (!json_is_string(v) || config_parse_size(json_string_value(v), size) < 0)
-			return SP_EINVAL;
 	}
 	n = snprintf(buf, len, "provider=%s image=%s cpus=%lld memory=%lld pids=%lld nofile=%lld"
 		     " tmp=%lld work=%lld", provider, image, (long long)ncpu, (long long)memory,
