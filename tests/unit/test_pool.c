@@ -6,7 +6,7 @@
  * a pooled sandbox to a tenant and the pool refills, an empty pool is a miss
  * and a template without a pool is neither, hits and misses are labelled by
  * pool, a swarm claims from the pool of its template and cold-starts
- * otherwise, and a new configuration drains stale pools.
+ * otherwise, and a new configuration drains stale pools, starts in flight too.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -451,6 +451,39 @@ test_new_configuration_drains_stale_pools(void **state)
 	assert_true(serves(e, "{}"));
 }
 
+static void
+test_template_change_drops_starts_in_flight(void **state)
+{
+	struct env *e = *state;
+
+	wait_idle(e, "big", 2);
+	/* Slow creates: the next template's starts are still in flight when it changes again. */
+	fake_set_delay(FAKE_CREATE, 400);
+	reconfigure(e, "provider fake\n"
+		    "pool \"big 2 memory=3g\"\n");
+	for (int i = 0; i < 100 && stat_of(e, "big", "starting") != 2; i++)
+		run_for(e, 10);
+	assert_int_equal(stat_of(e, "big", "starting"), 2);
+	reconfigure(e, "provider fake\n"
+		    "pool \"big 1 memory=4g\"\n");
+	/* The dropped starts are destroyed when they land; one 4g sandbox remains. */
+	for (int i = 0; i < 500 && (fake_count() != 1 || stat_of(e, "big", "idle") != 1); i++)
+		run_for(e, 10);
+	assert_int_equal(stat_of(e, "big", "idle"), 1);
+	assert_int_equal(fake_count(), 1);
+	assert_int_equal(pooled_with_memory(e, 4 * GIB), 1);
+	assert_int_equal(pooled_with_memory(e, 3 * GIB), 0);
+	/* And a close with starts in flight, dropped or not, frees everything (ASan). */
+	reconfigure(e, "provider fake\n"
+		    "pool \"big 2 memory=2g\"\n");
+	for (int i = 0; i < 100 && stat_of(e, "big", "starting") != 2; i++)
+		run_for(e, 10);
+	reconfigure(e, "provider fake\n"
+		    "pool \"big 1 memory=1g\"\n");
+	run_for(e, 250);
+	assert_true(stat_of(e, "big", "starting") >= 1);
+}
+
 int
 main(void)
 {
@@ -462,6 +495,8 @@ main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_new_configuration_drains_stale_pools, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_template_change_drops_starts_in_flight,
+						setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
