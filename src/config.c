@@ -16,9 +16,12 @@
 #include <syslog.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include <sandpit/error.h>
 
 #include "config.h"
+#include "log.h"
 #include "pricing.h"
 #include "xmalloc.h"
 
@@ -559,6 +562,125 @@ config_kv_set(struct config *c, const char *name, char *value)
 	c->nkv++;
 }
 
+static const char *const config_pool_fields[] = {
+	"provider", "image", "cpus", "memory", "pids", "nofile", "tmp", "work", NULL,
+};
+
+/* One FIELD=VALUE of a pool directive into spec. */
+static int
+config_pool_field(struct config_parse *p, json_t *spec, char *kv)
+{
+	const struct sp_provider_ops *const *pp;
+	char *v = strchr(kv, '=');
+	size_t i;
+	int64_t i64;
+
+	if (v != NULL)
+		*v++ = '\0';
+	for (i = 0; config_pool_fields[i] != NULL; i++)
+		if (strcmp(kv, config_pool_fields[i]) == 0)
+			break;
+	if (v == NULL || config_pool_fields[i] == NULL)
+		return config_error(p, p->line, "pool: '%.64s' is not FIELD=VALUE with a field "
+				    "of provider, image, cpus, memory, pids, nofile, tmp, work", kv);
+	if (json_object_get(spec, kv) != NULL)
+		return config_error(p, p->line, "pool: %s given twice", kv);
+	if (strcmp(kv, "provider") == 0) {
+		for (pp = p->providers; pp != NULL && *pp != NULL; pp++)
+			if (strcmp((*pp)->name, v) == 0)
+				break;
+		if (*v == '\0' || (pp != NULL && *pp == NULL))
+			return config_error(p, p->line, "pool: provider '%.64s' is not built in", v);
+		json_object_set_new(spec, kv, json_string(v));
+	} else if (strcmp(kv, "image") == 0) {
+		/* The sandbox manager's rule for image references. */
+		bool ok = *v != '\0' && *v != '-' && strlen(v) <= 255;
+
+		for (const char *c = v; ok && *c != '\0'; c++)
+			ok = isalnum((unsigned char)*c) || strchr("._/:@-", *c) != NULL;
+		if (!ok)
+			return config_error(p, p->line, "pool: image '%.64s' is not an image "
+					    "reference", v);
+		json_object_set_new(spec, kv, json_string(v));
+	} else if (strcmp(kv, "cpus") == 0) {
+		if (config_parse_cpus(v, &i64) < 0 || i64 < NANO / 100)
+			return config_error(p, p->line, "pool: cpus '%.64s' is not a number of "
+					    "CPUs (0.01 or more)", v);
+		json_object_set_new(spec, kv, json_real((double)i64 / NANO));
+	} else if (strcmp(kv, "pids") == 0 || strcmp(kv, "nofile") == 0) {
+		if (config_parse_int(v, &i64) < 0 || i64 < 1)
+			return config_error(p, p->line, "pool: %s '%.64s' is not a positive "
+					    "integer", kv, v);
+		json_object_set_new(spec, kv, json_integer(i64));
+	} else {
+		if (config_parse_size(v, &i64) < 0 || i64 < 1)
+			return config_error(p, p->line, "pool: %s '%.64s' is not a size (bytes, or "
+					    "with k, m, g, t)", kv, v);
+		json_object_set_new(spec, kv, json_integer(i64));
+	}
+	return 0;
+}
+
+/* pool "NAME SIZE [FIELD=VALUE …]" (config.h): repeatable, one pool each. */
+static int
+config_pool(struct config_parse *p, const char *value)
+{
+	struct config *c = p->c;
+	char *copy = xstrdup(value), *save = NULL, *name, *size, *kv;
+	json_t *spec = json_object();
+	int64_t n = -1;
+	size_t i;
+	int r = 0;
+
+	name = strtok_r(copy, " \t", &save);
+	size = strtok_r(NULL, " \t", &save);
+	if (name == NULL || size == NULL) {
+		r = config_error(p, p->line, "pool: \"NAME SIZE [FIELD=VALUE ...]\" is required");
+		goto out;
+	}
+	for (i = 0; name[i] != '\0'; i++)
+		if (!(islower((unsigned char)name[i]) || isdigit((unsigned char)name[i]) ||
+		      name[i] == '_' || name[i] == '-'))
+			break;
+	if (name[i] != '\0' || i > CONFIG_POOL_NAME_MAX) {
+		r = config_error(p, p->line, "pool: '%.64s' is not a pool name (a-z, 0-9, _ and -, "
+				 "at most %d)", name, CONFIG_POOL_NAME_MAX);
+		goto out;
+	}
+	if (strcmp(name, "default") == 0) {
+		r = config_error(p, p->line, "pool: the name 'default' is pool_size's pool");
+		goto out;
+	}
+	for (i = 0; i < c->npools; i++)
+		if (strcmp(c->pools[i].name, name) == 0) {
+			r = config_error(p, p->line, "pool: duplicate pool '%s' (first on line %u)",
+					 name, c->pools[i].line);
+			goto out;
+		}
+	if (c->npools == CONFIG_POOLS_MAX) {
+		r = config_error(p, p->line, "pool: more than %d pools", CONFIG_POOLS_MAX);
+		goto out;
+	}
+	if (config_parse_int(size, &n) < 0 || n < 0 || n > CONFIG_POOL_SIZE_MAX) {
+		r = config_error(p, p->line, "pool: size '%.64s' is not an integer 0..%d", size,
+				 CONFIG_POOL_SIZE_MAX);
+		goto out;
+	}
+	while ((kv = strtok_r(NULL, " \t", &save)) != NULL)
+		if ((r = config_pool_field(p, spec, kv)) < 0)
+			goto out;
+	c->pools = xreallocarray(c->pools, c->npools + 1, sizeof(*c->pools));
+	c->pools[c->npools] = (struct config_pool){ .name = xstrdup(name), .size = (unsigned)n,
+		.spec = json_dumps(spec, JSON_COMPACT | JSON_SORT_KEYS), .line = p->line };
+	if (c->pools[c->npools].spec == NULL)
+		fatalx("json_dumps failed");
+	c->npools++;
+out:
+	json_decref(spec);
+	free(copy);
+	return r;
+}
+
 static int
 config_directive(struct config_parse *p, const char *name, const char *value)
 {
@@ -567,6 +689,8 @@ config_directive(struct config_parse *p, const char *name, const char *value)
 	char *norm;
 	size_t i;
 
+	if (strcmp(name, "pool") == 0)
+		return config_pool(p, value);
 	for (i = 0; i < NDIRECTIVES; i++) {
 		if (strcmp(config_directives[i].name, name) != 0)
 			continue;
@@ -942,6 +1066,11 @@ config_free(struct config *c)
 	free((char *)c->memory.embedder_model);
 	free(c->worker_listen);
 	free(c->prices);
+	for (i = 0; i < c->npools; i++) {
+		free(c->pools[i].name);
+		free(c->pools[i].spec);
+	}
+	free(c->pools);
 	for (i = 0; i < c->nkv; i++) {
 		free(c->kv[i].name);
 		free(c->kv[i].value);

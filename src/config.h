@@ -24,6 +24,25 @@ struct config_kv {
 	char *value;
 };
 
+/*
+ * A warm pool of one template: the repeatable directive
+ *	pool "NAME SIZE [FIELD=VALUE …]"
+ * FIELD is a sandbox spec field (provider, image, cpus, memory, pids,
+ * nofile, tmp, work; sizes with k/m/g/t), each at most once; fields left out
+ * take the sandbox defaults in force. NAME (a-z, 0-9, _ and -, at most
+ * CONFIG_POOL_NAME_MAX) labels the pool's metrics; "default" is taken by
+ * pool_size, which stays the default template's pool.
+ */
+#define CONFIG_POOLS_MAX	32
+#define CONFIG_POOL_NAME_MAX	32
+#define CONFIG_POOL_SIZE_MAX	1024
+struct config_pool {
+	char *name;
+	unsigned size;			/* 0..CONFIG_POOL_SIZE_MAX */
+	char *spec;			/* the template as a sandbox spec: JSON text, keys sorted */
+	unsigned line;			/* where it was set */
+};
+
 struct config {
 	char *file;			/* the file parsed, or NULL for the embedded defaults */
 
@@ -62,6 +81,8 @@ struct config {
 	uint64_t exec_timeout_ms, exec_timeout_max_ms;
 	char *prices;			/* prices: "PROVIDER CPU_S GIB_S; …" (pricing.h), or NULL */
 	unsigned pool_size;		/* pool_size: warm sandboxes of the default template (0: none) */
+	struct config_pool *pools;	/* pool: warm pools of other templates, in file order */
+	size_t npools;
 
 	/* memory_*: the ReasoningBank's settings (see memory.h); restart to change. */
 	struct memory_config memory;

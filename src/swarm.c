@@ -32,8 +32,6 @@
 #define SWARM_SPAWN_RETRY_MS	1000
 #define SWARM_SPAWN_POLL_MS	10	/* while spawning, readiness is checked this often */
 #define SWARM_AGENTS_MAX	TOPOLOGY_AGENTS_MAX
-#define SWARM_INBOX_MAX		256	/* messages waiting per agent */
-#define SWARM_MESSAGE_MAX	65536	/* bytes of one message's body, as JSON */
 
 static const char *const swarm_migrations[] = {
 	"CREATE TABLE swarms ("
@@ -43,6 +41,12 @@ static const char *const swarm_migrations[] = {
 	"CREATE TABLE swarm_agents ("
 	" sandbox TEXT PRIMARY KEY, swarm TEXT NOT NULL, idx INTEGER NOT NULL);"
 	"CREATE INDEX swarm_agents_swarm ON swarm_agents(swarm);",
+	/* Agents' inboxes, addressed by slot; an agent's slot survives a restart. */
+	"CREATE TABLE swarm_messages ("
+	" seq INTEGER PRIMARY KEY AUTOINCREMENT, swarm TEXT NOT NULL, slot INTEGER NOT NULL,"
+	" sender INTEGER NOT NULL, body TEXT NOT NULL, created_ms INTEGER NOT NULL);"
+	"CREATE INDEX swarm_messages_inbox ON swarm_messages(swarm, slot, seq);"
+	"ALTER TABLE swarm_agents ADD COLUMN slot INTEGER;",
 };
 
 static const char *const topo_names[TOPOLOGY__COUNT] = {
@@ -57,7 +61,6 @@ struct agent {
 	bool reap;			/* gone on its own: destroy it from the next tick */
 	bool ready;			/* its worker registered once */
 	unsigned slot;			/* its place in the topology, 0..want-1 (a replacement takes over) */
-	json_t *inbox;			/* messages addressed to it, oldest first (memory only) */
 	uint64_t t0;			/* loop ms of a cold start, for the pool's metrics */
 };
 
@@ -292,6 +295,8 @@ set_state(struct swarm *sw, const char *state, const char *reason)
 		json_object_set_new(ev, "reason", json_string(reason));
 	emit(sw, ev);
 	if (terminal(sw)) {
+		/* Nobody can receive any more: the inboxes go with the swarm. */
+		(void)db_exec(sw->m, "DELETE FROM swarm_messages WHERE swarm = ?", "s", sw->id);
 		/* Over for good: later watchers get the final line only; keep no history. */
 		for (size_t i = 0; i < SWARM_EVENTS_KEPT; i++) {
 			free(sw->ev[i].line);
@@ -458,7 +463,7 @@ fill(struct swarm *sw)
 		if (pool_serves(sw->m->pool, sw->tmpl)) {
 			char id[SANDBOX_ID_LEN + 1];
 
-			r = pool_claim(sw->m->pool, sw->tenant, id);
+			r = pool_claim(sw->m->pool, sw->tmpl, sw->tenant, id);
 			if (r == 0) {
 				if (agent_add(sw, id) == 0) {
 					sw->agents[sw->nagents - 1].ready = true;
@@ -526,6 +531,18 @@ agent_gone(struct swarm_mgr *m, const char *sandbox, const char *why)
 		uv_timer_start(&m->kick, kick_cb, 0, 0);
 }
 
+/* Whether slot k is one of sw's and no live agent holds it. */
+static bool
+slot_free(const struct swarm *sw, unsigned k)
+{
+	if (k >= sw->want)
+		return false;
+	for (size_t i = 0; i < sw->nagents; i++)
+		if (sw->agents[i].live && sw->agents[i].slot == k)
+			return false;
+	return true;
+}
+
 /* The lowest topology slot no live agent holds. */
 static unsigned
 free_slot(const struct swarm *sw)
@@ -544,11 +561,12 @@ free_slot(const struct swarm *sw)
 static int
 agent_add(struct swarm *sw, const char *id)
 {
+	unsigned slot = free_slot(sw);
 	struct agent *a;
 	int r;
 
-	r = db_exec(sw->m, "INSERT INTO swarm_agents (sandbox, swarm, idx) VALUES (?, ?, ?)",
-		    "ssi", id, sw->id, (int64_t)sw->nagents);
+	r = db_exec(sw->m, "INSERT INTO swarm_agents (sandbox, swarm, idx, slot) VALUES"
+		    " (?, ?, ?, ?)", "ssii", id, sw->id, (int64_t)sw->nagents, (int64_t)slot);
 	if (r < 0)
 		return r;
 	if (sw->nagents == sw->cap) {
@@ -559,7 +577,7 @@ agent_add(struct swarm *sw, const char *id)
 	memset(a, 0, sizeof(*a));
 	snprintf(a->sandbox, sizeof(a->sandbox), "%s", id);
 	a->idx = (unsigned)sw->nagents++;
-	a->slot = free_slot(sw);
+	a->slot = slot;
 	a->live = true;
 	return 0;
 }
@@ -682,7 +700,7 @@ progress(struct swarm *sw)
 		} else if (!a->ready) {
 			a->ready = true;
 			if (m->pool != NULL && a->t0 != 0)
-				pool_cold(m->pool, (uv_now(m->loop) - a->t0) * 1000000);
+				pool_cold(m->pool, sw->tmpl, (uv_now(m->loop) - a->t0) * 1000000);
 		}
 	}
 	if (sw->ttl_ms > 0 && now_ms() - sw->created_ms >= (int64_t)sw->ttl_ms) {
@@ -805,8 +823,6 @@ swarm_free(struct swarm *sw)
 {
 	for (size_t i = 0; i < SWARM_EVENTS_KEPT; i++)
 		free(sw->ev[i].line);
-	for (size_t i = 0; i < sw->nagents; i++)
-		json_decref(sw->agents[i].inbox);
 	free(sw->agents);
 	free(sw->reason);
 	free(sw->last_failure);
@@ -823,11 +839,15 @@ load(struct swarm_mgr *m)
 	struct sandbox_row row;
 	int r;
 
+	/* Inboxes of swarms that ended while the daemon was going down. */
+	if (sqlite3_exec(db, "DELETE FROM swarm_messages WHERE swarm IN (SELECT id FROM swarms"
+	    " WHERE state IN ('failed', 'deleted'))", NULL, NULL, NULL) != SQLITE_OK)
+		return SP_EDB;
 	if (sqlite3_prepare_v2(db, "SELECT id, tenant, state, reason, spec, created_ms,"
 	    " updated_ms, spawned_ms, lost FROM swarms ORDER BY created_ms", -1, &st,
 	    NULL) != SQLITE_OK)
 		return SP_EDB;
-	if (sqlite3_prepare_v2(db, "SELECT sandbox, idx FROM swarm_agents WHERE swarm = ?"
+	if (sqlite3_prepare_v2(db, "SELECT sandbox, idx, slot FROM swarm_agents WHERE swarm = ?"
 	    " ORDER BY idx", -1, &ag, NULL) != SQLITE_OK) {
 		sqlite3_finalize(st);
 		return SP_EDB;
@@ -867,7 +887,13 @@ load(struct swarm_mgr *m)
 
 				store_sandbox_row_done(&row);
 				if (live) {
-					a->slot = free_slot(sw);
+					/* The slot it held (its inbox's address), unless taken. */
+					unsigned slot = free_slot(sw);
+
+					if (sqlite3_column_type(ag, 2) == SQLITE_INTEGER &&
+					    slot_free(sw, (unsigned)sqlite3_column_int(ag, 2)))
+						slot = (unsigned)sqlite3_column_int(ag, 2);
+					a->slot = slot;
 					a->live = true;
 				}
 			}
@@ -905,104 +931,266 @@ topology_of(const struct swarm *sw, struct topology *t)
 	*t = (struct topology){ .kind = k, .n = sw->want, .lead_of = NULL, .hub = 0 };
 }
 
-static struct agent *
-agent_in_slot(struct swarm *sw, unsigned slot)
-{
-	for (size_t i = 0; i < sw->nagents; i++)
-		if (sw->agents[i].live && sw->agents[i].slot == slot)
-			return &sw->agents[i];
-	return NULL;
-}
-
 /* GET /v1/worker/swarm: who am I in my swarm. */
 static void
 r_whoami(const struct rpc_call *call, struct rpc_response *resp, void *arg)
 {
 	struct swarm *sw;
 	struct agent *a = caller(arg, call, resp, &sw);
+	struct topology t;
+	size_t lead;
+	json_t *o;
 
 	if (a == NULL)
 		return;
-	rpc_reply_json(resp, 200, json_pack("{s:s, s:i, s:i, s:O}", "swarm", sw->id, "agent",
-			(int)a->slot, "agents", (int)sw->want, "topology",
-			json_object_get(sw->spec, "topology")));
+	o = json_pack("{s:s, s:i, s:i, s:O}", "swarm", sw->id, "agent", (int)a->slot, "agents",
+		      (int)sw->want, "topology", json_object_get(sw->spec, "topology"));
+	/* In a tree an agent must know its lead (the root is its own). */
+	topology_of(sw, &t);
+	if (topology_lead(&t, a->slot, &lead) == 0)
+		json_object_set_new(o, "lead", json_integer((json_int_t)lead));
+	rpc_reply_json(resp, 200, o);
+}
+
+/* One statement without results on the store's connection. */
+static int
+msg_exec(struct swarm_mgr *m, const char *sql)
+{
+	return sqlite3_exec(store_db(m->store), sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : SP_EDB;
+}
+
+/* Our own transaction: the queue's open group commits first (queue.h). */
+static int
+msg_begin(struct swarm_mgr *m)
+{
+	int r;
+
+	if ((r = queue_flush(m->queue)) < 0)
+		return r;
+	return msg_exec(m, "BEGIN IMMEDIATE");
+}
+
+/*
+ * Commit when r is 0, else roll back; r, or SP_EDB when the commit failed.
+ * A database error (r is SP_EDB) gets its message into err here.
+ */
+static int
+msg_end(struct swarm_mgr *m, int r, char *err, size_t errlen)
+{
+	if (r == 0 && (r = msg_exec(m, "COMMIT")) == 0)
+		return 0;
+	if (r == SP_EDB)
+		errf(err, errlen, "database: %s", sqlite3_errmsg(store_db(m->store)));
+	(void)msg_exec(m, "ROLLBACK");
+	return r;
+}
+
+/* Store text from slot from in each target's inbox: all of them, or none. */
+static int
+msg_store(struct swarm *sw, unsigned from, const size_t *targets, size_t n, const char *text,
+	  char *err, size_t errlen)
+{
+	sqlite3 *db = store_db(sw->m->store);
+	sqlite3_stmt *count = NULL, *ins = NULL;
+	int64_t now = now_ms();
+	int r;
+
+	if ((r = msg_begin(sw->m)) < 0) {
+		errf(err, errlen, "database: %s", sqlite3_errmsg(db));
+		return r;
+	}
+	if (sqlite3_prepare_v2(db, "SELECT count(*) FROM swarm_messages WHERE swarm = ? AND"
+	    " slot = ?", -1, &count, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(db, "INSERT INTO swarm_messages (swarm, slot, sender, body,"
+	    " created_ms) VALUES (?, ?, ?, ?, ?)", -1, &ins, NULL) != SQLITE_OK) {
+		r = SP_EDB;
+		goto out_end;
+	}
+	for (size_t i = 0; i < n && r == 0; i++) {
+		sqlite3_bind_text(count, 1, sw->id, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(count, 2, (int64_t)targets[i]);
+		if (sqlite3_step(count) != SQLITE_ROW)
+			r = SP_EDB;
+		else if (sqlite3_column_int64(count, 0) >= SWARM_INBOX_MAX) {
+			errf(err, errlen, "agent %zu's inbox is full (%d messages waiting)",
+			     targets[i], SWARM_INBOX_MAX);
+			r = SP_ELIMIT;
+		}
+		sqlite3_reset(count);
+	}
+	for (size_t i = 0; i < n && r == 0; i++) {
+		sqlite3_bind_text(ins, 1, sw->id, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(ins, 2, (int64_t)targets[i]);
+		sqlite3_bind_int64(ins, 3, from);
+		sqlite3_bind_text(ins, 4, text, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(ins, 5, now);
+		if (sqlite3_step(ins) != SQLITE_DONE)
+			r = SP_EDB;
+		sqlite3_reset(ins);
+	}
+out_end:
+	sqlite3_finalize(count);
+	sqlite3_finalize(ins);
+	return msg_end(sw->m, r, err, errlen);
+}
+
+int
+swarm_send(struct swarm_mgr *m, const char *sandbox, json_t *to, json_t *body,
+	   size_t *ret_delivered, char *err, size_t errlen)
+{
+	struct swarm *sw;
+	struct agent *a = agent_find(m, sandbox, &sw);
+	size_t targets[SWARM_AGENTS_MAX], n = 0, len;
+	struct topology t;
+	char *text;
+	int r;
+
+	if (a == NULL || !a->live || terminal(sw)) {
+		errf(err, errlen, "this sandbox is not an agent of a swarm");
+		return SP_ENOTFOUND;
+	}
+	if (body == NULL || (text = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY)) == NULL) {
+		errf(err, errlen, "body: any JSON value is required");
+		return SP_EINVAL;
+	}
+	if ((len = strlen(text)) > SWARM_MESSAGE_MAX) {
+		free(text);
+		errf(err, errlen, "a message body is at most %d bytes as JSON, this one is %zu",
+		     SWARM_MESSAGE_MAX, len);
+		return -E2BIG;
+	}
+	topology_of(sw, &t);
+	if (json_is_string(to) && strcmp(json_string_value(to), "*") == 0) {
+		r = topology_targets(&t, a->slot, targets, SWARM_AGENTS_MAX, &n);
+	} else if (json_is_integer(to) && json_integer_value(to) >= 0 &&
+		   json_integer_value(to) < (json_int_t)sw->want) {
+		targets[0] = (size_t)json_integer_value(to);
+		n = 1;
+		r = topology_may_send(&t, a->slot, targets[0], err, errlen);
+	} else {
+		errf(err, errlen, "to: an agent number 0..%u or \"*\"", sw->want - 1);
+		r = SP_EINVAL;
+	}
+	/*
+	 * Every target slot gets it, held by a live agent or not: a message to an
+	 * agent being replaced waits for the replacement in the same slot.
+	 */
+	if (r == 0 && n > 0)
+		r = msg_store(sw, a->slot, targets, n, text, err, errlen);
+	free(text);
+	if (r == 0)
+		*ret_delivered = n;
+	return r;
+}
+
+int
+swarm_receive(struct swarm_mgr *m, const char *sandbox, json_t **ret, char *err,
+	      size_t errlen)
+{
+	struct swarm *sw;
+	struct agent *a = agent_find(m, sandbox, &sw);
+	sqlite3 *db = store_db(m->store);
+	sqlite3_stmt *sel = NULL, *del = NULL;
+	json_t *msgs;
+	int64_t last = 0;
+	int r;
+
+	if (a == NULL || !a->live || terminal(sw)) {
+		errf(err, errlen, "this sandbox is not an agent of a swarm");
+		return SP_ENOTFOUND;
+	}
+	/* Read and delete in one transaction: each message is received once. */
+	if ((r = msg_begin(m)) < 0) {
+		errf(err, errlen, "database: %s", sqlite3_errmsg(db));
+		return r;
+	}
+	msgs = json_array();
+	if (sqlite3_prepare_v2(db, "SELECT seq, sender, body FROM swarm_messages WHERE swarm = ?"
+	    " AND slot = ? ORDER BY seq", -1, &sel, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(db, "DELETE FROM swarm_messages WHERE swarm = ? AND slot = ? AND"
+	    " seq <= ?", -1, &del, NULL) != SQLITE_OK) {
+		r = SP_EDB;
+		goto out_end;
+	}
+	sqlite3_bind_text(sel, 1, sw->id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(sel, 2, a->slot);
+	while ((r = sqlite3_step(sel)) == SQLITE_ROW) {
+		json_t *body = json_loads((const char *)sqlite3_column_text(sel, 2),
+					  JSON_DECODE_ANY, NULL);
+
+		last = sqlite3_column_int64(sel, 0);
+		json_array_append_new(msgs, json_pack("{s:I, s:o}", "from",
+				      (json_int_t)sqlite3_column_int64(sel, 1), "body",
+				      body != NULL ? body : json_null()));
+	}
+	r = r == SQLITE_DONE ? 0 : SP_EDB;
+	if (r == 0 && last > 0) {
+		sqlite3_bind_text(del, 1, sw->id, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(del, 2, a->slot);
+		sqlite3_bind_int64(del, 3, last);
+		r = sqlite3_step(del) == SQLITE_DONE ? 0 : SP_EDB;
+	}
+out_end:
+	sqlite3_finalize(sel);
+	sqlite3_finalize(del);
+	if ((r = msg_end(m, r, err, errlen)) < 0) {
+		json_decref(msgs);
+		return r;
+	}
+	*ret = msgs;
+	return 0;
 }
 
 /*
  * POST /v1/worker/messages {"to": N | "*", "body": any}: the topology decides
- * who may address whom; a forbidden message changes nothing (403).
+ * who may address whom; a forbidden message, or one for a full inbox, stores
+ * nothing. Answered once the messages are committed.
  */
 static void
 r_send(const struct rpc_call *call, struct rpc_response *resp, void *arg)
 {
-	struct swarm *sw;
-	struct agent *a = caller(arg, call, resp, &sw), *to;
-	json_t *jto = json_object_get(call->json, "to"), *body = json_object_get(call->json, "body");
-	struct topology t;
-	size_t targets[SWARM_AGENTS_MAX], n = 0;
-	char err[256], *text;
+	char err[256] = "";
+	size_t n = 0;
+	int r = swarm_send(arg, call->claims->sub, json_object_get(call->json, "to"),
+			   json_object_get(call->json, "body"), &n, err, sizeof(err));
 
-	if (a == NULL)
+	switch (r) {
+	case 0:
+		rpc_reply_json(resp, 200, json_pack("{s:I}", "delivered", (json_int_t)n));
 		return;
-	if (body == NULL || (text = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY)) == NULL) {
-		rpc_reply_error(resp, 400, "bad_request", "body: any JSON value is required");
+	case SP_ENOTFOUND:
+	case -EACCES:
+		rpc_reply_error(resp, 403, "forbidden", err);
 		return;
-	}
-	n = strlen(text);
-	free(text);
-	if (n > SWARM_MESSAGE_MAX) {
-		rpc_reply_error(resp, 413, "too_large", "a message body is at most 64 KiB");
+	case SP_EINVAL:
+		rpc_reply_error(resp, 400, "bad_request", err);
 		return;
-	}
-	topology_of(sw, &t);
-	if (json_is_string(jto) && strcmp(json_string_value(jto), "*") == 0) {
-		(void)topology_targets(&t, a->slot, targets, SWARM_AGENTS_MAX, &n);
-	} else if (json_is_integer(jto) && json_integer_value(jto) >= 0 &&
-		   json_integer_value(jto) < (json_int_t)sw->want) {
-		targets[0] = (size_t)json_integer_value(jto);
-		n = 1;
-		if (topology_may_send(&t, a->slot, targets[0], err, sizeof(err)) < 0) {
-			rpc_reply_error(resp, 403, "forbidden", err[0] ? err :
-					"the topology forbids this message");
-			return;
-		}
-	} else {
-		rpc_reply_error(resp, 400, "bad_request", "to: an agent number or \"*\"");
+	case -E2BIG:
+		rpc_reply_error(resp, 413, "too_large", err);
+		return;
+	case SP_ELIMIT:
+		rpc_reply_error(resp, 429, "limit_reached", err);
+		return;
+	default:
+		rpc_reply_error(resp, 503, "unavailable", err);
 		return;
 	}
-	for (size_t i = 0; i < n; i++)
-		if ((to = agent_in_slot(sw, (unsigned)targets[i])) != NULL &&
-		    json_array_size(to->inbox) >= SWARM_INBOX_MAX) {
-			rpc_reply_error(resp, 429, "limit_reached", "the recipient's inbox is full");
-			return;
-		}
-	size_t delivered = 0;
-
-	for (size_t i = 0; i < n; i++) {
-		if ((to = agent_in_slot(sw, (unsigned)targets[i])) == NULL)
-			continue;
-		if (to->inbox == NULL)
-			to->inbox = json_array();
-		json_array_append_new(to->inbox, json_pack("{s:i, s:O}", "from", (int)a->slot,
-				      "body", body));
-		delivered++;
-	}
-	rpc_reply_json(resp, 200, json_pack("{s:I}", "delivered", (json_int_t)delivered));
 }
 
 /* GET /v1/worker/messages: take what is waiting (oldest first). */
 static void
 r_receive(const struct rpc_call *call, struct rpc_response *resp, void *arg)
 {
-	struct swarm *sw;
-	struct agent *a = caller(arg, call, resp, &sw);
+	char err[256] = "";
 	json_t *msgs;
+	int r = swarm_receive(arg, call->claims->sub, &msgs, err, sizeof(err));
 
-	if (a == NULL)
-		return;
-	msgs = a->inbox != NULL ? a->inbox : json_array();
-	a->inbox = NULL;
-	rpc_reply_json(resp, 200, json_pack("{s:o}", "messages", msgs));
+	if (r == SP_ENOTFOUND)
+		rpc_reply_error(resp, 403, "forbidden", err);
+	else if (r < 0)
+		rpc_reply_error(resp, 503, "unavailable", err);
+	else
+		rpc_reply_json(resp, 200, json_pack("{s:o}", "messages", msgs));
 }
 
 int

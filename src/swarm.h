@@ -97,6 +97,30 @@ int swarm_watch(struct swarm_mgr *m, const char *tenant, const char *id, swarm_e
 		void *arg, struct swarm_watch **ret);
 void swarm_unwatch(struct swarm_watch *w);
 
+/*
+ * Messages between agents (the worker routes POST and GET
+ * /v1/worker/messages); sandbox is the calling agent's. Inboxes are durable
+ * (table swarm_messages), addressed by topology slot (an agent's number, which
+ * a replacement takes over, so a message waits for it), at most
+ * SWARM_INBOX_MAX messages each, and go when the swarm fails or is deleted.
+ *
+ * swarm_send: to is an agent number or "*" (everyone the topology lets the
+ * caller address); body any JSON value of at most SWARM_MESSAGE_MAX bytes.
+ * Stored in every target inbox or in none, committed before 0 returns with
+ * the count in *ret_delivered. SP_ENOTFOUND (not a live agent of a running
+ * swarm), SP_EINVAL (to, body), -EACCES (the topology forbids it), -E2BIG,
+ * SP_ELIMIT (a target inbox is full), SP_EDB; err says which.
+ *
+ * swarm_receive: *ret = [{"from": N, "body": …}…], oldest first, removed
+ * from the inbox in the same transaction. SP_ENOTFOUND, SP_EDB.
+ */
+#define SWARM_INBOX_MAX		256	/* messages waiting per agent */
+#define SWARM_MESSAGE_MAX	65536	/* bytes of one message's body, as JSON */
+int swarm_send(struct swarm_mgr *m, const char *sandbox, json_t *to, json_t *body,
+	       size_t *ret_delivered, char *err, size_t errlen);
+int swarm_receive(struct swarm_mgr *m, const char *sandbox, json_t **ret, char *err,
+		  size_t errlen);
+
 /* For /metrics: swarms by state, agents live. */
 json_t *swarm_stats_json(struct swarm_mgr *m);
 void swarm_metrics(struct swarm_mgr *m, FILE *f);

@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -58,18 +59,41 @@ topology_err(char *err, size_t errlen, const char *fmt, ...)
 	va_end(ap);
 }
 
-/* Agent i's lead, or n when the description is broken there. */
+/* The default tree of topology.h: agent i's lead among n agents. */
 static size_t
-topology_lead(const struct topology *t, size_t i)
+topology_default_lead(size_t n, size_t i)
 {
-	size_t l;
+	size_t leads = (n - 1 + TOPOLOGY_FANOUT) / (TOPOLOGY_FANOUT + 1);
+	size_t workers = n - 1 - leads, base, extra, w;
 
-	if (t->lead_of == NULL)
+	if (i <= leads)
 		return 0;
-	l = t->lead_of[i];
-	if (l >= t->n || t->lead_of[l] != l)
-		return t->n;
-	return l;
+	/* workers >= leads here, so base >= 1: the first `extra` groups have base + 1. */
+	base = workers / leads;
+	extra = workers % leads;
+	w = i - leads - 1;
+	if (w < extra * (base + 1))
+		return 1 + w / (base + 1);
+	return 1 + extra + (w - extra * (base + 1)) / base;
+}
+
+/* Agent i's lead, or n when the table is broken there. i < n. */
+static size_t
+topology_parent(const struct topology *t, size_t i)
+{
+	if (t->lead_of == NULL)
+		return topology_default_lead(t->n, i);
+	return t->lead_of[i] < t->n ? t->lead_of[i] : t->n;
+}
+
+/* Whether agent i leads anyone (the error path only: a scan). */
+static bool
+topology_leads_some(const struct topology *t, size_t i)
+{
+	for (size_t j = 0; j < t->n; j++)
+		if (j != i && topology_parent(t, j) == i)
+			return true;
+	return false;
 }
 
 /* The shape alone (kind, n, hub), without walking lead_of. */
@@ -98,7 +122,7 @@ topology_check_shape(const struct topology *t, char *err, size_t errlen)
 int
 topology_check(const struct topology *t, char *err, size_t errlen)
 {
-	size_t i;
+	size_t i, j, k, root = 0, roots = 0;
 	int r;
 
 	if ((r = topology_check_shape(t, err, errlen)) < 0)
@@ -111,12 +135,39 @@ topology_check(const struct topology *t, char *err, size_t errlen)
 				     "the %zu agents", i, t->lead_of[i], t->n);
 			return SP_EINVAL;
 		}
-		if (topology_lead(t, i) == t->n) {
-			topology_err(err, errlen, "hierarchical: agent %zu's lead %zu is itself led "
-				     "by agent %zu", i, t->lead_of[i], t->lead_of[t->lead_of[i]]);
+		if (t->lead_of[i] == i && roots++ == 0)
+			root = i;
+	}
+	if (roots != 1) {
+		topology_err(err, errlen, "hierarchical: %zu agents lead themselves, the tree "
+			     "needs exactly one root", roots);
+		return SP_EINVAL;
+	}
+	/* One root and n - 1 parent links: a tree unless some agent loops short of the root. */
+	for (i = 0; i < t->n; i++) {
+		for (j = i, k = 0; j != root && k < t->n; k++)
+			j = t->lead_of[j];
+		if (j != root) {
+			topology_err(err, errlen, "hierarchical: agent %zu's leads go round in a "
+				     "loop and never reach the root, agent %zu", i, root);
 			return SP_EINVAL;
 		}
 	}
+	return 0;
+}
+
+int
+topology_lead(const struct topology *t, size_t i, size_t *ret)
+{
+	size_t l;
+	int r;
+
+	if ((r = topology_check_shape(t, NULL, 0)) < 0)
+		return r;
+	if (t->kind != TOPOLOGY_HIERARCHICAL || i >= t->n ||
+	    (l = topology_parent(t, i)) == t->n)
+		return SP_EINVAL;
+	*ret = l;
 	return 0;
 }
 
@@ -141,16 +192,24 @@ topology_may_send(const struct topology *t, size_t from, size_t to, char *err, s
 	case TOPOLOGY_MESH:
 		return 0;
 	case TOPOLOGY_HIERARCHICAL:
-		lead = topology_lead(t, from);
-		if (lead == t->n || topology_lead(t, to) == t->n) {
+		lead = topology_parent(t, from);
+		if (lead == t->n || topology_parent(t, to) == t->n) {
 			topology_err(err, errlen, "hierarchical: broken lead of agent %zu",
 				     lead == t->n ? from : to);
 			return SP_EINVAL;
 		}
-		if (lead == from || lead == to)
+		/* Tree edges only: up to one's lead, down to the agents one leads. */
+		if (lead == to || topology_parent(t, to) == from)
 			return 0;
-		topology_err(err, errlen, "hierarchical: agent %zu may address only its lead, "
-			     "agent %zu", from, lead);
+		if (lead == from)
+			topology_err(err, errlen, "hierarchical: agent %zu may address only the "
+				     "agents it leads", from);
+		else if (err != NULL && errlen > 0 && topology_leads_some(t, from))
+			topology_err(err, errlen, "hierarchical: agent %zu may address only its "
+				     "lead, agent %zu, and the agents it leads", from, lead);
+		else
+			topology_err(err, errlen, "hierarchical: agent %zu may address only its "
+				     "lead, agent %zu", from, lead);
 		return -EACCES;
 	case TOPOLOGY_RING:
 		next = (from + 1) % t->n;
@@ -181,7 +240,7 @@ topology_targets(const struct topology *t, size_t from, size_t *out, size_t max,
 		return r;
 	if (from >= t->n)
 		return SP_EINVAL;
-	if (t->kind == TOPOLOGY_HIERARCHICAL && topology_lead(t, from) == t->n)
+	if (t->kind == TOPOLOGY_HIERARCHICAL && topology_parent(t, from) == t->n)
 		return SP_EINVAL;
 	for (i = 0; i < t->n; i++) {
 		if (i == from)

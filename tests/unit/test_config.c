@@ -1,8 +1,9 @@
 /*
  * config: the embedded defaults (root and non-root), the grammar (quotes,
  * escapes, comments), every error kind with its file:line, provider
- * directives through a fake ops table, the size/duration parsers at their
- * edges, the shipped example file, and random input that must never crash.
+ * directives through a fake ops table, the repeatable pool directive, the
+ * size/duration parsers at their edges, the shipped example file, and random
+ * input that must never crash.
  */
 #include <stdarg.h>
 #include <stdbool.h>
@@ -312,6 +313,79 @@ test_errors(void **state)
 }
 
 static void
+test_pool_directive(void **state)
+{
+	static const struct {
+		const char *text;
+		const char *want;	/* after "<file>:" */
+	} bad[] = {
+		{ "pool py\n", "1: pool: \"NAME SIZE [FIELD=VALUE ...]\" is required" },
+		{ "pool \"Py 1\"\n", "1: pool: 'Py' is not a pool name" },
+		{ "pool \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa 1\"\n", "1: pool: 'aaaa" },
+		{ "pool \"default 1\"\n", "1: pool: the name 'default' is pool_size's pool" },
+		{ "pool \"py 1\"\n\npool \"py 2\"\n", "3: pool: duplicate pool 'py' (first on line 1)" },
+		{ "pool \"py x\"\n", "1: pool: size 'x' is not an integer 0..1024" },
+		{ "pool \"py 1025\"\n", "1: pool: size '1025' is not an integer 0..1024" },
+		{ "pool \"py -1\"\n", "1: pool: size '-1' is not an integer 0..1024" },
+		{ "pool \"py 1 colour=red\"\n", "1: pool: 'colour' is not FIELD=VALUE" },
+		{ "pool \"py 1 memory\"\n", "1: pool: 'memory' is not FIELD=VALUE" },
+		{ "pool \"py 1 memory=1g memory=2g\"\n", "1: pool: memory given twice" },
+		{ "pool \"py 1 memory=lots\"\n", "1: pool: memory 'lots' is not a size" },
+		{ "pool \"py 1 tmp=0\"\n", "1: pool: tmp '0' is not a size" },
+		{ "pool \"py 1 cpus=0.001\"\n", "1: pool: cpus '0.001' is not a number of CPUs" },
+		{ "pool \"py 1 pids=-4\"\n", "1: pool: pids '-4' is not a positive integer" },
+		{ "pool \"py 1 image=-x\"\n", "1: pool: image '-x' is not an image reference" },
+		{ "pool \"py 1 image=a$b\"\n", "1: pool: image 'a$b' is not an image reference" },
+		{ "pool \"py 1 provider=docker\"\n", "1: pool: provider 'docker' is not built in" },
+		{ "pool \"py 1 provider=\"\n", "1: pool: provider '' is not built in" },
+	};
+	struct config *c;
+	char err[512], want[512], text[64 * 40];
+	size_t i;
+
+	(void)state;
+	assert_int_equal(load("pool_size 3\n"
+			      "pool \"py 2 image=python:3.12-slim cpus=1.5 memory=1g\"\n"
+			      "pool\t\"small-1  0  tmp=64m  provider=fake\"  # none for now\n",
+			      fake_providers, &c, err, sizeof(err)), 0);
+	assert_int_equal(c->pool_size, 3);
+	assert_int_equal(c->npools, 2);
+	assert_string_equal(c->pools[0].name, "py");
+	assert_int_equal(c->pools[0].size, 2);
+	assert_string_equal(c->pools[0].spec,
+			    "{\"cpus\":1.5,\"image\":\"python:3.12-slim\",\"memory\":1073741824}");
+	assert_int_equal(c->pools[0].line, 2);
+	assert_string_equal(c->pools[1].name, "small-1");
+	assert_int_equal(c->pools[1].size, 0);
+	assert_string_equal(c->pools[1].spec, "{\"provider\":\"fake\",\"tmp\":67108864}");
+	config_free(c);
+	/* None by default; a template-less pool is the default template's. */
+	assert_int_equal(load("pool \"plain 1\"\n", NULL, &c, err, sizeof(err)), 0);
+	assert_int_equal(c->pool_size, 0);
+	assert_int_equal(c->npools, 1);
+	assert_string_equal(c->pools[0].spec, "{}");
+	config_free(c);
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		c = (struct config *)0x1;
+		err[0] = '\0';
+		assert_int_equal(load(bad[i].text, fake_providers, &c, err, sizeof(err)),
+				 SP_ECONFIG);
+		assert_ptr_equal(c, (struct config *)0x1);
+		snprintf(want, sizeof(want), "%s:%s", tmpfile_path, bad[i].want);
+		if (strncmp(err, want, strlen(want)) != 0)
+			fail_msg("case %zu: got \"%s\", want prefix \"%s\"", i, err, want);
+	}
+	/* At most CONFIG_POOLS_MAX. */
+	text[0] = '\0';
+	for (i = 0; i <= CONFIG_POOLS_MAX; i++)
+		snprintf(text + strlen(text), sizeof(text) - strlen(text), "pool \"p%zu 1\"\n", i);
+	assert_int_equal(load(text, NULL, &c, err, sizeof(err)), SP_ECONFIG);
+	snprintf(want, sizeof(want), "%s:%d: pool: more than %d pools", tmpfile_path,
+		 CONFIG_POOLS_MAX + 1, CONFIG_POOLS_MAX);
+	assert_string_equal(err, want);
+}
+
+static void
 test_long_line_and_nul(void **state)
 {
 	struct config *c = (struct config *)0x1;
@@ -522,6 +596,7 @@ test_example_file(void **state)
 
 		if (line[0] == '#' && line[1] >= 'a' && line[1] <= 'z' && !provider &&
 		    strncmp(line, "#memory_embedder_", 17) != 0 &&
+		    strncmp(line, "#pool ", 6) != 0 &&
 		    strncmp(line, "#socket_group ", 14) != 0 &&
 		    strncmp(line, "#worker_binary ", 15) != 0 &&
 		    strncmp(line, "#worker_image ", 14) != 0) {
@@ -703,6 +778,7 @@ main(void)
 		cmocka_unit_test(test_defaults_nonroot),
 		cmocka_unit_test(test_grammar),
 		cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_pool_directive),
 		cmocka_unit_test(test_long_line_and_nul),
 		cmocka_unit_test(test_provider_directives),
 		cmocka_unit_test(test_parse_size),

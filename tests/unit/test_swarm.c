@@ -4,8 +4,10 @@
  * answers tasks as the agents would): validation that changes nothing,
  * agents recorded before their sandbox exists, completion and results, an
  * agent whose sandbox dies is replaced and its task re-queued, agents that
- * keep dying fail the swarm with a reason, delete tears down, and a restart
- * reloads swarms and agents.
+ * keep dying fail the swarm with a reason, delete tears down, a restart
+ * reloads swarms and agents, and agents' messages: durable across a restart,
+ * in order, received once, bounded per inbox, refused by the topology without
+ * a trace, addressed to a slot so a replacement gets them, gone with the swarm.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -509,6 +511,227 @@ test_max_starts(void **state)
 	free(id);
 }
 
+/* --- messages between agents --- */
+
+static int
+send_msg(struct env *e, const char *from, const char *to_json, const char *body_json,
+	 size_t *delivered, char *err, size_t errlen)
+{
+	json_t *to = json_loads(to_json, JSON_DECODE_ANY, NULL);
+	json_t *body = body_json ? json_loads(body_json, JSON_DECODE_ANY, NULL) : NULL;
+	size_t n = 999;
+	int r;
+
+	assert_non_null(to);
+	r = swarm_send(e->sw, from, to, body, &n, err, errlen);
+	json_decref(to);
+	json_decref(body);
+	if (delivered != NULL)
+		*delivered = r == 0 ? n : 0;
+	return r;
+}
+
+/* What sandbox's agent receives, as compact JSON (the caller frees). */
+static char *
+receive(struct env *e, const char *sandbox)
+{
+	char err[256];
+	json_t *msgs = NULL;
+	char *text;
+
+	assert_int_equal(swarm_receive(e->sw, sandbox, &msgs, err, sizeof(err)), 0);
+	text = json_dumps(msgs, JSON_COMPACT);
+	json_decref(msgs);
+	return text;
+}
+
+static long long
+inbox_rows(struct env *e, const char *swarm, int slot)
+{
+	char sql[160];
+
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM swarm_messages WHERE swarm = '%s'"
+		 " AND (%d < 0 OR slot = %d)", swarm, slot, slot);
+	return sql_count(e, sql);
+}
+
+/* The live agents' sandboxes of swarm id, in the order they joined. */
+static void
+agents_of(struct env *e, const char *id, char sb[][32], size_t n)
+{
+	json_t *j = get(e, id);
+
+	assert_int_equal(json_array_size(json_object_get(json_object_get(j, "agents"),
+				"sandboxes")), n);
+	for (size_t i = 0; i < n; i++)
+		snprintf(sb[i], 32, "%s", agent(j, i));
+	json_decref(j);
+}
+
+static void
+test_messages_durable_and_ordered(void **state)
+{
+	struct env *e = *state;
+	char err[512], sb[3][32], *got;
+	char *id = create(e, "{\"agents\":3,\"topology\":\"mesh\"}", 0, err, sizeof(err));
+	size_t n;
+
+	wait_state(e, id, "running");
+	agents_of(e, id, sb, 3);
+	assert_int_equal(send_msg(e, sb[0], "1", "\"first\"", &n, err, sizeof(err)), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(send_msg(e, sb[0], "1", "{\"n\":2}", &n, err, sizeof(err)), 0);
+	assert_int_equal(send_msg(e, sb[2], "1", "[3]", &n, err, sizeof(err)), 0);
+	assert_int_equal(send_msg(e, sb[0], "\"*\"", "null", &n, err, sizeof(err)), 0);
+	assert_int_equal(n, 2);
+	/* A daemon restart: the manager closes and re-opens on the same store. */
+	close_mgrs(e);
+	open_mgrs(e);
+	got = receive(e, sb[1]);
+	assert_string_equal(got, "[{\"from\":0,\"body\":\"first\"},{\"from\":0,\"body\":{\"n\":2}},"
+			    "{\"from\":2,\"body\":[3]},{\"from\":0,\"body\":null}]");
+	free(got);
+	/* Received once: the inbox is empty now, the other one untouched. */
+	got = receive(e, sb[1]);
+	assert_string_equal(got, "[]");
+	free(got);
+	assert_int_equal(inbox_rows(e, id, 1), 0);
+	assert_int_equal(inbox_rows(e, id, 2), 1);
+	/* Deleting the swarm removes what is still waiting. */
+	assert_int_equal(send_msg(e, sb[2], "0", "\"bye\"", &n, err, sizeof(err)), 0);
+	assert_int_equal(inbox_rows(e, id, -1), 2);
+	{
+		json_t *j;
+
+		assert_int_equal(swarm_delete(e->sw, "default", id, &j), 0);
+		json_decref(j);
+	}
+	assert_int_equal(inbox_rows(e, id, -1), 0);
+	assert_int_equal(send_msg(e, sb[0], "1", "1", &n, err, sizeof(err)), SP_ENOTFOUND);
+	assert_int_equal(inbox_rows(e, id, -1), 0);
+	free(id);
+}
+
+static void
+test_full_inbox_refuses(void **state)
+{
+	struct env *e = *state;
+	char err[512], sb[3][32], *got;
+	char *id = create(e, "{\"agents\":3,\"topology\":\"mesh\"}", 0, err, sizeof(err));
+	size_t n;
+
+	wait_state(e, id, "running");
+	agents_of(e, id, sb, 3);
+	for (int i = 0; i < SWARM_INBOX_MAX; i++)
+		assert_int_equal(send_msg(e, sb[0], "1", "\"x\"", &n, err, sizeof(err)), 0);
+	err[0] = '\0';
+	assert_int_equal(send_msg(e, sb[2], "1", "\"one too many\"", &n, err, sizeof(err)),
+			 SP_ELIMIT);
+	assert_non_null(strstr(err, "agent 1's inbox is full"));
+	assert_int_equal(inbox_rows(e, id, 1), SWARM_INBOX_MAX);
+	/* A broadcast with one full target stores in no inbox at all. */
+	assert_int_equal(send_msg(e, sb[0], "\"*\"", "\"all\"", &n, err, sizeof(err)),
+			 SP_ELIMIT);
+	assert_int_equal(inbox_rows(e, id, 2), 0);
+	assert_int_equal(inbox_rows(e, id, -1), SWARM_INBOX_MAX);
+	/* Receiving makes room. */
+	got = receive(e, sb[1]);
+	free(got);
+	assert_int_equal(send_msg(e, sb[0], "\"*\"", "\"all\"", &n, err, sizeof(err)), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(inbox_rows(e, id, -1), 2);
+	free(id);
+}
+
+static void
+test_forbidden_and_bad_messages_store_nothing(void **state)
+{
+	struct env *e = *state;
+	char err[512], sb[6][32], big[SWARM_MESSAGE_MAX + 8];
+	/* Hierarchical, six agents: root 0, lead 1, workers 2-5 under lead 1. */
+	char *id = create(e, "{\"agents\":6}", 0, err, sizeof(err));
+	size_t n;
+
+	wait_state(e, id, "running");
+	agents_of(e, id, sb, 6);
+	assert_int_equal(send_msg(e, sb[2], "0", "\"skip my lead\"", &n, err, sizeof(err)),
+			 -EACCES);
+	assert_string_equal(err, "hierarchical: agent 2 may address only its lead, agent 1");
+	assert_int_equal(send_msg(e, sb[2], "3", "\"sibling\"", &n, err, sizeof(err)), -EACCES);
+	assert_int_equal(send_msg(e, sb[0], "4", "\"past the lead\"", &n, err, sizeof(err)),
+			 -EACCES);
+	assert_int_equal(send_msg(e, sb[2], "2", "\"me\"", &n, err, sizeof(err)), SP_EINVAL);
+	assert_int_equal(send_msg(e, sb[2], "6", "\"nobody\"", &n, err, sizeof(err)), SP_EINVAL);
+	assert_int_equal(send_msg(e, sb[2], "-1", "1", &n, err, sizeof(err)), SP_EINVAL);
+	assert_int_equal(send_msg(e, sb[2], "\"1\"", "1", &n, err, sizeof(err)), SP_EINVAL);
+	assert_int_equal(send_msg(e, sb[2], "1", NULL, &n, err, sizeof(err)), SP_EINVAL);
+	memset(big, 'a', sizeof(big));
+	big[0] = '"';
+	big[sizeof(big) - 2] = '"';
+	big[sizeof(big) - 1] = '\0';
+	assert_int_equal(send_msg(e, sb[2], "1", big, &n, err, sizeof(err)), -E2BIG);
+	assert_int_equal(send_msg(e, "sb-000000000000", "1", "1", &n, err, sizeof(err)),
+			 SP_ENOTFOUND);
+	assert_int_equal(inbox_rows(e, id, -1), 0);
+	/* The tree's edges work, and a broadcast follows them. */
+	assert_int_equal(send_msg(e, sb[2], "1", "\"up\"", &n, err, sizeof(err)), 0);
+	assert_int_equal(send_msg(e, sb[1], "\"*\"", "\"all\"", &n, err, sizeof(err)), 0);
+	assert_int_equal(n, 5);
+	assert_int_equal(send_msg(e, sb[5], "\"*\"", "\"lead\"", &n, err, sizeof(err)), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(inbox_rows(e, id, 1), 2);
+	assert_int_equal(inbox_rows(e, id, 0), 1);
+	assert_int_equal(inbox_rows(e, id, -1), 7);
+	free(id);
+}
+
+static void
+test_message_waits_for_replacement(void **state)
+{
+	struct env *e = *state;
+	char err[512], sb[3][32], now[3][32], ref[32], *got;
+	char *id = create(e, "{\"agents\":3,\"topology\":\"mesh\"}", 0, err, sizeof(err));
+	size_t n;
+
+	wait_state(e, id, "running");
+	agents_of(e, id, sb, 3);
+	assert_int_equal(send_msg(e, sb[1], "0", "\"before\"", &n, err, sizeof(err)), 0);
+	/* Agent 0's sandbox dies; a message for slot 0 still goes in. */
+	snprintf(ref, sizeof(ref), "%s", fake_find(sb[0])->ref);
+	fake_set_state(ref, SP_INST_EXITED, 1, false);
+	fake_emit(ref);
+	run_for(e, 20);
+	assert_int_equal(send_msg(e, sb[2], "0", "\"meanwhile\"", &n, err, sizeof(err)), 0);
+	assert_int_equal(n, 1);
+	for (int i = 0; i < 300; i++) {
+		json_t *j = get(e, id);
+		bool done = json_integer_value(json_object_get(json_object_get(j, "agents"),
+					       "live")) == 3;
+
+		json_decref(j);
+		if (done)
+			break;
+		run_for(e, 10);
+	}
+	/* The replacement joined last and holds slot 0, also after a restart. */
+	agents_of(e, id, now, 3);
+	assert_string_equal(now[0], sb[1]);
+	assert_string_equal(now[1], sb[2]);
+	assert_string_not_equal(now[2], sb[0]);
+	close_mgrs(e);
+	open_mgrs(e);
+	assert_int_equal(swarm_receive(e->sw, sb[0], &(json_t *){ NULL }, err, sizeof(err)),
+			 SP_ENOTFOUND);
+	got = receive(e, now[0]);
+	assert_string_equal(got, "[]");
+	free(got);
+	got = receive(e, now[2]);
+	assert_string_equal(got, "[{\"from\":1,\"body\":\"before\"},"
+			    "{\"from\":2,\"body\":\"meanwhile\"}]");
+	free(got);
+	free(id);
+}
+
 int
 main(void)
 {
@@ -523,6 +746,13 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_restart_reloads, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ttl_and_idle_timeout, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_max_starts, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_messages_durable_and_ordered, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_full_inbox_refuses, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_forbidden_and_bad_messages_store_nothing,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_message_waits_for_replacement, setup,
+						teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
