@@ -435,6 +435,8 @@ sp_http_request(struct sp_httpc *c, const struct sp_http_opts *opts,
 		curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long)opts->timeout_ms);
 	if (opts->connect_timeout_ms != 0)
 		curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long)opts->connect_timeout_ms);
+	if (opts->fresh_connect)
+		curl_easy_setopt(easy, CURLOPT_FRESH_CONNECT, 1L);
 	if (opts->body != NULL || strcmp(opts->method, "POST") == 0 ||
 	    strcmp(opts->method, "PUT") == 0) {
 		curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)opts->body_len);
