@@ -267,6 +267,7 @@ call_send(struct e2b_call *c)
 		.timeout_ms = c->timeout_ms,
 		.connect_timeout_ms = 10000,
 		.max_body = c->max_body != 0 ? c->max_body : 4u << 20,
+		.fresh_connect = c->fresh,
 	};
 
 	return sp_http_request(c->e->host->http, &o, NULL, call_http_done, c, &c->http);
@@ -316,6 +317,13 @@ call_http_done(void *arg, int status, const struct sp_http_resp *resp)
 		return;
 	}
 	cls = e2b_retry_classify(status, resp->status, resp->body);
+	/*
+	 * SP_EUNAVAIL is a refused connection, but also a send that failed
+	 * part-way (a reset after the request went out): for a call that can
+	 * check what happened, that is no proof that nothing did.
+	 */
+	if (cls == E2B_RETRY_YES && status == SP_EUNAVAIL && c->recheck != NULL)
+		cls = E2B_RETRY_AMBIGUOUS;
 	if (c->retry && cls != E2B_RETRY_NO) {
 		d = e2b_retry_delay(&c->e->retry, c->attempt + 1,
 				    uv_now(c->e->host->loop) - c->started_ms,
@@ -1083,6 +1091,9 @@ e2b_create(struct sp_provider *p, const struct sp_sandbox_spec *spec, sp_create_
 	cc->outer = e2b_call_new(e, "POST", url, e2b_api_headers(e, true), text, strlen(text),
 				 create_done, cc);
 	cc->outer->recheck = create_recheck;
+	/* A create whose answer is lost must come back to us, to be checked by
+	 * listing, not be resent by libcurl on a new connection (a duplicate). */
+	cc->outer->fresh = true;
 	free(url);
 	free(text);
 	if ((r = e2b_call_start(cc->outer)) < 0)

@@ -208,6 +208,7 @@ struct e2b_call {
 	uint64_t timeout_ms;
 	size_t max_body;
 	bool retry;			/* retry per the policy */
+	bool fresh;			/* never on a reused connection: must not be resent unseen */
 	/* Called instead of a resend after an ambiguous failure; must end in
 	 * e2b_call_resend() or e2b_call_finish(). */
 	void (*recheck)(struct e2b_call *c);

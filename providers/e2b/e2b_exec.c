@@ -348,6 +348,8 @@ exec_send(struct sp_exec *ex, struct e2b_sbx *sb)
 	o.body = ex->body;
 	o.body_len = ex->body_len;
 	o.connect_timeout_ms = 10000;
+	/* A command runs at most once: no silent resend by libcurl. */
+	o.fresh_connect = true;
 	r = sp_http_request(e->host->http, &o, exec_data, exec_http_done, ex, &ex->http);
 	free(url);
 	e2b_headers_free(h);

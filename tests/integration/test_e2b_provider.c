@@ -891,6 +891,51 @@ test_create_dropped_retried(void **state)
 }
 
 static void
+test_create_lost_response_adopts(void **state)
+{
+	char ref[64];
+	struct res r;
+	json_t *st, *sb;
+	const char *mode[] = { "close", "reset" }, *sid[] = { "sb-000000000018", "sb-000000000019" };
+
+	/*
+	 * The emulator makes the sandbox, then the response dies on the way
+	 * back (a FIN, then an RST, before the first byte). The provider cannot
+	 * know whether the create acted, so it lists by the sandbox's metadata
+	 * before repeating it: the one sandbox made is found and adopted (its
+	 * access token fetched), and no second create is sent.
+	 */
+	for (int i = 0; i < 2; i++) {
+		char f[128];
+
+		snprintf(f, sizeof(f), "{\"kind\":\"lose_response\",\"op\":\"create\","
+			 "\"mode\":\"%s\"}", mode[i]);
+		fault(f);
+		do_create(&r, sid[i]);
+		assert_int_equal(r.status, 0);
+		assert_int_equal(strlen(r.ref), 20);
+		assert_int_equal(emu_count("create"), i + 1);
+		assert_int_equal(emu_count("list"), 1 + i + 1);	/* init's probe + each check */
+		assert_int_equal(emu_count("get"), i + 1);
+		assert_int_equal(emu_sandboxes(), i + 1);
+		/* The adopted one is the sandbox the lost create made, with our metadata. */
+		st = emu("GET", "/_emulator/state", NULL, NULL);
+		sb = json_array_get(json_object_get(st, "sandboxes"), (size_t)i);
+		if (strcmp(json_string_value(json_object_get(sb, "sandboxID")), r.ref) != 0)
+			sb = json_array_get(json_object_get(st, "sandboxes"), (size_t)(1 - i));
+		assert_string_equal(json_string_value(json_object_get(sb, "sandboxID")), r.ref);
+		assert_string_equal(json_string_value(json_object_get(json_object_get(sb, "metadata"),
+				    SP_LABEL_SANDBOX)), sid[i]);
+		json_decref(st);
+		strcpy(ref, r.ref);
+		/* And it is usable: commands reach it with the fetched token. */
+		do_exec(&r, ref, sh_echo, 10000, NULL);
+		assert_int_equal(r.status, 0);
+		assert_int_equal(r.er.exit_code, 3);
+	}
+}
+
+static void
 test_envd_502_not_found(void **state)
 {
 	char ref[64];
@@ -1374,6 +1419,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_create_timeout_no_duplicate, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_create_ambiguous_adopts, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_create_dropped_retried, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_create_lost_response_adopts, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_envd_502_not_found, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stream_cut, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_garbage_streams, setup, teardown),
