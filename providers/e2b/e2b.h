@@ -173,6 +173,7 @@ struct e2b {
 	char *key_header;		/* "X-API-Key: ..." */
 	char *template_id;
 	char *files_path;		/* where files_dir lands in the sandbox */
+	char *worker_endpoint;		/* "ADDRESS PORT" for workers, or NULL */
 	int64_t timeout_s;
 	uint64_t request_timeout_ms;
 	uint64_t keepalive_s;
