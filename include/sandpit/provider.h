@@ -159,8 +159,10 @@ struct sp_provider_ops {
 	 * Optional: facts for GET /v1/info (a JSON object as text, owned by the
 	 * provider), valid after init. Keys the core reads when present:
 	 * "gateway", the address a sandbox reaches the host at (the worker
-	 * channel binds it), and "user", "uid:gid" a sandbox runs as (owner of
-	 * the files under spec.files_dir).
+	 * channel binds it), "user", "uid:gid" a sandbox runs as (owner of
+	 * the files under spec.files_dir), and "endpoint", "ADDRESS PORT" a
+	 * sandbox's worker reaches the channel at (written into its endpoint
+	 * file instead of the gateway; the channel's certificate names ADDRESS).
 	 */
 	const char *(*describe)(struct sp_provider *p);
 };
