@@ -170,22 +170,23 @@ mk() {	# mk INSTANCE SANDBOX -> the emulator's sandboxID
 		'{templateID: "base", timeout: 120, secure: true,
 		  metadata: {"io.sandpit.instance": $i, "io.sandpit.sandbox": $s}}')" | jq -r .sandboxID
 }
+# The request log starts here: reconcile may reap as soon as the first one exists.
+curl -s -X DELETE "$EMU/_emulator/requests" >/dev/null
 O1=$(mk "$INST" sb-orphan000001)
 O2=$(mk "$INST" sb-orphan000002)
 OTHER=$(mk "other-daemon-$T_TAG" sb-theirs00001)
 check "three sandboxes made behind the daemon's back ($O1 $O2 $OTHER)" \
 	bash -c '[ ${#1} -eq 20 ] && [ ${#2} -eq 20 ] && [ ${#3} -eq 20 ]' _ "$O1" "$O2" "$OTHER"
-curl -s -X DELETE "$EMU/_emulator/requests" >/dev/null
 for _ in $(seq 1 300); do [ -z "$(emu_ids_of "$INST")" ] && break; sleep 0.1; done
 check "reconcile killed both orphans carrying this daemon's instance" test -z "$(emu_ids_of "$INST")"
 check "...and logged them as orphans" bash -c '[ "$(grep -c "removing orphan" "$1")" -ge 2 ]' _ "$T_LOG"
 # One more reconcile pass (a list after the kills) and the other's is still there.
 for _ in $(seq 1 300); do
-	curl -s "$EMU/_emulator/requests" | jq -e '(map(.op) | index("kill")) as $k |
+	curl -s "$EMU/_emulator/requests" | jq -e '(map(.op) | rindex("kill")) as $k |
 		$k != null and any(.[$k:][]; .op == "list")' >/dev/null && break
 	sleep 0.1
 done
-check "a later reconcile pass ran" bash -c 'curl -s "$1/_emulator/requests" | jq -e "(map(.op) | index(\"kill\")) as \$k |
+check "a later reconcile pass ran" bash -c 'curl -s "$1/_emulator/requests" | jq -e "(map(.op) | rindex(\"kill\")) as \$k |
 	\$k != null and any(.[\$k:][]; .op == \"list\")" >/dev/null' _ "$EMU"
 left=$(emu_ids_of "other-daemon-$T_TAG")
 check "the sandbox of another instance is left alone ($left)" test "$left" = "$OTHER"
