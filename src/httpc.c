@@ -104,7 +104,7 @@ httpc_finish(struct sp_http_call *call, int status)
 {
 	struct sp_httpc *c = call->c;
 	struct sp_http_resp resp = { 0 };
-	long code = 0;
+	long code = 0, sent = 0;
 
 	TAILQ_REMOVE(&c->calls, call, entry);
 	curl_multi_remove_handle(c->multi, call->easy);
@@ -112,6 +112,8 @@ httpc_finish(struct sp_http_call *call, int status)
 	if (status != SP_ECANCELED)
 		curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &code);
 	resp.status = code;
+	if (curl_easy_getinfo(call->easy, CURLINFO_REQUEST_SIZE, &sent) == CURLE_OK)
+		resp.request_sent = sent > 0;
 	resp.body = call->buf != NULL ? call->buf : "";
 	resp.body_len = call->len;
 	if (code != 0) {

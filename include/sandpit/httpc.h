@@ -45,6 +45,12 @@ struct sp_http_resp {
 	const char *api_version;	/* the Api-Version header, or NULL (Docker's /_ping) */
 	const char *retry_after;	/* the Retry-After header, or NULL */
 	const char *next_token;		/* the X-Next-Token header (E2B list pages), or NULL */
+	/*
+	 * Some of the request left this host. SP_EUNAVAIL is both "could not
+	 * connect" (nothing sent: safe to repeat) and a send cut by a reset
+	 * (the peer may have acted): this tells them apart.
+	 */
+	bool request_sent;
 };
 
 /*
