@@ -325,11 +325,10 @@ call_http_done(void *arg, int status, const struct sp_http_resp *resp)
 	}
 	cls = e2b_retry_classify(status, resp->status, resp->body);
 	/*
-	 * SP_EUNAVAIL is a refused connection, but also a send that failed
-	 * part-way (a reset after the request went out): for a call that can
-	 * check what happened, that is no proof that nothing did.
+	 * SP_EUNAVAIL is a refused connection, but also a send cut by a reset
+	 * after the request went out: then the server may have acted.
 	 */
-	if (cls == E2B_RETRY_YES && status == SP_EUNAVAIL && c->recheck != NULL)
+	if (cls == E2B_RETRY_YES && status == SP_EUNAVAIL && resp->request_sent)
 		cls = E2B_RETRY_AMBIGUOUS;
 	if (c->retry && cls != E2B_RETRY_NO) {
 		d = e2b_retry_delay(&c->e->retry, c->attempt + 1,

@@ -936,6 +936,39 @@ test_create_lost_response_adopts(void **state)
 }
 
 static void
+test_exec_lost_reply_runs_once(void **state)
+{
+	const char *const append[] = { "/bin/sh", "-c", "echo x >> /tmp/runs; echo done", NULL };
+	/* The lost runs may still be writing: wait for both, then count. */
+	const char *const count[] = { "/bin/sh", "-c", "while [ \"$(wc -l < /tmp/runs)\" -lt 2 ]; "
+				      "do sleep 0.05; done; wc -l < /tmp/runs", NULL };
+	const char *mode[] = { "close", "reset" };
+	char ref[64], f[160];
+	struct res r;
+
+	/*
+	 * envd starts the command, then the reply is lost (FIN, then RST).
+	 * Neither libcurl (a fresh connection) nor the provider (the request
+	 * had left: httpc's request_sent) sends it again: each exec fails with
+	 * a reason and each command ran exactly once.
+	 */
+	create_ok(ref, "sb-000000000021");
+	for (int i = 0; i < 2; i++) {
+		snprintf(f, sizeof(f), "{\"kind\":\"lose_response\",\"op\":"
+			 "\"envd:/process.Process/Start\",\"mode\":\"%s\"}", mode[i]);
+		fault(f);
+		do_exec(&r, ref, append, 10000, NULL);
+		assert_int_equal(r.status, SP_EUNAVAIL);
+		assert_int_equal(emu_count("envd:/process.Process/Start"), i + 1);
+	}
+	assert_non_null(strstr(r.detail, "it may have run, so it is not repeated"));
+	do_exec(&r, ref, count, 10000, NULL);
+	assert_int_equal(r.status, 0);
+	assert_int_equal(r.out_len, 2);
+	assert_memory_equal(r.out, "2\n", 2);
+}
+
+static void
 test_envd_502_not_found(void **state)
 {
 	char ref[64];
@@ -1530,6 +1563,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_create_ambiguous_adopts, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_create_dropped_retried, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_create_lost_response_adopts, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_exec_lost_reply_runs_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_envd_502_not_found, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stream_cut, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_garbage_streams, setup, teardown),
