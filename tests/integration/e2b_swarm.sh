@@ -17,7 +17,6 @@ EMU_RUN="$SANDPIT_SOURCE_DIR/tests/e2b-emulator/run"
 EMU_PID=""
 EMU_PORT=""
 EMU_KEY="e2b_$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
-WPORT=$((20000 + $$ % 20000))	# lib.sh's worker_port
 ADV=127.0.0.2			# the advertised address: loopback, but not 127.0.0.1
 
 stop_emulator() {
@@ -70,11 +69,13 @@ worker_listen \"127.0.0.1 $ADV\"
 e2b.api_url \"$EMU\"
 e2b.envd_url \"$EMU\"
 e2b.api_key_file \"$T_DIR/e2b-key\"
-e2b.worker_endpoint \"$ADV:$WPORT\"
 e2b.timeout 120
 e2b.retry_base 100
 e2b.retry_cap 1000
 prices \"e2b 0.000014 0.0000045\""
+# The workers are told to reach the channel at ADV, on the port lib.sh chose.
+WPORT=$(sed -n 's/^worker_port \([0-9][0-9]*\)$/\1/p' "$T_DIR/sandpitd.conf")
+echo "e2b.worker_endpoint \"$ADV:$WPORT\"" >>"$T_DIR/sandpitd.conf"
 
 wait_e2b_ready() {
 	for _ in $(seq 1 300); do
@@ -131,6 +132,8 @@ check "2 agents live" jqt '.agents.live == 2 and (.agents.sandboxes | length) ==
 check "the cost is priced from the e2b prices ($(jq -c .cost <<<"$r"))" \
 	jqt '.cost.sandbox_seconds > 0 and (.cost.amount | tonumber) > 0 and (.cost.unpriced | length) == 0' <<<"$r"
 EMU_IDS=$(emu_ids_of "$INST" | sort)
+emu_list() { emu_api GET "/v2/sandboxes?metadata=$(jq -rn --arg i "io.sandpit.instance=$INST" '$i | @uri')"; }
+check "the E2B list API shows this daemon's 2 sandboxes" jqt 'type == "array" and length == 2' <<<"$(emu_list)"
 check "2 emulator sandboxes carry this daemon's instance ($(wc -w <<<"$EMU_IDS"))" test "$(wc -w <<<"$EMU_IDS")" -eq 2
 ok=1
 for sb in $(jq -r '.agents.sandboxes[]' <<<"$r"); do
@@ -159,6 +162,8 @@ r=$(ctl DELETE "/v1/swarms/$SW")
 check "DELETE -> 200" grep -q '^200 ' <<<"$r"
 for _ in $(seq 1 100); do [ -z "$(emu_ids_of "$INST")" ] && break; sleep 0.1; done
 check "every emulator sandbox of the swarm was killed" test -z "$(emu_ids_of "$INST")"
+r=$(emu_list)
+check "...and the E2B list API agrees ($r)" jqt 'type == "array" and length == 0' <<<"$r"
 check "...through the E2B API (DELETE /sandboxes/{id} for each)" \
 	bash -c 'for id in $2; do curl -s "$1/_emulator/requests" | jq -e --arg id "$id" \
 		"any(.[]; .op == \"kill\" and .path == \"/sandboxes/\" + \$id and .status == 204)" >/dev/null || exit 1; done' \
