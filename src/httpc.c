@@ -104,7 +104,7 @@ httpc_finish(struct sp_http_call *call, int status)
 {
 	struct sp_httpc *c = call->c;
 	struct sp_http_resp resp = { 0 };
-	long code = 0;
+	long code = 0, sent = 0;
 
 	TAILQ_REMOVE(&c->calls, call, entry);
 	curl_multi_remove_handle(c->multi, call->easy);
@@ -112,6 +112,8 @@ httpc_finish(struct sp_http_call *call, int status)
 	if (status != SP_ECANCELED)
 		curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &code);
 	resp.status = code;
+	if (curl_easy_getinfo(call->easy, CURLINFO_REQUEST_SIZE, &sent) == CURLE_OK)
+		resp.request_sent = sent > 0;
 	resp.body = call->buf != NULL ? call->buf : "";
 	resp.body_len = call->len;
 	if (code != 0) {
@@ -435,6 +437,8 @@ sp_http_request(struct sp_httpc *c, const struct sp_http_opts *opts,
 		curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long)opts->timeout_ms);
 	if (opts->connect_timeout_ms != 0)
 		curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long)opts->connect_timeout_ms);
+	if (opts->fresh_connect)
+		curl_easy_setopt(easy, CURLOPT_FRESH_CONNECT, 1L);
 	if (opts->body != NULL || strcmp(opts->method, "POST") == 0 ||
 	    strcmp(opts->method, "PUT") == 0) {
 		curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)opts->body_len);

@@ -5,8 +5,10 @@
  * wait for a worker's output. Tasks live in the queue (borrowed); this module
  * never keeps a second copy of them. Requests are never logged (peers' errors
  * are counted by rpc and quic); only the background work with no caller to
- * return to (certificate renewal, binding the gateway) logs.
+ * return to (certificate renewal, binding the gateway, an advertised address)
+ * logs.
  */
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -32,6 +34,7 @@
 #include "xmalloc.h"
 
 #define WORKERS_MAX_SERVERS	8
+#define WORKERS_MAX_ADVERTISED	4	/* providers' advertised worker addresses in the cert */
 #define WORKERS_MAX_POLLS	4	/* long-polls waiting per sandbox */
 #define WORKERS_HEARTBEAT_MS	5000	/* what register tells the worker */
 #define WORKERS_STALE_MS	(3 * WORKERS_HEARTBEAT_MS)
@@ -99,6 +102,9 @@ struct workers {
 	size_t nservers;
 	bool want_gateway;
 	char gateway[64];		/* the provider's, once known */
+	/* Addresses providers tell their workers to reach ("endpoint"): the cert names them. */
+	char advertised[WORKERS_MAX_ADVERTISED][64];
+	size_t nadvertised;
 	char user[64];			/* "uid:gid" the sandboxes run as, or "" */
 	struct wsb *sbs;
 	struct workers_exec *execs;
@@ -1043,13 +1049,18 @@ server_bind(struct workers *w, const char *addr, char *err, size_t errlen)
 static int
 certs_ensure(struct workers *w, char *err, size_t errlen)
 {
-	const char *ips[1] = { w->gateway };
+	const char *ips[1 + WORKERS_MAX_ADVERTISED];
 	unsigned done = 0;
 	char cert[PATH_MAX], key[PATH_MAX];
+	size_t nips = 0;
 	int r;
 
-	r = cert_ensure(&(struct cert_options){ .dir = w->tls_dir, .ips = ips,
-	    .nips = w->gateway[0] != '\0' ? 1 : 0 }, &done);
+	if (w->gateway[0] != '\0')
+		ips[nips++] = w->gateway;
+	for (size_t i = 0; i < w->nadvertised; i++)
+		ips[nips++] = w->advertised[i];
+	r = cert_ensure(&(struct cert_options){ .dir = w->tls_dir, .ips = ips, .nips = nips },
+	    &done);
 	if (r < 0) {
 		errf(err, errlen, "certificates in %s: %s", w->tls_dir, sp_strerror(r));
 		return r;
@@ -1096,6 +1107,52 @@ tick(uv_timer_t *t)
 			sb_deliver(w, s);
 }
 
+/*
+ * A provider's "endpoint" ("ADDRESS PORT"): where its sandboxes' workers
+ * reach the channel (a forwarded or public address). The worker verifies the
+ * certificate against ADDRESS, so a new one has the certificate reissued.
+ */
+static void
+advertise(struct workers *w, const char *ep)
+{
+	char host[64], err[512];
+	unsigned char ip[16];
+	size_t n = strcspn(ep, " ");
+
+	if (n == 0 || n >= sizeof(host))
+		return;
+	memcpy(host, ep, n);
+	host[n] = '\0';
+	if (inet_pton(AF_INET, host, ip) != 1 && inet_pton(AF_INET6, host, ip) != 1)
+		return;
+	for (size_t i = 0; i < w->nadvertised; i++)
+		if (strcmp(w->advertised[i], host) == 0)
+			return;
+	if (w->nadvertised >= WORKERS_MAX_ADVERTISED) {
+		log_warn("worker channel: more than %d advertised addresses; %s is not in the "
+			 "certificate", WORKERS_MAX_ADVERTISED, host);
+		return;
+	}
+	snprintf(w->advertised[w->nadvertised++], sizeof(w->advertised[0]), "%s", host);
+	if (certs_ensure(w, err, sizeof(err)) < 0)
+		log_err("worker channel: %s", err);
+}
+
+/* The endpoint file's line: the provider's "endpoint", else its gateway (or loopback). */
+static void
+endpoint_line(struct workers *w, json_t *d, char *ep, size_t sz)
+{
+	const char *adv = json_string_value(json_object_get(d, "endpoint"));
+	const char *gw = json_string_value(json_object_get(d, "gateway"));
+
+	if (adv != NULL && strchr(adv, ' ') != NULL && strchr(adv, '\n') == NULL &&
+	    strlen(adv) + 2 <= sz)
+		snprintf(ep, sz, "%s\n", adv);
+	else
+		snprintf(ep, sz, "%s %u\n", gw != NULL ? gw : "127.0.0.1",
+			 (unsigned)(*w->cfg)->worker_port);
+}
+
 static void
 hook_provider_ready(void *arg, struct sp_provider *p)
 {
@@ -1103,8 +1160,12 @@ hook_provider_ready(void *arg, struct sp_provider *p)
 	json_t *d = json_loads(provider_describe(p), 0, NULL);
 	const char *gw = json_string_value(json_object_get(d, "gateway"));
 	const char *user = json_string_value(json_object_get(d, "user"));
+	const char *adv = json_string_value(json_object_get(d, "endpoint"));
 	char err[512];
 	bool bound = false;
+
+	if (adv != NULL)
+		advertise(w, adv);
 
 	if (user != NULL && strlen(user) < sizeof(w->user))
 		snprintf(w->user, sizeof(w->user), "%s", user);
@@ -1132,14 +1193,12 @@ hook_prepare(void *arg, struct sp_provider *p, const char *id, const char *tenan
 	struct workers *w = arg;
 	char dir[PATH_MAX], src[PATH_MAX], ca[16384], ep[128];
 	json_t *d = json_loads(provider_describe(p), 0, NULL);
-	const char *gw = json_string_value(json_object_get(d, "gateway"));
 	uid_t uid = (uid_t)-1;
 	gid_t gid = (gid_t)-1;
 	size_t calen;
 	int r;
 
-	snprintf(ep, sizeof(ep), "%s %u\n", gw != NULL ? gw : "127.0.0.1",
-		 (unsigned)(*w->cfg)->worker_port);
+	endpoint_line(w, d, ep, sizeof(ep));
 	json_decref(d);
 	user_ids(w->user, &uid, &gid);
 	snprintf(dir, sizeof(dir), "%s/%s", w->files_root, id);

@@ -12,6 +12,7 @@
 #ifndef SANDPIT_HTTPC_H
 #define SANDPIT_HTTPC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -28,6 +29,12 @@ struct sp_http_opts {
 	uint64_t timeout_ms;		/* whole-transfer limit; 0 = none (streams) */
 	uint64_t connect_timeout_ms;	/* 0 = library default */
 	size_t max_body;		/* buffered responses larger than this fail with -E2BIG; 0 = 8 MiB */
+	/*
+	 * Send on a new connection. libcurl silently resends a request whose
+	 * reused keep-alive connection dies before the first response byte;
+	 * a call that must not run twice (a create) asks for this instead.
+	 */
+	bool fresh_connect;
 };
 
 struct sp_http_resp {
@@ -38,6 +45,12 @@ struct sp_http_resp {
 	const char *api_version;	/* the Api-Version header, or NULL (Docker's /_ping) */
 	const char *retry_after;	/* the Retry-After header, or NULL */
 	const char *next_token;		/* the X-Next-Token header (E2B list pages), or NULL */
+	/*
+	 * Some of the request left this host. SP_EUNAVAIL is both "could not
+	 * connect" (nothing sent: safe to repeat) and a send cut by a reset
+	 * (the peer may have acted): this tells them apart.
+	 */
+	bool request_sent;
 };
 
 /*

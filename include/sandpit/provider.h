@@ -160,9 +160,12 @@ struct sp_provider_ops {
 	 * provider), valid after init. Keys the core reads when present:
 	 * "gateway", the address a sandbox reaches the host at (the worker
 	 * channel binds it); "user", "uid:gid" a sandbox runs as (owner of
-	 * the files under spec.files_dir); "price_vcpu_second" and
-	 * "price_gib_second" (numbers, currency units), what a sandbox costs
-	 * when the prices directive names no price for the provider.
+	 * the files under spec.files_dir); "endpoint", "ADDRESS PORT" a
+	 * sandbox's worker reaches the channel at (written into its endpoint
+	 * file instead of the gateway; the channel's certificate names ADDRESS);
+	 * "price_vcpu_second" and "price_gib_second" (numbers, currency units),
+	 * what a sandbox costs when the prices directive names no price for the
+	 * provider.
 	 */
 	const char *(*describe)(struct sp_provider *p);
 };

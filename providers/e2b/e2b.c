@@ -6,6 +6,7 @@
  * retries within a budget. It never blocks the loop and never calls back
  * inside an operation's call.
  */
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -39,6 +40,11 @@ static const struct sp_directive e2b_directives[] = {
 	{ "e2b.keepalive", SP_DIR_INT, "30", "envd keepalive interval of command streams, s" },
 	{ "e2b.files_path", SP_DIR_STRING, "/home/user/.sandpit",
 	  "where a sandbox's files and main command live inside it" },
+	{ "e2b.worker_endpoint", SP_DIR_STRING, NULL,
+	  "where the worker in an E2B sandbox reaches the daemon's worker channel: "
+	  "\"ADDRESS PORT\" (or ADDRESS:PORT, [IPv6]:PORT), an IP literal the channel "
+	  "listens on or is forwarded to; its certificate names ADDRESS. Unset: the "
+	  "core's default (loopback), which only an emulator on this host can reach" },
 	{ "e2b.price_vcpu_second", SP_DIR_STRING, "0.000014", "USD per vCPU-second" },
 	{ "e2b.price_gib_second", SP_DIR_STRING, "0.0000045", "USD per GiB-second of memory" },
 	{ NULL, 0, NULL, NULL },
@@ -175,9 +181,10 @@ e2b_conf_free(struct e2b *e)
 	free(e->envd_url);
 	free(e->template_id);
 	free(e->files_path);
+	free(e->worker_endpoint);
 	free(e->describe);
 	e->api_key = e->key_header = e->api_url = e->domain = e->envd_url = NULL;
-	e->template_id = e->files_path = e->describe = NULL;
+	e->template_id = e->files_path = e->worker_endpoint = e->describe = NULL;
 }
 
 void
@@ -267,6 +274,7 @@ call_send(struct e2b_call *c)
 		.timeout_ms = c->timeout_ms,
 		.connect_timeout_ms = 10000,
 		.max_body = c->max_body != 0 ? c->max_body : 4u << 20,
+		.fresh_connect = c->fresh,
 	};
 
 	return sp_http_request(c->e->host->http, &o, NULL, call_http_done, c, &c->http);
@@ -316,6 +324,12 @@ call_http_done(void *arg, int status, const struct sp_http_resp *resp)
 		return;
 	}
 	cls = e2b_retry_classify(status, resp->status, resp->body);
+	/*
+	 * SP_EUNAVAIL is a refused connection, but also a send cut by a reset
+	 * after the request went out: then the server may have acted.
+	 */
+	if (cls == E2B_RETRY_YES && status == SP_EUNAVAIL && resp->request_sent)
+		cls = E2B_RETRY_AMBIGUOUS;
 	if (c->retry && cls != E2B_RETRY_NO) {
 		d = e2b_retry_delay(&c->e->retry, c->attempt + 1,
 				    uv_now(c->e->host->loop) - c->started_ms,
@@ -762,6 +776,61 @@ conf_url(struct e2b *e, const char *name, const char *v, struct init_ctx *ic)
 }
 
 /*
+ * e2b.worker_endpoint: "ADDRESS PORT", "ADDRESS:PORT" or "[ADDRESS]:PORT",
+ * normalised to "ADDRESS PORT" (what the worker reads from its endpoint
+ * file). The worker connects to IP literals only and checks the certificate
+ * against ADDRESS, so a host name is refused here, not in every sandbox.
+ */
+static int
+conf_endpoint(struct e2b *e, struct init_ctx *ic)
+{
+	const char *v = conf(e, "e2b.worker_endpoint"), *sep;
+	char host[INET6_ADDRSTRLEN + 1], *end;
+	unsigned char ip[16] = { 0 }, any[16] = { 0 };
+	size_t hlen;
+	long port;
+
+	if (v == NULL)
+		return 0;
+	if (v[0] == '[') {
+		sep = strchr(v, ']');
+		if (sep == NULL || sep[1] != ':')
+			goto bad;
+		hlen = (size_t)(sep - v - 1);
+		v++;
+		sep += 2;
+	} else if ((sep = strchr(v, ' ')) != NULL) {
+		hlen = (size_t)(sep - v);
+		while (*sep == ' ')
+			sep++;
+	} else {
+		/* One colon: host:port; more: a bare IPv6 address without a port. */
+		if ((sep = strchr(v, ':')) == NULL || strchr(sep + 1, ':') != NULL)
+			goto bad;
+		hlen = (size_t)(sep - v);
+		sep++;
+	}
+	if (hlen == 0 || hlen >= sizeof(host))
+		goto bad;
+	memcpy(host, v, hlen);
+	host[hlen] = '\0';
+	errno = 0;
+	port = strtol(sep, &end, 10);
+	if (!isdigit((unsigned char)*sep) || errno != 0 || *end != '\0' || port < 1 || port > 65535)
+		goto bad;
+	/* The unspecified address names no host a sandbox could reach. */
+	if ((inet_pton(AF_INET, host, ip) != 1 && inet_pton(AF_INET6, host, ip) != 1) ||
+	    memcmp(ip, any, sizeof(ip)) == 0)
+		goto bad;
+	e->worker_endpoint = e2b_xasprintf("%s %ld", host, port);
+	return 0;
+bad:
+	snprintf(ic->detail, sizeof(ic->detail), "e2b.worker_endpoint: '%.80s' is not \"ADDRESS "
+		 "PORT\" with an IP address and a port 1..65535", conf(e, "e2b.worker_endpoint"));
+	return SP_ECONFIG;
+}
+
+/*
  * The core calls init() again after a failure (a key file that appears
  * later, an API that comes back), so everything here may run many times on
  * the same state: the previous configuration is dropped first.
@@ -808,7 +877,8 @@ e2b_init(struct sp_provider *p, sp_done_cb cb, void *arg)
 	if ((r = conf_price(e, "e2b.price_vcpu_second", "0.000014", &e->price_vcpu_s, ic)) < 0 ||
 	    (r = conf_price(e, "e2b.price_gib_second", "0.0000045", &e->price_gib_s, ic)) < 0 ||
 	    (r = conf_url(e, "e2b.api_url", e->api_url, ic)) < 0 ||
-	    (r = conf_url(e, "e2b.envd_url", e->envd_url, ic)) < 0) {
+	    (r = conf_url(e, "e2b.envd_url", e->envd_url, ic)) < 0 ||
+	    (r = conf_endpoint(e, ic)) < 0) {
 		ic->status = r;
 		e->init = ic;
 		uv_timer_start(&e->defer, init_deferred, 0, 0);
@@ -822,6 +892,9 @@ e2b_init(struct sp_provider *p, sp_done_cb cb, void *arg)
 		      "retry", "max_retries", (json_int_t)e->retry.max_retries,
 		      "budget_ms", (json_int_t)e->retry.budget_ms,
 		      "base_ms", (json_int_t)e->retry.base_ms);
+	/* "endpoint" is the generic key the core writes into a worker's endpoint file. */
+	if (e->worker_endpoint != NULL)
+		json_object_set_new(d, "endpoint", json_string(e->worker_endpoint));
 	e->describe = json_dumps(d, JSON_COMPACT);
 	json_decref(d);
 
@@ -1083,6 +1156,9 @@ e2b_create(struct sp_provider *p, const struct sp_sandbox_spec *spec, sp_create_
 	cc->outer = e2b_call_new(e, "POST", url, e2b_api_headers(e, true), text, strlen(text),
 				 create_done, cc);
 	cc->outer->recheck = create_recheck;
+	/* A create whose answer is lost must come back to us, to be checked by
+	 * listing, not be resent by libcurl on a new connection (a duplicate). */
+	cc->outer->fresh = true;
 	free(url);
 	free(text);
 	if ((r = e2b_call_start(cc->outer)) < 0)

@@ -173,6 +173,7 @@ struct e2b {
 	char *key_header;		/* "X-API-Key: ..." */
 	char *template_id;
 	char *files_path;		/* where files_dir lands in the sandbox */
+	char *worker_endpoint;		/* "ADDRESS PORT" for workers, or NULL */
 	int64_t timeout_s;
 	uint64_t request_timeout_ms;
 	uint64_t keepalive_s;
@@ -208,6 +209,7 @@ struct e2b_call {
 	uint64_t timeout_ms;
 	size_t max_body;
 	bool retry;			/* retry per the policy */
+	bool fresh;			/* never on a reused connection: must not be resent unseen */
 	/* Called instead of a resend after an ambiguous failure; must end in
 	 * e2b_call_resend() or e2b_call_finish(). */
 	void (*recheck)(struct e2b_call *c);

@@ -269,8 +269,14 @@ exec_http_done(void *arg, int status, const struct sp_http_resp *resp)
 		r = resp->status == 0 ? status : e2b_http_error(resp->status, ex->raw,
 		    ex->raw_len, "exec", detail, sizeof(detail));
 		/* Refused before anything ran (a rate limit, an unavailable envd,
-		 * no connection): no process was started, so it may be retried. */
-		if ((resp->status == 429 && !e2b_is_concurrency_429(429, ex->raw)) ||
+		 * no connection): no process was started, so it may be retried.
+		 * A connection cut after the request went out may have started
+		 * it: never repeated, so a command runs at most once. */
+		if (resp->status == 0 && resp->request_sent)
+			snprintf(detail, sizeof(detail), "exec: the connection to envd broke "
+				 "after the command was sent (%s); it may have run, so it is not "
+				 "repeated", sp_strerror(status));
+		else if ((resp->status == 429 && !e2b_is_concurrency_429(429, ex->raw)) ||
 		    resp->status == 503 || resp->status == 0) {
 			d = e2b_retry_delay(&ex->e->retry, ex->attempt + 1,
 					    uv_now(ex->e->host->loop) - ex->started_ms,
@@ -348,6 +354,8 @@ exec_send(struct sp_exec *ex, struct e2b_sbx *sb)
 	o.body = ex->body;
 	o.body_len = ex->body_len;
 	o.connect_timeout_ms = 10000;
+	/* A command runs at most once: no silent resend by libcurl. */
+	o.fresh_connect = true;
 	r = sp_http_request(e->host->http, &o, exec_data, exec_http_done, ex, &ex->http);
 	free(url);
 	e2b_headers_free(h);

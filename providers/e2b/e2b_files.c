@@ -378,8 +378,15 @@ boot_next(struct boot_ctx *b)
 {
 	struct e2b *e = b->e;
 	struct e2b_sbx *sb = e2b_sbx_find(e, b->ref);
+	/*
+	 * The worker reads token, ca.pem and endpoint from --dir, which is
+	 * where they were uploaded: the command's cwd. $PWD rather than
+	 * files_path, so an emulator that runs commands under a host
+	 * directory (no mount namespace) still points it at its own files.
+	 */
 	static const char *const worker_argv[] = {
-		"/bin/sh", "-c", "chmod 0755 sandpit-worker && exec ./sandpit-worker", NULL,
+		"/bin/sh", "-c", "chmod 0755 sandpit-worker && exec ./sandpit-worker --dir \"$PWD\"",
+		NULL,
 	};
 	char *path;
 	int r;

@@ -210,6 +210,7 @@ const FAULT_KINDS = new Set([
 	'deadline_exceeded',	// stream: kill process, EOS deadline_exceeded
 	'garbage_stream',	// stream: variant bad_json|huge_frame|truncated|bad_flags
 	'drop_connection',	// any: destroy the socket without a response
+	'lose_response',	// any: do the operation, then lose its response (close or reset)
 ]);
 
 function addFault(f) {
@@ -223,6 +224,8 @@ function addFault(f) {
 		status: f.status, message: f.message, code: f.code, retryAfter: f.retryAfter,
 		ms: f.ms, afterEvents: f.afterEvents, mode: f.mode, variant: f.variant, errorCode: f.errorCode,
 	};
+	if (fault.kind === 'lose_response' && fault.mode !== undefined && fault.mode !== 'close' && fault.mode !== 'reset')
+		throw new HttpError(400, 'lose_response: mode is "close" or "reset"');
 	faults.push(fault);
 	return fault;
 }
@@ -255,6 +258,31 @@ function takeFault(kinds, op, sandboxID) {
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// lose_response: the request is handled in full (a create makes its
+// sandbox, a kill kills, an upload writes), and the response dies before
+// its first byte reaches the client, as when a gateway or the network
+// drops it on the way back. "close" (the default) ends the connection with
+// a FIN, "reset" with an RST. A stream loses its headers the same way; the
+// process it started keeps running.
+function loseResponse(req, res, mode) {
+	let gone = false;
+	const lose = () => {
+		if (gone)
+			return;
+		gone = true;
+		const sock = req.socket;
+		if (mode === 'reset' && typeof sock.resetAndDestroy === 'function')
+			sock.resetAndDestroy();
+		else
+			sock.destroy();
+	};
+	res.setHeader = function () { return this; };
+	res.writeHead = function () { return this; };
+	res.flushHeaders = lose;
+	res.write = () => { lose(); return true; };
+	res.end = function () { lose(); return this; };
+}
 
 // ---------------------------------------------------------------- helpers
 
@@ -669,8 +697,10 @@ async function controlPlane(req, res, url, entry) {
 	const delay = takeFault(['delay'], op, null);
 	if (delay)
 		await sleep(Math.min(Number(delay.ms) || 1000, 600000));
-	const f = takeFault(['rate_limit', 'concurrency', 'http_error', 'drop_connection'], op, null);
-	if (f) {
+	const f = takeFault(['rate_limit', 'concurrency', 'http_error', 'drop_connection', 'lose_response'], op, null);
+	if (f && f.kind === 'lose_response')
+		loseResponse(req, res, f.mode);
+	else if (f) {
 		if (f.kind === 'drop_connection') {
 			req.socket.destroy();
 			return;
@@ -982,9 +1012,10 @@ async function envd(req, res, url, target, entry) {
 	const delay = takeFault(['delay'], op, id);
 	if (delay)
 		await sleep(Math.min(Number(delay.ms) || 1000, 600000));
-	const f = takeFault(['sandbox_not_found', 'http_error', 'rate_limit', 'drop_connection', 'rpc_error'], op, id);
+	const f = takeFault(['sandbox_not_found', 'http_error', 'rate_limit', 'drop_connection', 'rpc_error', 'lose_response'], op, id);
 	if (f) {
 		switch (f.kind) {
+		case 'lose_response': loseResponse(req, res, f.mode); break;
 		case 'sandbox_not_found': return proxyNotFound(res, id);
 		case 'drop_connection': req.socket.destroy(); return;
 		case 'rate_limit':

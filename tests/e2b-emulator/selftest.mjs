@@ -477,6 +477,33 @@ await step('faults: garbage variants, delay, drop, http_error, count, sandboxID'
 	check(r.status === 400, 'unknown fault kind');
 });
 
+await step('lose_response: the operation happens, its response never arrives', async () => {
+	const md = { lost: `x${process.pid}` };
+	const q = `/v2/sandboxes?metadata=${encodeURIComponent(new URLSearchParams(md).toString())}`;
+	await fault({ kind: 'lose_response', op: 'create' });
+	let r = await api('POST', '/sandboxes', { templateID: 'base', timeout: 60, metadata: md });
+	check(r.error && r.status === undefined, `the create's response should be lost, got ${r.status}`);
+	r = await api('GET', q);
+	const list = jsonOf(r);
+	check(r.status === 200 && list.length === 1, `the lost create made exactly one sandbox: ${r.body}`);
+	const id = list[0].sandboxID;
+	await fault({ kind: 'lose_response', op: 'envd:/files', mode: 'reset' });
+	const lost = { sandboxID: id, envdAccessToken: jsonOf(await api('GET', `/sandboxes/${id}`)).envdAccessToken };
+	r = await envd(lost, 'POST', '/files?path=/tmp/lost.txt', { headers: { 'Content-Type': 'application/octet-stream' }, body: 'written' });
+	check(r.error && r.status === undefined, 'the upload\'s response should be lost');
+	r = await envd(lost, 'GET', '/files?path=/tmp/lost.txt');
+	check(r.status === 200 && r.body.toString() === 'written', `the lost upload wrote: ${r.status}`);
+	await fault({ kind: 'lose_response', op: 'kill', mode: 'reset' });
+	r = await api('DELETE', `/sandboxes/${id}`);
+	check(r.error && r.status === undefined, 'the kill\'s response should be lost');
+	r = await api('GET', `/sandboxes/${id}`);
+	check(r.status === 404, `the lost kill killed: ${r.status}`);
+	const log = jsonOf(await req('GET', '/_emulator/requests'));
+	check(log.some((e) => e.op === 'create' && e.status === 'cut'), 'the request log shows the create as cut');
+	r = await req('POST', '/_emulator/faults', { body: '{"kind":"lose_response","mode":"later"}' });
+	check(r.status === 400, `a bad mode is refused: ${r.status}`);
+});
+
 await step('killing a sandbox cuts its open streams (no end event), then 502s', async () => {
 	const victim = jsonOf(await api('POST', '/v2/sandboxes', { templateID: 'base', metadata: { owner: 'victim' } }));
 	const sp = start(victim, bash('echo started; sleep 30'));

@@ -891,6 +891,84 @@ test_create_dropped_retried(void **state)
 }
 
 static void
+test_create_lost_response_adopts(void **state)
+{
+	char ref[64];
+	struct res r;
+	json_t *st, *sb;
+	const char *mode[] = { "close", "reset" }, *sid[] = { "sb-000000000018", "sb-000000000019" };
+
+	/*
+	 * The emulator makes the sandbox, then the response dies on the way
+	 * back (a FIN, then an RST, before the first byte). The provider cannot
+	 * know whether the create acted, so it lists by the sandbox's metadata
+	 * before repeating it: the one sandbox made is found and adopted (its
+	 * access token fetched), and no second create is sent.
+	 */
+	for (int i = 0; i < 2; i++) {
+		char f[128];
+
+		snprintf(f, sizeof(f), "{\"kind\":\"lose_response\",\"op\":\"create\","
+			 "\"mode\":\"%s\"}", mode[i]);
+		fault(f);
+		do_create(&r, sid[i]);
+		assert_int_equal(r.status, 0);
+		assert_int_equal(strlen(r.ref), 20);
+		assert_int_equal(emu_count("create"), i + 1);
+		assert_int_equal(emu_count("list"), 1 + i + 1);	/* init's probe + each check */
+		assert_int_equal(emu_count("get"), i + 1);
+		assert_int_equal(emu_sandboxes(), i + 1);
+		/* The adopted one is the sandbox the lost create made, with our metadata. */
+		st = emu("GET", "/_emulator/state", NULL, NULL);
+		sb = json_array_get(json_object_get(st, "sandboxes"), (size_t)i);
+		if (strcmp(json_string_value(json_object_get(sb, "sandboxID")), r.ref) != 0)
+			sb = json_array_get(json_object_get(st, "sandboxes"), (size_t)(1 - i));
+		assert_string_equal(json_string_value(json_object_get(sb, "sandboxID")), r.ref);
+		assert_string_equal(json_string_value(json_object_get(json_object_get(sb, "metadata"),
+				    SP_LABEL_SANDBOX)), sid[i]);
+		json_decref(st);
+		strcpy(ref, r.ref);
+		/* And it is usable: commands reach it with the fetched token. */
+		do_exec(&r, ref, sh_echo, 10000, NULL);
+		assert_int_equal(r.status, 0);
+		assert_int_equal(r.er.exit_code, 3);
+	}
+}
+
+static void
+test_exec_lost_reply_runs_once(void **state)
+{
+	const char *const append[] = { "/bin/sh", "-c", "echo x >> /tmp/runs; echo done", NULL };
+	/* The lost runs may still be writing: wait for both, then count. */
+	const char *const count[] = { "/bin/sh", "-c", "while [ \"$(wc -l < /tmp/runs)\" -lt 2 ]; "
+				      "do sleep 0.05; done; wc -l < /tmp/runs", NULL };
+	const char *mode[] = { "close", "reset" };
+	char ref[64], f[160];
+	struct res r;
+
+	/*
+	 * envd starts the command, then the reply is lost (FIN, then RST).
+	 * Neither libcurl (a fresh connection) nor the provider (the request
+	 * had left: httpc's request_sent) sends it again: each exec fails with
+	 * a reason and each command ran exactly once.
+	 */
+	create_ok(ref, "sb-000000000021");
+	for (int i = 0; i < 2; i++) {
+		snprintf(f, sizeof(f), "{\"kind\":\"lose_response\",\"op\":"
+			 "\"envd:/process.Process/Start\",\"mode\":\"%s\"}", mode[i]);
+		fault(f);
+		do_exec(&r, ref, append, 10000, NULL);
+		assert_int_equal(r.status, SP_EUNAVAIL);
+		assert_int_equal(emu_count("envd:/process.Process/Start"), i + 1);
+	}
+	assert_non_null(strstr(r.detail, "it may have run, so it is not repeated"));
+	do_exec(&r, ref, count, 10000, NULL);
+	assert_int_equal(r.status, 0);
+	assert_int_equal(r.out_len, 2);
+	assert_memory_equal(r.out, "2\n", 2);
+}
+
+static void
 test_envd_502_not_found(void **state)
 {
 	char ref[64];
@@ -1246,6 +1324,116 @@ test_files_and_background_start(void **state)
 	assert_int_equal(r.status, -E2BIG);
 }
 
+/* init() again on the live provider (the core does so after a failure). */
+static int
+reinit(struct res *r)
+{
+	int rc;
+
+	memset(r, 0, sizeof(*r));
+	r->in_call = true;
+	rc = sp_e2b_provider.init(&T.p, on_done, r);
+	r->in_call = false;
+	if (rc < 0)
+		return rc;
+	wait_for(&r->done);
+	return r->status;
+}
+
+/* describe()'s "endpoint", or "" when it has none. */
+static void
+described_endpoint(char *out, size_t sz)
+{
+	json_t *d = json_loads(sp_e2b_provider.describe(&T.p), 0, NULL);
+	const char *ep = json_string_value(json_object_get(d, "endpoint"));
+
+	assert_non_null(d);
+	snprintf(out, sz, "%s", ep != NULL ? ep : "");
+	json_decref(d);
+}
+
+static void
+test_worker_endpoint(void **state)
+{
+	static const char *const bad[] = {
+		"localhost 7443", "127.0.0.1", "127.0.0.1 0", "127.0.0.1 70000", "0.0.0.0 7443",
+		":: 7443", "::1:7443", "[::1]7443", "[::1]:", "127.0.0.1 74x3", "127.0.0.1 -1",
+		"127.0.0.1:7443:1", " 7443", "1.2.3.4.5 80",
+	};
+	static const struct { const char *in, *out; } good[] = {
+		{ "127.0.0.2 7443", "127.0.0.2 7443" }, { "127.0.0.2:9000", "127.0.0.2 9000" },
+		{ "[::1]:443", "::1 443" }, { "10.1.2.3    8443", "10.1.2.3 8443" },
+		{ "2001:db8::7 65535", "2001:db8::7 65535" },
+	};
+	char ep[128];
+	struct res r;
+
+	/* Unset: no "endpoint", so the core writes its own default. */
+	described_endpoint(ep, sizeof(ep));
+	assert_string_equal(ep, "");
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		conf_set("e2b.worker_endpoint", "%s", bad[i]);
+		assert_int_equal(reinit(&r), SP_ECONFIG);
+		assert_non_null(strstr(r.detail, "e2b.worker_endpoint"));
+	}
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		conf_set("e2b.worker_endpoint", "%s", good[i].in);
+		assert_int_equal(reinit(&r), 0);
+		described_endpoint(ep, sizeof(ep));
+		assert_string_equal(ep, good[i].out);
+	}
+}
+
+static void
+test_worker_started_with_dir(void **state)
+{
+	char ref[64], dir[128], fake[128], path[256];
+	const char *const wait_args[] = { "/bin/sh", "-c", "while [ ! -s args ]; do sleep 0.05; "
+					  "done; cat args; cat endpoint", NULL };
+	struct sp_sandbox_spec spec = { .id = "sb-000000000020", .files_dir = dir };
+	struct res r;
+	FILE *f;
+
+	/*
+	 * A sandbox without a command runs the worker: the host's binary is
+	 * uploaded with the files and started with --dir naming where they
+	 * landed (the worker's default, /run/sandpit, is not there in E2B).
+	 * The stand-in binary records its arguments.
+	 */
+	snprintf(fake, sizeof(fake), "%s/fake-worker", tmpdir);
+	f = fopen(fake, "w");
+	fputs("#!/bin/sh\nprintf '%s\\n' \"$@\" > args.tmp && mv args.tmp args\nexec sleep 30\n",
+	      f);
+	fclose(f);
+	snprintf(dir, sizeof(dir), "%s/wfiles", tmpdir);
+	mkdir(dir, 0700);
+	snprintf(path, sizeof(path), "%s/endpoint", dir);
+	f = fopen(path, "w");
+	fputs("127.0.0.2 7443\n", f);
+	fclose(f);
+	T.host.worker_binary = fake;
+
+	memset(&r, 0, sizeof(r));
+	assert_int_equal(sp_e2b_provider.create(&T.p, &spec, on_create, &r), 0);
+	wait_for(&r.done);
+	assert_int_equal(r.status, 0);
+	strcpy(ref, r.ref);
+	memset(&r, 0, sizeof(r));
+	assert_int_equal(sp_e2b_provider.start(&T.p, ref, on_done, &r), 0);
+	wait_for(&r.done);
+	assert_int_equal(r.status, 0);
+	assert_int_equal(emu_count("envd:/files"), 2);		/* endpoint + the binary */
+	do_exec(&r, ref, wait_args, 10000, "/home/user/.sandpit");
+	T.host.worker_binary = NULL;
+	assert_int_equal(r.status, 0);
+	assert_int_equal(r.er.exit_code, 0);
+	r.out[r.out_len] = '\0';
+	/* --dir is the command's cwd: /home/user/.sandpit inside the sandbox
+	 * (a host path under the emulator's root without a mount namespace). */
+	assert_true(strncmp(r.out, "--dir\n", 6) == 0);
+	assert_non_null(strstr(r.out, "/home/user/.sandpit\n127.0.0.2 7443\n"));
+}
+
 static void
 test_reconcile_list(void **state)
 {
@@ -1374,6 +1562,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_create_timeout_no_duplicate, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_create_ambiguous_adopts, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_create_dropped_retried, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_create_lost_response_adopts, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_exec_lost_reply_runs_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_envd_502_not_found, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stream_cut, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_garbage_streams, setup, teardown),
@@ -1384,6 +1574,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_expiry, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cancel_and_signal, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_files_and_background_start, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_worker_endpoint, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_worker_started_with_dir, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reconcile_list, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_close_with_pending, setup, teardown),
 	};
