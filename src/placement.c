@@ -28,6 +28,7 @@ struct placement_slot {
 	bool ready;
 	int64_t backoff_until;
 	unsigned rate_limited;
+	int64_t probe_until;		/* after a backoff: one create is out until then */
 	/* The circuit breaker: the last outcomes (bit set = failure), newest in bit 0. */
 	uint64_t outcomes;
 	unsigned samples;		/* outcomes recorded, up to the window */
@@ -222,7 +223,7 @@ placement_set_breaker(struct placement *p, const struct placement_breaker_conf *
 }
 
 /* Why slot s cannot take a sandbox now, or 0 when it can. */
-enum placement_block { PB_NONE, PB_NOT_READY, PB_FULL, PB_BACKOFF, PB_OPEN, PB_TRIAL };
+enum placement_block { PB_NONE, PB_NOT_READY, PB_FULL, PB_BACKOFF, PB_OPEN, PB_TRIAL, PB_PROBE };
 
 static enum placement_block
 placement_blocked(const struct placement_slot *s, int64_t now)
@@ -237,6 +238,8 @@ placement_blocked(const struct placement_slot *s, int64_t now)
 		return PB_TRIAL;
 	if (s->backoff_until > now)
 		return PB_BACKOFF;
+	if (s->probe_until > now)
+		return PB_PROBE;
 	return PB_NONE;
 }
 
@@ -251,6 +254,8 @@ placement_retry_at(const struct placement_slot *s, enum placement_block b)
 		return s->open_until;
 	case PB_TRIAL:
 		return s->trial_until;
+	case PB_PROBE:
+		return s->probe_until;
 	default:
 		return 0;
 	}
@@ -283,6 +288,10 @@ placement_describe(const struct placement_slot *s, enum placement_block b, int64
 	case PB_TRIAL:
 		placement_errcat(err, errlen, "%s%s: failing (one trial start in progress)", sep,
 				 s->name);
+		break;
+	case PB_PROBE:
+		placement_errcat(err, errlen, "%s%s: rate-limited (one trial start in progress)",
+				 sep, s->name);
 		break;
 	case PB_NONE:
 		break;
@@ -361,6 +370,9 @@ placement_take(struct placement *p, const char *policy, int64_t now_ms,
 			} else if (s->breaker == PLACEMENT_BREAKER_HALF_OPEN) {
 				s->trial_until = now_ms + (int64_t)p->breaker.reset_ms;
 			}
+			/* After a backoff, one create probes the provider before the rest follow. */
+			if (s->rate_limited > 0)
+				s->probe_until = now_ms + PLACEMENT_BACKOFF_MAX_MS;
 			s->in_use++;
 			ret->index = order[i];
 			ret->name = s->name;
@@ -455,6 +467,7 @@ placement_report(struct placement *p, const char *name, enum placement_outcome o
 
 	if (s == NULL)
 		return SP_ENOTFOUND;
+	s->probe_until = 0;
 	switch (o) {
 	case PLACEMENT_OK:
 		s->rate_limited = 0;

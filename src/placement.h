@@ -7,7 +7,8 @@
  *
  * A provider that answers "rate limited" is backed off: not chosen until
  * its backoff passes (exponential from 1 s to 60 s, or the provider's own
- * retry-after hint when longer); a success clears it.
+ * retry-after hint when longer); then one create at a time probes it until
+ * an outcome is reported; a success clears it all.
  *
  * A provider whose creates fail too often trips a circuit breaker: when at
  * least threshold_pct of its last window outcomes (and min_samples of them)

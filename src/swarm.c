@@ -1612,10 +1612,16 @@ swarm_create(struct swarm_mgr *m, const char *tenant, json_t *body, json_t **ret
 	sw->next = m->swarms;
 	m->swarms = sw;
 	/* Warm agents first; then, if none, one synchronously: a template or a
-	 * limit the manager refuses is the caller's 4xx. */
+	 * provider the manager refuses is the caller's 4xx. The room was checked
+	 * above, so a limit now is a provider backing off: the swarm waits. */
 	if (pool_serves(m->pool, sw->tmpl))
 		fill(sw);
 	r = agents_live(sw) > 0 ? 0 : spawn_one(sw, err, errlen);
+	if (r == SP_ELIMIT) {
+		sw->last_failure = xstrdup(err);
+		sw->retry_at = (int64_t)uv_now(m->loop) + SWARM_SPAWN_RETRY_MS;
+		r = 0;
+	}
 	if (r < 0) {
 		m->swarms = sw->next;
 		queue_cancel_swarm(m->queue, sw->id, NULL);
@@ -1886,6 +1892,9 @@ swarm_json(struct swarm *sw, bool full)
 		      "tasks", counts_json(&c, &total),
 		      "created_ms", (json_int_t)sw->created_ms,
 		      "spawn_ms", (json_int_t)sw->spawned_ms);
+	/* Why agents are missing, while some are (a limit, a provider backing off). */
+	json_object_set_new(o, "spawn_error", sw->last_failure != NULL &&
+			    agents_live(sw) < sw->want ? json_string(sw->last_failure) : json_null());
 	json_object_set_new(o, "success_rate", total > 0 ?
 			    json_real((double)c.n[QUEUE_SUCCEEDED] / (double)total) : json_null());
 	if (full) {

@@ -175,6 +175,15 @@ test_rate_limit_backoff(void **state)
 	assert_string_equal(err, "cloud-a: rate-limited for 990 ms");
 	assert_int_equal(placement_take(p, "cloud-a", t + 1000, &c, NULL, 0), 0);
 	assert_string_equal(c.name, "cloud-a");
+	/* After the backoff one create probes; the next waits for its outcome. */
+	assert_int_equal(placement_take(p, "cloud-a", t + 1001, &c, err, sizeof(err)), -EAGAIN);
+	assert_string_equal(err, "cloud-a: rate-limited (one trial start in progress)");
+	assert_int_equal(placement_take(p, "auto", t + 1001, &c, NULL, 0), 0);
+	assert_string_equal(c.name, "cloud-b");
+	assert_int_equal(placement_put(p, "cloud-b"), 0);
+	assert_int_equal(placement_report(p, "cloud-a", PLACEMENT_OK, 0, t + 1002), 0);
+	assert_int_equal(placement_take(p, "cloud-a", t + 1003, &c, NULL, 0), 0);
+	assert_int_equal(placement_put(p, "cloud-a"), 0);
 	assert_int_equal(placement_put(p, "cloud-a"), 0);
 
 	/* Doubling, capped at 60 s. */
