@@ -12,78 +12,19 @@
 # daemon kills its orphans and leaves the other alone.
 # Packets go only to 127.0.0.0/8 and the daemon's Unix socket.
 . "$(dirname "$0")/lib.sh"
-
-EMU_RUN="$SANDPIT_SOURCE_DIR/tests/e2b-emulator/run"
-EMU_PID=""
-EMU_PORT=""
-EMU_KEY="e2b_$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+. "$(dirname "$0")/lib_e2b.sh"
+WPORT=$((20000 + $$ % 20000))	# lib.sh's worker_port
 ADV=127.0.0.2			# the advertised address: loopback, but not 127.0.0.1
-
-stop_emulator() {
-	[ -n "$EMU_PID" ] || return 0
-	kill -TERM "$EMU_PID" 2>/dev/null
-	wait "$EMU_PID" 2>/dev/null
-	EMU_PID=""
-}
 trap 'stop_emulator; cleanup' EXIT
 
-command -v node >/dev/null || { fail "node is installed (scripts/setup.sh)"; finish; exit 1; }
-
-# The emulator, on a port the kernel picks (the ready line names it). A mount
-# namespace per sandbox is required: tasks then see the sandbox's own /tmp
-# and /home, never this host's.
-"$EMU_RUN" --port 0 --api-key "$EMU_KEY" --isolation mountns --quiet \
-	>"$T_DIR/emu.out" 2>"$T_DIR/emu.err" &
-EMU_PID=$!
-for _ in $(seq 1 100); do
-	EMU_PORT=$(sed -n 's/^e2b-emulator listening on 127\.0\.0\.1:\([0-9][0-9]*\)$/\1/p' "$T_DIR/emu.out")
-	[ -n "$EMU_PORT" ] && break
-	kill -0 "$EMU_PID" 2>/dev/null || break
-	sleep 0.1
-done
-if [ -z "$EMU_PORT" ]; then
-	cat "$T_DIR/emu.err" >&2
-	fail "the E2B emulator started"
-	finish
-	exit 1
-fi
-pass "the E2B emulator listens on 127.0.0.1:$EMU_PORT"
-EMU="http://127.0.0.1:$EMU_PORT"
-
-emu_api() {	# emu_api METHOD PATH [JSON] -> body (the emulator's E2B API, with the key)
-	if [ $# -ge 3 ]; then
-		curl -s -X "$1" -H "X-API-Key: $EMU_KEY" -H 'Content-Type: application/json' \
-			--data-binary "$3" "$EMU$2"
-	else
-		curl -s -X "$1" -H "X-API-Key: $EMU_KEY" "$EMU$2"
-	fi
-}
-emu_state() { curl -s "$EMU/_emulator/state"; }
-# Sandbox ids in the emulator whose metadata names instance $1.
-emu_ids_of() { emu_state | jq -r --arg i "$1" '.sandboxes[] | select(.metadata["io.sandpit.instance"] == $i) | .sandboxID'; }
-
-printf '%s\n' "$EMU_KEY" >"$T_DIR/e2b-key"
-chmod 600 "$T_DIR/e2b-key"
+# A mount namespace per sandbox is required: tasks then see the sandbox's
+# own /tmp and /home, never this host's.
+start_emulator --isolation mountns || { fail "the E2B emulator started"; finish; exit 1; }
+pass "the E2B emulator listens on $EMU"
 write_config "max_sandboxes 8
 worker_listen \"127.0.0.1 $ADV\"
-e2b.api_url \"$EMU\"
-e2b.envd_url \"$EMU\"
-e2b.api_key_file \"$T_DIR/e2b-key\"
-e2b.timeout 120
-e2b.retry_base 100
-e2b.retry_cap 1000
+$(emu_directives "$ADV:$WPORT")
 prices \"e2b 0.000014 0.0000045\""
-# The workers are told to reach the channel at ADV, on the port lib.sh chose.
-WPORT=$(sed -n 's/^worker_port \([0-9][0-9]*\)$/\1/p' "$T_DIR/sandpitd.conf")
-echo "e2b.worker_endpoint \"$ADV:$WPORT\"" >>"$T_DIR/sandpitd.conf"
-
-wait_e2b_ready() {
-	for _ in $(seq 1 300); do
-		ctl GET /v1/health | cut -d' ' -f2- | jq -e '.providers.e2b == "ready"' >/dev/null && return 0
-		sleep 0.1
-	done
-	return 1
-}
 start_daemon && wait_e2b_ready || { fail "daemon up, E2B provider ready"; finish; exit 1; }
 pass "daemon up, E2B provider ready against the emulator"
 INST=$(instance_id)
