@@ -251,7 +251,7 @@ op_defer(struct sandbox_mgr *mgr, const struct sandbox_row *row, int status, con
 
 /* --- rows --- */
 
-static void hold_sync(struct sandbox_mgr *mgr, const char *id, const char *state);
+static void hold_sync(struct sandbox_mgr *mgr, const struct sandbox_row *row);
 
 static void
 row_set(struct sandbox_mgr *mgr, struct sandbox_row *row, const char *state, const char *error)
@@ -269,7 +269,7 @@ row_set(struct sandbox_mgr *mgr, struct sandbox_row *row, const char *state, con
 	if (r < 0)
 		log_err("sandbox '%s': store update to %s: %s", row->id, state,
 			store_errmsg(mgr->store));
-	hold_sync(mgr, row->id, state);
+	hold_sync(mgr, row);
 }
 
 static void
@@ -330,20 +330,44 @@ hold_free(struct sandbox_mgr *mgr, struct hold *h)
 	free(h);
 }
 
-/* A row changed state: running frees a start slot, leaving the live states frees all. */
+/* Count a live sandbox found in the store or by reconcile, whatever the limits. */
 static void
-hold_sync(struct sandbox_mgr *mgr, const char *id, const char *state)
+hold_adopt(struct sandbox_mgr *mgr, const struct sandbox_row *row)
+{
+	struct mgr_provider *mp = mgr_provider_by_name(mgr, row->provider);
+	struct hold *h = xcalloc(1, sizeof(*h));
+
+	if (mp != NULL && placement_adopt(mgr->pl, row->provider) == 0)
+		h->mp = mp;
+	if (admission_adopt(mgr->adm, row->tenant, mp != NULL && provider_has(mp->p, SP_CAP_LOCAL),
+			    &h->t) < 0) {
+		hold_free(mgr, h);
+		return;
+	}
+	hold_link(mgr, h, row->id);
+}
+
+/*
+ * A row changed state: running frees a start slot, leaving the live states
+ * frees all, and a sandbox that came back to life (reconcile found its
+ * container running again) is counted again.
+ */
+static void
+hold_sync(struct sandbox_mgr *mgr, const struct sandbox_row *row)
 {
 	struct hold **pp, *h;
 
 	for (pp = &mgr->holds; (h = *pp) != NULL; pp = &h->next)
-		if (strcmp(h->id, id) == 0)
+		if (strcmp(h->id, row->id) == 0)
 			break;
-	if (h == NULL)
+	if (h == NULL) {
+		if (state_live(row->state))
+			hold_adopt(mgr, row);
 		return;
-	if (strcmp(state, "running") == 0 && h->t.hold == ADMISSION_STARTING) {
+	}
+	if (strcmp(row->state, "running") == 0 && h->t.hold == ADMISSION_STARTING) {
 		(void)admission_started(mgr->adm, &h->t);
-	} else if (!state_live(state)) {
+	} else if (!state_live(row->state)) {
 		*pp = h->next;
 		hold_free(mgr, h);
 	}
@@ -360,22 +384,9 @@ hold_adopt_all(struct sandbox_mgr *mgr)
 		log_err("adopting sandboxes: store: %s", store_errmsg(mgr->store));
 		return;
 	}
-	for (size_t i = 0; i < n; i++) {
-		struct mgr_provider *mp = mgr_provider_by_name(mgr, rows[i].provider);
-		struct hold *h;
-
-		if (!state_live(rows[i].state) || hold_find(mgr, rows[i].id) != NULL)
-			continue;
-		h = xcalloc(1, sizeof(*h));
-		if (mp != NULL && placement_adopt(mgr->pl, rows[i].provider) == 0)
-			h->mp = mp;
-		if (admission_adopt(mgr->adm, rows[i].tenant, mp != NULL &&
-				    provider_has(mp->p, SP_CAP_LOCAL), &h->t) < 0) {
-			hold_free(mgr, h);
-			continue;
-		}
-		hold_link(mgr, h, rows[i].id);
-	}
+	for (size_t i = 0; i < n; i++)
+		if (state_live(rows[i].state) && hold_find(mgr, rows[i].id) == NULL)
+			hold_adopt(mgr, &rows[i]);
 	store_sandbox_rows_free(rows, n);
 }
 
@@ -1269,7 +1280,9 @@ sandbox_create(struct sandbox_mgr *mgr, const char *tenant, json_t *spec,
 	r = store_sandbox_insert(mgr->store, &op->row);
 	if (r < 0) {
 		errf(err, errlen, "database: %s", store_errmsg(mgr->store));
-		hold_sync(mgr, op->row.id, "failed");
+		free(op->row.state);
+		op->row.state = xstrdup("failed");
+		hold_sync(mgr, &op->row);	/* never recorded: give back what it holds */
 		json_decref(norm);
 		op_free(op);
 		return SP_EDB;
