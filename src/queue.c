@@ -164,6 +164,21 @@ static const char *const queue_sql[QS__COUNT] = {
 	[QS_COUNTS] = "SELECT state, COUNT(*) FROM queue_tasks WHERE swarm = ?1 GROUP BY state",
 };
 
+/*
+ * Swarms whose task counts are kept in memory, so that queue_counts() (which
+ * the coordinator calls on every round of results) is not a scan of the
+ * swarm's tasks. An entry is loaded by the first queue_counts() of a swarm
+ * and then moved by the state changes of every operation that applies; a
+ * change the events do not describe (purge, a swarm's cancel, a group rolled
+ * back, a transaction ended by another module) drops entries instead.
+ */
+#define QUEUE_COUNTS_KEPT	64
+
+struct queue_counted {
+	char swarm[QUEUE_ID_MAX + 1];
+	struct queue_counts c;
+};
+
 /* A state change waiting for its operation to be applied. */
 struct queue_event {
 	int64_t task;
@@ -189,6 +204,8 @@ struct queue {
 
 	struct queue_event *ev;		/* of the operation in progress */
 	size_t nev, cap_ev;
+	struct queue_counted counted[QUEUE_COUNTS_KEPT];
+	size_t ncounted, next_evict;
 	char errmsg[256];		/* SQLite's words for the last SP_EDB */
 };
 
@@ -395,11 +412,38 @@ queue_events_clear(struct queue *q)
 	q->nev = 0;
 }
 
+static struct queue_counted *
+queue_counted_find(struct queue *q, const char *swarm)
+{
+	for (size_t i = 0; i < q->ncounted; i++)
+		if (strcmp(q->counted[i].swarm, swarm) == 0)
+			return &q->counted[i];
+	return NULL;
+}
+
+/* Forget the counts of swarm (NULL: of every swarm); the next read counts in SQL. */
+static void
+queue_counted_drop(struct queue *q, const char *swarm)
+{
+	struct queue_counted *c;
+
+	if (swarm == NULL) {
+		q->ncounted = 0;
+		return;
+	}
+	if ((c = queue_counted_find(q, swarm)) != NULL)
+		*c = q->counted[--q->ncounted];
+}
+
+/*
+ * Recorded whether or not anyone listens: the kept counts move with them
+ * when the operation applies (queue_events_fire).
+ */
 static void
 queue_event_add(struct queue *q, int64_t task, const char *swarm, enum queue_state from,
 		enum queue_state to)
 {
-	if (q->event_cb == NULL || from == to)
+	if (from == to)
 		return;
 	if (q->nev == q->cap_ev) {
 		q->cap_ev = q->cap_ev ? q->cap_ev * 2 : 16;
@@ -411,8 +455,16 @@ queue_event_add(struct queue *q, int64_t task, const char *swarm, enum queue_sta
 static void
 queue_events_fire(struct queue *q)
 {
+	struct queue_counted *c;
 	size_t i;
 
+	for (i = 0; i < q->nev; i++) {
+		if ((c = queue_counted_find(q, q->ev[i].swarm)) == NULL)
+			continue;
+		if (q->ev[i].from < QUEUE_STATE__COUNT)
+			c->c.n[q->ev[i].from]--;
+		c->c.n[q->ev[i].to]++;
+	}
 	for (i = 0; i < q->nev && q->event_cb != NULL; i++)
 		q->event_cb(q->event_arg, q->ev[i].task, q->ev[i].swarm, q->ev[i].from,
 			    q->ev[i].to);
@@ -433,6 +485,7 @@ queue_op_begin(struct queue *q)
 {
 	/* Someone else committed or rolled back our group: it is over either way. */
 	if (q->in_group && sqlite3_get_autocommit(q->db)) {
+		queue_counted_drop(q, NULL);	/* a rollback would have undone counted changes */
 		q->in_group = false;
 		q->pending = 0;
 		q->durable_seq = q->seq;
@@ -453,6 +506,7 @@ static void
 queue_group_failed(struct queue *q)
 {
 	sqlite3_exec(q->db, "ROLLBACK", NULL, NULL, NULL);
+	queue_counted_drop(q, NULL);
 	q->in_group = false;
 	q->pending = 0;
 	if (q->commit_cb != NULL)
@@ -466,6 +520,7 @@ queue_flush(struct queue *q)
 		return 0;
 	if (sqlite3_get_autocommit(q->db)) {
 		/* Ended by another module's COMMIT; what we wrote went with it. */
+		queue_counted_drop(q, NULL);
 	} else if (queue_exec(q, "COMMIT") < 0) {
 		queue_group_failed(q);
 		return SP_EDB;
@@ -1423,6 +1478,7 @@ queue_purge_swarm(struct queue *q, const char *swarm, size_t *ret_n)
 	sqlite3_bind_text(st, 1, swarm, -1, SQLITE_TRANSIENT);
 	if ((r = queue_run(q, st)) < 0)
 		goto out;
+	queue_counted_drop(q, swarm);
 	if ((st = queue_stmt(q, QS_PURGE_TASKS)) == NULL) {
 		r = SP_EDB;
 		goto out;
@@ -1503,6 +1559,8 @@ queue_cancel_swarm(struct queue *q, const char *swarm, size_t *ret_n)
 			goto out;
 		}
 	}
+	/* Without a listener there are no events to move the counts by. */
+	queue_counted_drop(q, swarm);
 	if ((st = queue_stmt(q, QS_CANCEL_SWARM)) == NULL) {
 		r = SP_EDB;
 		goto out;
@@ -1652,11 +1710,16 @@ int
 queue_counts(struct queue *q, const char *swarm, struct queue_counts *ret)
 {
 	struct queue_counts c = { { 0 } };
+	struct queue_counted *k;
 	sqlite3_stmt *st;
 	int rc, s;
 
 	if (!queue_name_valid(swarm))
 		return SP_EINVAL;
+	if ((k = queue_counted_find(q, swarm)) != NULL) {
+		*ret = k->c;
+		return 0;
+	}
 	if ((st = queue_stmt(q, QS_COUNTS)) == NULL)
 		return SP_EDB;
 	sqlite3_bind_text(st, 1, swarm, -1, SQLITE_TRANSIENT);
@@ -1668,6 +1731,13 @@ queue_counts(struct queue *q, const char *swarm, struct queue_counts *ret)
 	sqlite3_reset(st);
 	if (rc != SQLITE_DONE)
 		return queue_fail(q);
+	/* Keep it; when full, an entry is replaced in turn. */
+	if (q->ncounted < QUEUE_COUNTS_KEPT)
+		k = &q->counted[q->ncounted++];
+	else
+		k = &q->counted[q->next_evict++ % QUEUE_COUNTS_KEPT];
+	snprintf(k->swarm, sizeof(k->swarm), "%s", swarm);
+	k->c = c;
 	*ret = c;
 	return 0;
 }
