@@ -761,14 +761,18 @@ exec_settle(struct workers *w)
 	}
 }
 
-/* Lease the next task of s, its own (exec via worker) first, then its swarm's. */
+/*
+ * Lease the next task of s, its own (exec via worker) first, then its
+ * swarm's. *own_empty, once set, skips the first look for the rest of a batch.
+ */
 static int
-sb_lease(struct workers *w, struct wsb *s, struct queue_grant *g)
+sb_lease(struct workers *w, struct wsb *s, struct queue_grant *g, bool *own_empty)
 {
 	const char *swarm;
-	int r;
+	int r = -EAGAIN;
 
-	r = queue_lease(w->queue, s->id, s->id, g, NULL);
+	if (!*own_empty && (r = queue_lease(w->queue, s->id, s->id, g, NULL)) == -EAGAIN)
+		*own_empty = true;
 	if (r == -EAGAIN && w->swarm_of != NULL &&
 	    (swarm = w->swarm_of(w->swarm_arg, s->id)) != NULL)
 		r = queue_lease(w->queue, swarm, s->id, g, NULL);
@@ -787,11 +791,12 @@ sb_deliver(struct workers *w, struct wsb *s)
 	json_t *grants, *spec;
 	struct wpoll *p;
 	size_t want;
+	bool own_empty = false;
 
 	while ((p = s->polls) != NULL) {
 		want = p->max > 0 ? p->max : 1;
 		grants = json_array();
-		while (json_array_size(grants) < want && sb_lease(w, s, &g) == 0) {
+		while (json_array_size(grants) < want && sb_lease(w, s, &g, &own_empty) == 0) {
 			queue_start(w->queue, g.task, g.attempt, g.lease, s->id, &v);
 			spec = json_loadb(g.body, g.body_len, 0, NULL);
 			json_array_append_new(grants, json_pack("{s:I, s:I, s:I, s:I, s:o}",
