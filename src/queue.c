@@ -117,10 +117,10 @@ static const char *const queue_sql[QS__COUNT] = {
 		      "max_retries, created_ms, updated_ms) VALUES (?1, ?2, 0, ?3, ?4, ?5, ?6, ?7, ?7)",
 	[QS_READY] = "SELECT id, attempt, timeout_ms, body FROM queue_tasks "
 		     "WHERE swarm = ?1 AND state = 0 AND not_before <= ?2 "
-		     "ORDER BY priority DESC, id LIMIT 1",
+		     "ORDER BY priority DESC, id LIMIT ?3",
 	[QS_NEXT_READY] = "SELECT MIN(not_before) FROM queue_tasks WHERE swarm = ?1 AND state = 0",
 	/* A new attempt starts with no output: the row shows the current or last attempt's. */
-	[QS_GRANT] = "UPDATE queue_tasks SET state = 1, attempt = ?2, worker = ?3, lease = ?4, "
+	[QS_GRANT] = "UPDATE queue_tasks SET state = ?8, attempt = ?2, worker = ?3, lease = ?4, "
 		     "output = NULL, truncated = 0, exit_code = 0, "
 		     "lease_expires = ?5, deadline = ?6, updated_ms = ?7 WHERE id = ?1",
 	[QS_HELD] = "SELECT swarm, state, attempt, lease, worker, lease_expires, deadline, "
@@ -792,18 +792,23 @@ queue_grant_done(struct queue_grant *g)
 	memset(g, 0, sizeof(*g));
 }
 
-int
-queue_lease(struct queue *q, const char *swarm, const char *worker,
-	    struct queue_grant *ret, int64_t *ret_next_ms)
+/*
+ * Lease up to max ready tasks in one operation (queue_lease and
+ * queue_lease_run): assigned, or running when run is set.
+ */
+static int
+queue_lease_many(struct queue *q, const char *swarm, const char *worker, size_t max, bool run,
+		 struct queue_grant *ret, size_t *ret_n, int64_t *ret_next_ms)
 {
-	struct queue_grant g = { 0 };
+	struct queue_grant *g;
 	sqlite3_stmt *st;
 	const void *body;
 	uint64_t timeout;
+	size_t n = 0, i;
 	int64_t now;
-	int rc, r;
+	int rc = SQLITE_DONE, r = 0;
 
-	if (!queue_name_valid(swarm) || !queue_name_valid(worker))
+	if (!queue_name_valid(swarm) || !queue_name_valid(worker) || max == 0)
 		return SP_EINVAL;
 	if ((r = queue_op_begin(q)) < 0)
 		return r;
@@ -814,9 +819,31 @@ queue_lease(struct queue *q, const char *swarm, const char *worker,
 	}
 	sqlite3_bind_text(st, 1, swarm, -1, SQLITE_TRANSIENT);
 	sqlite3_bind_int64(st, 2, now);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_DONE) {
-		sqlite3_reset(st);
+	sqlite3_bind_int64(st, 3, (int64_t)max);
+	while (n < max && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		g = &ret[n++];
+		*g = (struct queue_grant){ 0 };
+		g->task = sqlite3_column_int64(st, 0);
+		g->attempt = (uint32_t)sqlite3_column_int64(st, 1) + 1;
+		timeout = (uint64_t)sqlite3_column_int64(st, 2);
+		body = sqlite3_column_blob(st, 3);
+		g->body_len = (size_t)sqlite3_column_bytes(st, 3);
+		g->body = xmalloc(g->body_len + 1);
+		if (g->body_len > 0)
+			memcpy(g->body, body, g->body_len);
+		g->body[g->body_len] = '\0';
+		g->lease = queue_lease_id();
+		g->deadline_ms = now + (int64_t)timeout;
+		g->expires_ms = now + (int64_t)q->lim.lease_ms;
+		if (g->expires_ms > g->deadline_ms)
+			g->expires_ms = g->deadline_ms;
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+		r = queue_fail(q);
+		goto out;
+	}
+	if (n == 0) {
 		r = -EAGAIN;
 		if (ret_next_ms != NULL) {
 			*ret_next_ms = 0;
@@ -832,41 +859,27 @@ queue_lease(struct queue *q, const char *swarm, const char *worker,
 		}
 		goto out;
 	}
-	if (rc != SQLITE_ROW) {
-		sqlite3_reset(st);
-		r = queue_fail(q);
-		goto out;
+	for (i = 0; i < n; i++) {
+		g = &ret[i];
+		if ((st = queue_stmt(q, QS_GRANT)) == NULL) {
+			r = SP_EDB;
+			goto out;
+		}
+		sqlite3_bind_int64(st, 1, g->task);
+		sqlite3_bind_int64(st, 2, g->attempt);
+		sqlite3_bind_text(st, 3, worker, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_int64(st, 4, g->lease);
+		sqlite3_bind_int64(st, 5, g->expires_ms);
+		sqlite3_bind_int64(st, 6, g->deadline_ms);
+		sqlite3_bind_int64(st, 7, now);
+		sqlite3_bind_int(st, 8, run ? QUEUE_RUNNING : QUEUE_ASSIGNED);
+		if ((r = queue_run(q, st)) < 0)
+			goto out;
+		/* The same events as a lease and a start. */
+		queue_event_add(q, g->task, swarm, QUEUE_QUEUED, QUEUE_ASSIGNED);
+		if (run)
+			queue_event_add(q, g->task, swarm, QUEUE_ASSIGNED, QUEUE_RUNNING);
 	}
-	g.task = sqlite3_column_int64(st, 0);
-	g.attempt = (uint32_t)sqlite3_column_int64(st, 1) + 1;
-	timeout = (uint64_t)sqlite3_column_int64(st, 2);
-	body = sqlite3_column_blob(st, 3);
-	g.body_len = (size_t)sqlite3_column_bytes(st, 3);
-	g.body = xmalloc(g.body_len + 1);
-	if (g.body_len > 0)
-		memcpy(g.body, body, g.body_len);
-	g.body[g.body_len] = '\0';
-	sqlite3_reset(st);
-
-	g.lease = queue_lease_id();
-	g.deadline_ms = now + (int64_t)timeout;
-	g.expires_ms = now + (int64_t)q->lim.lease_ms;
-	if (g.expires_ms > g.deadline_ms)
-		g.expires_ms = g.deadline_ms;
-	if ((st = queue_stmt(q, QS_GRANT)) == NULL) {
-		r = SP_EDB;
-		goto out;
-	}
-	sqlite3_bind_int64(st, 1, g.task);
-	sqlite3_bind_int64(st, 2, g.attempt);
-	sqlite3_bind_text(st, 3, worker, -1, SQLITE_TRANSIENT);
-	sqlite3_bind_int64(st, 4, g.lease);
-	sqlite3_bind_int64(st, 5, g.expires_ms);
-	sqlite3_bind_int64(st, 6, g.deadline_ms);
-	sqlite3_bind_int64(st, 7, now);
-	if ((r = queue_run(q, st)) < 0)
-		goto out;
-	queue_event_add(q, g.task, swarm, QUEUE_QUEUED, QUEUE_ASSIGNED);
 out:
 	/* -EAGAIN changed nothing; still end the savepoint without counting an op. */
 	if (r == -EAGAIN) {
@@ -886,11 +899,30 @@ out:
 	}
 	r = queue_op_end(q, r, false);
 	if (r < 0) {
-		queue_grant_done(&g);
+		for (i = 0; i < n; i++)
+			queue_grant_done(&ret[i]);
 		return r;
 	}
-	*ret = g;
+	*ret_n = n;
 	return 0;
+}
+
+int
+queue_lease(struct queue *q, const char *swarm, const char *worker,
+	    struct queue_grant *ret, int64_t *ret_next_ms)
+{
+	size_t n;
+
+	return queue_lease_many(q, swarm, worker, 1, false, ret, &n, ret_next_ms);
+}
+
+int
+queue_lease_run(struct queue *q, const char *swarm, const char *worker, size_t max,
+		struct queue_grant *ret, size_t *ret_n)
+{
+	if (max > QUEUE_LEASE_MAX)
+		return SP_EINVAL;
+	return queue_lease_many(q, swarm, worker, max, true, ret, ret_n, NULL);
 }
 
 /* The held-task facts that decide a verdict. */

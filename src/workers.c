@@ -762,21 +762,22 @@ exec_settle(struct workers *w)
 }
 
 /*
- * Lease the next task of s, its own (exec via worker) first, then its
- * swarm's. *own_empty, once set, skips the first look for the rest of a batch.
+ * Lease up to max tasks of s, its own (exec via worker) first, then its
+ * swarm's, already marked running (the worker starts what it is handed).
+ * *own_empty, once set, skips the first look for the rest of the round.
  */
-static int
-sb_lease(struct workers *w, struct wsb *s, struct queue_grant *g, bool *own_empty)
+static size_t
+sb_lease(struct workers *w, struct wsb *s, size_t max, struct queue_grant *g, bool *own_empty)
 {
 	const char *swarm;
-	int r = -EAGAIN;
+	size_t n = 0, m = 0;
 
-	if (!*own_empty && (r = queue_lease(w->queue, s->id, s->id, g, NULL)) == -EAGAIN)
+	if (!*own_empty && queue_lease_run(w->queue, s->id, s->id, max, g, &n) < 0)
 		*own_empty = true;
-	if (r == -EAGAIN && w->swarm_of != NULL &&
-	    (swarm = w->swarm_of(w->swarm_arg, s->id)) != NULL)
-		r = queue_lease(w->queue, swarm, s->id, g, NULL);
-	return r;
+	if (n < max && w->swarm_of != NULL && (swarm = w->swarm_of(w->swarm_arg, s->id)) != NULL &&
+	    queue_lease_run(w->queue, swarm, s->id, max - n, g + n, &m) < 0)
+		m = 0;
+	return n + m;
 }
 
 /*
@@ -786,27 +787,27 @@ sb_lease(struct workers *w, struct wsb *s, struct queue_grant *g, bool *own_empt
 static void
 sb_deliver(struct workers *w, struct wsb *s)
 {
-	struct queue_grant g;
-	enum queue_verdict v;
+	struct queue_grant g[WORKERS_BATCH_MAX];
 	json_t *grants, *spec;
 	struct wpoll *p;
-	size_t want;
+	size_t n, i;
 	bool own_empty = false;
 
 	while ((p = s->polls) != NULL) {
-		want = p->max > 0 ? p->max : 1;
+		n = sb_lease(w, s, p->max > 0 ? p->max : 1, g, &own_empty);
+		if (n == 0)
+			return;
 		grants = json_array();
-		while (json_array_size(grants) < want && sb_lease(w, s, &g, &own_empty) == 0) {
-			queue_start(w->queue, g.task, g.attempt, g.lease, s->id, &v);
-			spec = json_loadb(g.body, g.body_len, 0, NULL);
+		for (i = 0; i < n; i++) {
+			spec = json_loadb(g[i].body, g[i].body_len, 0, NULL);
 			json_array_append_new(grants, json_pack("{s:I, s:I, s:I, s:I, s:o}",
-			    "task", (json_int_t)g.task, "attempt", (json_int_t)g.attempt,
-			    "lease", (json_int_t)g.lease, "deadline_ms", (json_int_t)g.deadline_ms,
-			    "spec", spec != NULL ? spec : json_object()));
-			queue_grant_done(&g);
+			    "task", (json_int_t)g[i].task, "attempt", (json_int_t)g[i].attempt,
+			    "lease", (json_int_t)g[i].lease, "deadline_ms",
+			    (json_int_t)g[i].deadline_ms, "spec", spec != NULL ? spec : json_object()));
+			queue_grant_done(&g[i]);
 		}
 		/* Durable before the worker runs them: a crash must not run one twice unseen. */
-		if (json_array_size(grants) == 0 || queue_flush(w->queue) < 0) {
+		if (queue_flush(w->queue) < 0) {
 			json_decref(grants);
 			return;
 		}
@@ -1123,14 +1124,8 @@ r_results(const struct rpc_call *call, struct rpc_response *resp, void *arg)
 	}
 	for (i = 0; i < n; i++) {
 		struct queue_task t;
+		int r;
 
-		seen[i] = false;
-		if (queue_get(w->queue, ids[i], &t) < 0)
-			continue;
-		seen[i] = task_visible(&t, s->id);
-		queue_task_done(&t);
-		if (!seen[i])
-			continue;
 		if (res[i].timed_out)
 			snprintf(reason, sizeof(reason), "timed out after %llu ms",
 				 (unsigned long long)res[i].duration_ms);
@@ -1138,10 +1133,24 @@ r_results(const struct rpc_call *call, struct rpc_response *resp, void *arg)
 			snprintf(reason, sizeof(reason), "exit code %d", res[i].exit_code);
 		o = (struct queue_outcome){ .ok = res[i].exit_code == 0 && !res[i].timed_out,
 			.exit_code = res[i].exit_code, .reason = reason };
-		if (queue_result(w->queue, ids[i], res[i].attempt, res[i].lease, s->id, &o,
-				 &v[i]) < 0) {
+		/*
+		 * Only the holder's lease is accepted or a duplicate, so the queue's
+		 * verdict alone settles those; a task this sandbox cannot see is
+		 * answered as absent, like the one-task route's 404.
+		 */
+		r = queue_result(w->queue, ids[i], res[i].attempt, res[i].lease, s->id, &o, &v[i]);
+		if (r == SP_ENOTFOUND) {
+			seen[i] = false;
+			continue;
+		}
+		if (r < 0) {
 			rpc_reply_error(resp, 503, "unavailable", "the database failed");
 			return;
+		}
+		seen[i] = true;
+		if (v[i] == QUEUE_STALE && queue_get(w->queue, ids[i], &t) == 0) {
+			seen[i] = task_visible(&t, s->id);
+			queue_task_done(&t);
 		}
 	}
 	if (queue_flush(w->queue) < 0) {

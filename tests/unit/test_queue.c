@@ -1356,6 +1356,66 @@ test_random_walk(void **state)
 		queue_grant_done(&old[i]);
 }
 
+/* queue_lease_run: up to max grants in one operation, in lease order, already running. */
+static void
+test_lease_run(void **state)
+{
+	struct fixture *f = *state;
+	struct queue_task_spec s[5] = { spec("a", 0), spec("b", 5), spec("c", 0), spec("d", 5),
+					spec("e", 0) };
+	struct queue_grant g[QUEUE_LEASE_MAX];
+	enum queue_verdict v;
+	uint64_t seq;
+	int64_t ids[5];
+	size_t n = 99, i;
+
+	assert_int_equal(queue_enqueue(f->q, "sw", "acme", s, 5, ids, NULL, 0), 0);
+	queue_set_event_cb(f->q, on_event, f);
+	assert_int_equal(queue_lease_run(f->q, "sw", "w", 0, g, &n), SP_EINVAL);
+	assert_int_equal(queue_lease_run(f->q, "sw", "w", QUEUE_LEASE_MAX + 1, g, &n), SP_EINVAL);
+	assert_int_equal(n, 99);
+	seq = queue_seq(f->q);
+	assert_int_equal(queue_lease_run(f->q, "sw", "w", 3, g, &n), 0);
+	assert_int_equal(queue_seq(f->q), seq + 1);
+	assert_int_equal(n, 3);
+	/* Priority first, then FIFO: b, d, a. */
+	assert_int_equal(g[0].task, ids[1]);
+	assert_int_equal(g[1].task, ids[3]);
+	assert_int_equal(g[2].task, ids[0]);
+	for (i = 0; i < 3; i++) {
+		assert_int_equal(g[i].attempt, 1);
+		assert_int_equal(state_of(f, g[i].task), QUEUE_RUNNING);
+		assert_true(g[i].lease != g[(i + 1) % 3].lease);
+		assert_int_equal(g[i].body_len, 1);
+	}
+	assert_string_equal(g[0].body, "b");
+	/* The events of a lease and a start, per task. */
+	assert_int_equal(f->nev, 6);
+	assert_int_equal(f->ev_from[0], QUEUE_QUEUED);
+	assert_int_equal(f->ev_to[0], QUEUE_ASSIGNED);
+	assert_int_equal(f->ev_from[1], QUEUE_ASSIGNED);
+	assert_int_equal(f->ev_to[1], QUEUE_RUNNING);
+	check_counts(f, "sw");
+	/* The holder's result is accepted as for any lease; a heartbeat renews it. */
+	assert_int_equal(queue_result(f->q, g[1].task, g[1].attempt, g[1].lease, "w", &ok_out, &v),
+			 0);
+	assert_int_equal(v, QUEUE_ACCEPTED);
+	assert_int_equal(queue_heartbeat(f->q, g[0].task, g[0].attempt, g[0].lease, "w", &v, NULL),
+			 0);
+	assert_int_equal(v, QUEUE_ACCEPTED);
+	for (i = 0; i < 3; i++)
+		queue_grant_done(&g[i]);
+	/* The rest, then nothing. */
+	assert_int_equal(queue_lease_run(f->q, "sw", "w", QUEUE_LEASE_MAX, g, &n), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(g[0].task, ids[2]);
+	assert_int_equal(g[1].task, ids[4]);
+	for (i = 0; i < 2; i++)
+		queue_grant_done(&g[i]);
+	assert_int_equal(queue_lease_run(f->q, "sw", "w", 4, g, &n), -EAGAIN);
+	check_counts(f, "sw");
+}
+
 /*
  * The counts queue_counts() keeps in memory follow every kind of change:
  * deferred ops, retries, cancels, sweeps, lost workers, a swarm's cancel
@@ -1620,6 +1680,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_failed_op_keeps_group, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_random_walk, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_counts_kept, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_lease_run, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_exit_without_close, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_crash_consistency, setup, teardown),
 	};
