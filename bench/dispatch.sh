@@ -60,9 +60,16 @@ done
 # The task bodies, built once (not timed): batches of at most 1000 no-op tasks.
 jq -n -c '{tasks: [range(1000) | {cmd: ["true"]}]}' >"$tmp/tasks-1000.json"
 jq -n -c --argjson n "$((ntasks % 1000))" '{tasks: [range($n) | {cmd: ["true"]}]}' >"$tmp/tasks-rest.json"
+# Four POSTs at a time, so that starting curl does not leave the daemon idle
+# between batches when the workers drain each one at once (64 workers).
 enqueue() {
-	local k
-	for k in $(seq 1 $((ntasks / 1000))); do ctl POST "/v1/swarms/$sw/tasks" "$tmp/tasks-1000.json" >/dev/null; done
+	local k posts=()
+	for k in $(seq 1 $((ntasks / 1000))); do
+		ctl POST "/v1/swarms/$sw/tasks" "$tmp/tasks-1000.json" >/dev/null &
+		posts+=($!)
+		[ ${#posts[@]} -lt 4 ] || { wait "${posts[@]}"; posts=(); }
+	done
+	[ ${#posts[@]} -eq 0 ] || wait "${posts[@]}"
 	[ $((ntasks % 1000)) -eq 0 ] || ctl POST "/v1/swarms/$sw/tasks" "$tmp/tasks-rest.json" >/dev/null
 }
 # measure KIND W FROM T0 T1: the row of the tasks of swarm $sw with id > FROM
