@@ -6,9 +6,11 @@
 # the host (the bench measures the coordinator and the channel, not Docker).
 # Tasks/s from the first POST to the last result, and per-task end-to-end
 # latency (enqueue to result recorded), with 16 and 64 workers.
-#   usage: bench/dispatch.sh BUILD_DIR [TASKS]
+# Each worker runs up to SLOTS tasks at once (sandpit-worker --tasks), leasing
+# that many per long-poll and reporting results in batches.
+#   usage: bench/dispatch.sh BUILD_DIR [TASKS] [SLOTS]
 set -euo pipefail
-build=$(cd "$1" && pwd); ntasks=${2:-4000}
+build=$(cd "$1" && pwd); ntasks=${2:-4000}; slots=${3:-1}
 out="$build/bench"; mkdir -p "$out"
 tmp=$(mktemp -d /tmp/sandpit-bdisp.XXXXXX)
 sock="$tmp/sandpitd.sock"
@@ -55,8 +57,31 @@ for _ in $(seq 1 600); do
 done
 "$build/sandpit" run -- true >/dev/null	# builds the worker image if needed
 
-# batch FILE FIRST N: a {"tasks":[…]} body of N no-op tasks
-batch() { jq -n -c --argjson n "$3" '{tasks: [range($n) | {cmd: ["true"]}]}' >"$1"; }
+# The task bodies, built once (not timed): batches of at most 1000 no-op tasks.
+jq -n -c '{tasks: [range(1000) | {cmd: ["true"]}]}' >"$tmp/tasks-1000.json"
+jq -n -c --argjson n "$((ntasks % 1000))" '{tasks: [range($n) | {cmd: ["true"]}]}' >"$tmp/tasks-rest.json"
+# Four POSTs at a time, so that starting curl does not leave the daemon idle
+# between batches when the workers drain each one at once (64 workers).
+enqueue() {
+	local k posts=()
+	for k in $(seq 1 $((ntasks / 1000))); do
+		ctl POST "/v1/swarms/$sw/tasks" "$tmp/tasks-1000.json" >/dev/null &
+		posts+=($!)
+		[ ${#posts[@]} -lt 4 ] || { wait "${posts[@]}"; posts=(); }
+	done
+	[ ${#posts[@]} -eq 0 ] || wait "${posts[@]}"
+	[ $((ntasks % 1000)) -eq 0 ] || ctl POST "/v1/swarms/$sw/tasks" "$tmp/tasks-rest.json" >/dev/null
+}
+# measure KIND W FROM T0 T1: the row of the tasks of swarm $sw with id > FROM
+measure() {
+	local ok lat tps
+	ok=$(sqlite3 "$tmp/state/sandpit.db" "select count(*) from queue_tasks where swarm = '$sw' and state = 3 and id > $3")
+	lat=$(sqlite3 "$tmp/state/sandpit.db" "select updated_ms - created_ms from queue_tasks where swarm = '$sw' and state = 3 and id > $3 order by 1" |
+		awk '{a[NR]=$1} END { printf "%d %d %d %d", a[int(NR*0.5)+1], a[int(NR*0.95)+1], a[int(NR*0.99)+1], a[NR] }')
+	tps=$(awk -v n="$ok" -v ms="$(($5 - $4))" 'BEGIN { printf "%.0f", n / (ms / 1000) }')
+	results+=("$1 $2 $ok $(($5 - $4)) $tps $lat")
+}
+last_id() { sqlite3 "$tmp/state/sandpit.db" "select coalesce(max(id), 0) from queue_tasks"; }
 
 results=()
 for W in 16 64; do
@@ -72,37 +97,40 @@ for W in 16 64; do
 		docker_post "/containers/$(ctl GET "/v1/sandboxes/$a" | jq -r .ref)/pause"
 	done
 	sleep 2.5	# every long-poll of a paused worker times out (worker_poll_timeout 1s)
-	i=0
+	i=0; dirs=()
 	for a in $agents; do
-		d="$tmp/w-$a"; mkdir -m 700 "$d"
+		d="$tmp/w-$a"; mkdir -m 700 "$d"; dirs+=("$d")
 		cp "$tmp/state/workers/$a/token" "$tmp/state/workers/$a/ca.pem" "$d/"
 		echo "127.0.0.1 $port" >"$d/endpoint"
-		"$build/sandpit-worker" --dir "$d" --local-port $((lport + i)) 2>"$d/log" &
+		"$build/sandpit-worker" --dir "$d" --local-port $((lport + i)) --tasks "$slots" 2>"$d/log" &
 		wpids+=($!); i=$((i + 1))
 	done
 	for a in $agents; do
 		for _ in $(seq 1 200); do grep -q registered "$tmp/w-$a/log" && break; sleep 0.05; done
 	done
-	left=$ntasks; t0=$(now_ms)
-	while [ "$left" -gt 0 ]; do
-		n=$((left > 1000 ? 1000 : left))
-		batch "$tmp/tasks.json" 0 "$n"
-		ctl POST "/v1/swarms/$sw/tasks" "$tmp/tasks.json" >/dev/null
-		left=$((left - n))
-	done
+	# 1. sandpit-worker: each task forks and execs `true`.
+	from=$(last_id); t0=$(now_ms)
+	enqueue
 	for _ in $(seq 1 12000); do
 		[ "$(ctl GET "/v1/swarms/$sw" | jq -r .state)" = completed ] && break
 		sleep 0.02
 	done
 	t1=$(now_ms)
-	ok=$(sqlite3 "$tmp/state/sandpit.db" "select count(*) from queue_tasks where swarm = '$sw' and state = 3")
-	lat=$(sqlite3 "$tmp/state/sandpit.db" "select updated_ms - created_ms from queue_tasks where swarm = '$sw' and state = 3 order by 1" |
-		awk '{a[NR]=$1} END { printf "%d %d %d %d", a[int(NR*0.5)+1], a[int(NR*0.95)+1], a[int(NR*0.99)+1], a[NR] }')
-	tps=$(awk -v n="$ok" -v ms="$((t1 - t0))" 'BEGIN { printf "%.0f", n / (ms / 1000) }')
-	results+=("$W $ok $((t1 - t0)) $tps $lat")
+	measure worker "$W" "$from" "$t0" "$t1"
 	for p in "${wpids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
 	wait "${wpids[@]}" 2>/dev/null || true
 	wpids=()
+	# 2. The same identities and protocol with no process per task
+	# (bench_dispatch_channel): the coordinator and the channel alone.
+	from=$(last_id)
+	"$build/bench/bench_dispatch_channel" "$port" "$slots" "$ntasks" "${dirs[@]}" >"$tmp/channel.out" &
+	cpid=$!
+	sleep 1		# connected and registered: its long-polls wait for tasks
+	t0=$(now_ms)
+	enqueue
+	wait "$cpid" || echo "bench_dispatch_channel failed" >&2
+	t1=$(now_ms)
+	measure channel "$W" "$from" "$t0" "$t1"
 	for a in $agents; do
 		docker_post "/containers/$(ctl GET "/v1/sandboxes/$a" | jq -r .ref)/unpause"
 	done
@@ -112,13 +140,16 @@ for W in 16 64; do
 		sleep 0.1
 	done
 done
-printf '\nbench/dispatch: %d no-op tasks (`true`) of one swarm through host sandpit-worker processes over HTTP/3, durable results\n' "$ntasks"
-printf '%-8s %8s %9s %9s %12s %12s %12s %12s\n' workers tasks wall_ms tasks/s e2e_p50_ms e2e_p95_ms e2e_p99_ms e2e_max_ms
+printf '\nbench/dispatch: %d no-op tasks per row, one swarm, over HTTP/3 with durable results; SLOTS=%d tasks per worker at once\n' "$ntasks" "$slots"
+printf '  worker:  sandpit-worker processes on the host (--tasks %d), each task forks and execs `true`\n' "$slots"
+printf '  channel: the same identities and protocol in one process (bench_dispatch_channel), no process per task\n'
+printf '%-8s %-8s %8s %9s %9s %12s %12s %12s %12s\n' run workers tasks wall_ms tasks/s e2e_p50_ms e2e_p95_ms e2e_p99_ms e2e_max_ms
 for r in "${results[@]}"; do
-	read -r w ok ms tps p50 p95 p99 mx <<<"$r"
-	printf '%-8s %8s %9s %9s %12s %12s %12s %12s\n' "$w" "$ok" "$ms" "$tps" "$p50" "$p95" "$p99" "$mx"
+	read -r k w ok ms tps p50 p95 p99 mx <<<"$r"
+	printf '%-8s %-8s %8s %9s %9s %12s %12s %12s %12s\n' "$k" "$w" "$ok" "$ms" "$tps" "$p50" "$p95" "$p99" "$mx"
 done
-printf 'goal >= 15000 tasks/s through the coordinator (these tasks fork `true` in a worker each)\n'
-printf '%s\n' "${results[@]}" | jq -R -s -c 'split("\n") | map(select(length > 0) | split(" ") | map(tonumber) |
-	{workers: .[0], tasks: .[1], wall_ms: .[2], tasks_per_s: .[3], p50_ms: .[4], p95_ms: .[5], p99_ms: .[6], max_ms: .[7]})' \
+printf 'goal >= 15000 tasks/s through the coordinator\n'
+printf '%s\n' "${results[@]}" | jq -R -s -c 'split("\n") | map(select(length > 0) | split(" ") |
+	{run: .[0]} + (.[1:] | map(tonumber) | {workers: .[0], tasks: .[1], wall_ms: .[2],
+	tasks_per_s: .[3], p50_ms: .[4], p95_ms: .[5], p99_ms: .[6], max_ms: .[7]}))' \
 	>"$out/dispatch.json"

@@ -117,10 +117,10 @@ static const char *const queue_sql[QS__COUNT] = {
 		      "max_retries, created_ms, updated_ms) VALUES (?1, ?2, 0, ?3, ?4, ?5, ?6, ?7, ?7)",
 	[QS_READY] = "SELECT id, attempt, timeout_ms, body FROM queue_tasks "
 		     "WHERE swarm = ?1 AND state = 0 AND not_before <= ?2 "
-		     "ORDER BY priority DESC, id LIMIT 1",
+		     "ORDER BY priority DESC, id LIMIT ?3",
 	[QS_NEXT_READY] = "SELECT MIN(not_before) FROM queue_tasks WHERE swarm = ?1 AND state = 0",
 	/* A new attempt starts with no output: the row shows the current or last attempt's. */
-	[QS_GRANT] = "UPDATE queue_tasks SET state = 1, attempt = ?2, worker = ?3, lease = ?4, "
+	[QS_GRANT] = "UPDATE queue_tasks SET state = ?8, attempt = ?2, worker = ?3, lease = ?4, "
 		     "output = NULL, truncated = 0, exit_code = 0, "
 		     "lease_expires = ?5, deadline = ?6, updated_ms = ?7 WHERE id = ?1",
 	[QS_HELD] = "SELECT swarm, state, attempt, lease, worker, lease_expires, deadline, "
@@ -164,6 +164,21 @@ static const char *const queue_sql[QS__COUNT] = {
 	[QS_COUNTS] = "SELECT state, COUNT(*) FROM queue_tasks WHERE swarm = ?1 GROUP BY state",
 };
 
+/*
+ * Swarms whose task counts are kept in memory, so that queue_counts() (which
+ * the coordinator calls on every round of results) is not a scan of the
+ * swarm's tasks. An entry is loaded by the first queue_counts() of a swarm
+ * and then moved by the state changes of every operation that applies; a
+ * change the events do not describe (purge, a swarm's cancel, a group rolled
+ * back, a transaction ended by another module) drops entries instead.
+ */
+#define QUEUE_COUNTS_KEPT	64
+
+struct queue_counted {
+	char swarm[QUEUE_ID_MAX + 1];
+	struct queue_counts c;
+};
+
 /* A state change waiting for its operation to be applied. */
 struct queue_event {
 	int64_t task;
@@ -189,6 +204,8 @@ struct queue {
 
 	struct queue_event *ev;		/* of the operation in progress */
 	size_t nev, cap_ev;
+	struct queue_counted counted[QUEUE_COUNTS_KEPT];
+	size_t ncounted, next_evict;
 	char errmsg[256];		/* SQLite's words for the last SP_EDB */
 };
 
@@ -395,11 +412,38 @@ queue_events_clear(struct queue *q)
 	q->nev = 0;
 }
 
+static struct queue_counted *
+queue_counted_find(struct queue *q, const char *swarm)
+{
+	for (size_t i = 0; i < q->ncounted; i++)
+		if (strcmp(q->counted[i].swarm, swarm) == 0)
+			return &q->counted[i];
+	return NULL;
+}
+
+/* Forget the counts of swarm (NULL: of every swarm); the next read counts in SQL. */
+static void
+queue_counted_drop(struct queue *q, const char *swarm)
+{
+	struct queue_counted *c;
+
+	if (swarm == NULL) {
+		q->ncounted = 0;
+		return;
+	}
+	if ((c = queue_counted_find(q, swarm)) != NULL)
+		*c = q->counted[--q->ncounted];
+}
+
+/*
+ * Recorded whether or not anyone listens: the kept counts move with them
+ * when the operation applies (queue_events_fire).
+ */
 static void
 queue_event_add(struct queue *q, int64_t task, const char *swarm, enum queue_state from,
 		enum queue_state to)
 {
-	if (q->event_cb == NULL || from == to)
+	if (from == to)
 		return;
 	if (q->nev == q->cap_ev) {
 		q->cap_ev = q->cap_ev ? q->cap_ev * 2 : 16;
@@ -411,8 +455,16 @@ queue_event_add(struct queue *q, int64_t task, const char *swarm, enum queue_sta
 static void
 queue_events_fire(struct queue *q)
 {
+	struct queue_counted *c;
 	size_t i;
 
+	for (i = 0; i < q->nev; i++) {
+		if ((c = queue_counted_find(q, q->ev[i].swarm)) == NULL)
+			continue;
+		if (q->ev[i].from < QUEUE_STATE__COUNT)
+			c->c.n[q->ev[i].from]--;
+		c->c.n[q->ev[i].to]++;
+	}
 	for (i = 0; i < q->nev && q->event_cb != NULL; i++)
 		q->event_cb(q->event_arg, q->ev[i].task, q->ev[i].swarm, q->ev[i].from,
 			    q->ev[i].to);
@@ -433,6 +485,7 @@ queue_op_begin(struct queue *q)
 {
 	/* Someone else committed or rolled back our group: it is over either way. */
 	if (q->in_group && sqlite3_get_autocommit(q->db)) {
+		queue_counted_drop(q, NULL);	/* a rollback would have undone counted changes */
 		q->in_group = false;
 		q->pending = 0;
 		q->durable_seq = q->seq;
@@ -453,6 +506,7 @@ static void
 queue_group_failed(struct queue *q)
 {
 	sqlite3_exec(q->db, "ROLLBACK", NULL, NULL, NULL);
+	queue_counted_drop(q, NULL);
 	q->in_group = false;
 	q->pending = 0;
 	if (q->commit_cb != NULL)
@@ -466,6 +520,7 @@ queue_flush(struct queue *q)
 		return 0;
 	if (sqlite3_get_autocommit(q->db)) {
 		/* Ended by another module's COMMIT; what we wrote went with it. */
+		queue_counted_drop(q, NULL);
 	} else if (queue_exec(q, "COMMIT") < 0) {
 		queue_group_failed(q);
 		return SP_EDB;
@@ -737,18 +792,23 @@ queue_grant_done(struct queue_grant *g)
 	memset(g, 0, sizeof(*g));
 }
 
-int
-queue_lease(struct queue *q, const char *swarm, const char *worker,
-	    struct queue_grant *ret, int64_t *ret_next_ms)
+/*
+ * Lease up to max ready tasks in one operation (queue_lease and
+ * queue_lease_run): assigned, or running when run is set.
+ */
+static int
+queue_lease_many(struct queue *q, const char *swarm, const char *worker, size_t max, bool run,
+		 struct queue_grant *ret, size_t *ret_n, int64_t *ret_next_ms)
 {
-	struct queue_grant g = { 0 };
+	struct queue_grant *g;
 	sqlite3_stmt *st;
 	const void *body;
 	uint64_t timeout;
+	size_t n = 0, i;
 	int64_t now;
-	int rc, r;
+	int rc = SQLITE_DONE, r = 0;
 
-	if (!queue_name_valid(swarm) || !queue_name_valid(worker))
+	if (!queue_name_valid(swarm) || !queue_name_valid(worker) || max == 0)
 		return SP_EINVAL;
 	if ((r = queue_op_begin(q)) < 0)
 		return r;
@@ -759,9 +819,31 @@ queue_lease(struct queue *q, const char *swarm, const char *worker,
 	}
 	sqlite3_bind_text(st, 1, swarm, -1, SQLITE_TRANSIENT);
 	sqlite3_bind_int64(st, 2, now);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_DONE) {
-		sqlite3_reset(st);
+	sqlite3_bind_int64(st, 3, (int64_t)max);
+	while (n < max && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		g = &ret[n++];
+		*g = (struct queue_grant){ 0 };
+		g->task = sqlite3_column_int64(st, 0);
+		g->attempt = (uint32_t)sqlite3_column_int64(st, 1) + 1;
+		timeout = (uint64_t)sqlite3_column_int64(st, 2);
+		body = sqlite3_column_blob(st, 3);
+		g->body_len = (size_t)sqlite3_column_bytes(st, 3);
+		g->body = xmalloc(g->body_len + 1);
+		if (g->body_len > 0)
+			memcpy(g->body, body, g->body_len);
+		g->body[g->body_len] = '\0';
+		g->lease = queue_lease_id();
+		g->deadline_ms = now + (int64_t)timeout;
+		g->expires_ms = now + (int64_t)q->lim.lease_ms;
+		if (g->expires_ms > g->deadline_ms)
+			g->expires_ms = g->deadline_ms;
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+		r = queue_fail(q);
+		goto out;
+	}
+	if (n == 0) {
 		r = -EAGAIN;
 		if (ret_next_ms != NULL) {
 			*ret_next_ms = 0;
@@ -777,41 +859,27 @@ queue_lease(struct queue *q, const char *swarm, const char *worker,
 		}
 		goto out;
 	}
-	if (rc != SQLITE_ROW) {
-		sqlite3_reset(st);
-		r = queue_fail(q);
-		goto out;
+	for (i = 0; i < n; i++) {
+		g = &ret[i];
+		if ((st = queue_stmt(q, QS_GRANT)) == NULL) {
+			r = SP_EDB;
+			goto out;
+		}
+		sqlite3_bind_int64(st, 1, g->task);
+		sqlite3_bind_int64(st, 2, g->attempt);
+		sqlite3_bind_text(st, 3, worker, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_int64(st, 4, g->lease);
+		sqlite3_bind_int64(st, 5, g->expires_ms);
+		sqlite3_bind_int64(st, 6, g->deadline_ms);
+		sqlite3_bind_int64(st, 7, now);
+		sqlite3_bind_int(st, 8, run ? QUEUE_RUNNING : QUEUE_ASSIGNED);
+		if ((r = queue_run(q, st)) < 0)
+			goto out;
+		/* The same events as a lease and a start. */
+		queue_event_add(q, g->task, swarm, QUEUE_QUEUED, QUEUE_ASSIGNED);
+		if (run)
+			queue_event_add(q, g->task, swarm, QUEUE_ASSIGNED, QUEUE_RUNNING);
 	}
-	g.task = sqlite3_column_int64(st, 0);
-	g.attempt = (uint32_t)sqlite3_column_int64(st, 1) + 1;
-	timeout = (uint64_t)sqlite3_column_int64(st, 2);
-	body = sqlite3_column_blob(st, 3);
-	g.body_len = (size_t)sqlite3_column_bytes(st, 3);
-	g.body = xmalloc(g.body_len + 1);
-	if (g.body_len > 0)
-		memcpy(g.body, body, g.body_len);
-	g.body[g.body_len] = '\0';
-	sqlite3_reset(st);
-
-	g.lease = queue_lease_id();
-	g.deadline_ms = now + (int64_t)timeout;
-	g.expires_ms = now + (int64_t)q->lim.lease_ms;
-	if (g.expires_ms > g.deadline_ms)
-		g.expires_ms = g.deadline_ms;
-	if ((st = queue_stmt(q, QS_GRANT)) == NULL) {
-		r = SP_EDB;
-		goto out;
-	}
-	sqlite3_bind_int64(st, 1, g.task);
-	sqlite3_bind_int64(st, 2, g.attempt);
-	sqlite3_bind_text(st, 3, worker, -1, SQLITE_TRANSIENT);
-	sqlite3_bind_int64(st, 4, g.lease);
-	sqlite3_bind_int64(st, 5, g.expires_ms);
-	sqlite3_bind_int64(st, 6, g.deadline_ms);
-	sqlite3_bind_int64(st, 7, now);
-	if ((r = queue_run(q, st)) < 0)
-		goto out;
-	queue_event_add(q, g.task, swarm, QUEUE_QUEUED, QUEUE_ASSIGNED);
 out:
 	/* -EAGAIN changed nothing; still end the savepoint without counting an op. */
 	if (r == -EAGAIN) {
@@ -831,11 +899,30 @@ out:
 	}
 	r = queue_op_end(q, r, false);
 	if (r < 0) {
-		queue_grant_done(&g);
+		for (i = 0; i < n; i++)
+			queue_grant_done(&ret[i]);
 		return r;
 	}
-	*ret = g;
+	*ret_n = n;
 	return 0;
+}
+
+int
+queue_lease(struct queue *q, const char *swarm, const char *worker,
+	    struct queue_grant *ret, int64_t *ret_next_ms)
+{
+	size_t n;
+
+	return queue_lease_many(q, swarm, worker, 1, false, ret, &n, ret_next_ms);
+}
+
+int
+queue_lease_run(struct queue *q, const char *swarm, const char *worker, size_t max,
+		struct queue_grant *ret, size_t *ret_n)
+{
+	if (max > QUEUE_LEASE_MAX)
+		return SP_EINVAL;
+	return queue_lease_many(q, swarm, worker, max, true, ret, ret_n, NULL);
 }
 
 /* The held-task facts that decide a verdict. */
@@ -1423,6 +1510,7 @@ queue_purge_swarm(struct queue *q, const char *swarm, size_t *ret_n)
 	sqlite3_bind_text(st, 1, swarm, -1, SQLITE_TRANSIENT);
 	if ((r = queue_run(q, st)) < 0)
 		goto out;
+	queue_counted_drop(q, swarm);
 	if ((st = queue_stmt(q, QS_PURGE_TASKS)) == NULL) {
 		r = SP_EDB;
 		goto out;
@@ -1503,6 +1591,8 @@ queue_cancel_swarm(struct queue *q, const char *swarm, size_t *ret_n)
 			goto out;
 		}
 	}
+	/* Without a listener there are no events to move the counts by. */
+	queue_counted_drop(q, swarm);
 	if ((st = queue_stmt(q, QS_CANCEL_SWARM)) == NULL) {
 		r = SP_EDB;
 		goto out;
@@ -1652,11 +1742,16 @@ int
 queue_counts(struct queue *q, const char *swarm, struct queue_counts *ret)
 {
 	struct queue_counts c = { { 0 } };
+	struct queue_counted *k;
 	sqlite3_stmt *st;
 	int rc, s;
 
 	if (!queue_name_valid(swarm))
 		return SP_EINVAL;
+	if ((k = queue_counted_find(q, swarm)) != NULL) {
+		*ret = k->c;
+		return 0;
+	}
 	if ((st = queue_stmt(q, QS_COUNTS)) == NULL)
 		return SP_EDB;
 	sqlite3_bind_text(st, 1, swarm, -1, SQLITE_TRANSIENT);
@@ -1668,6 +1763,13 @@ queue_counts(struct queue *q, const char *swarm, struct queue_counts *ret)
 	sqlite3_reset(st);
 	if (rc != SQLITE_DONE)
 		return queue_fail(q);
+	/* Keep it; when full, an entry is replaced in turn. */
+	if (q->ncounted < QUEUE_COUNTS_KEPT)
+		k = &q->counted[q->ncounted++];
+	else
+		k = &q->counted[q->next_evict++ % QUEUE_COUNTS_KEPT];
+	snprintf(k->swarm, sizeof(k->swarm), "%s", swarm);
+	k->c = c;
 	*ret = c;
 	return 0;
 }

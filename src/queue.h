@@ -193,6 +193,18 @@ void queue_grant_done(struct queue_grant *g);
 int queue_lease(struct queue *q, const char *swarm, const char *worker,
 		struct queue_grant *ret, int64_t *ret_next_ms);
 
+#define QUEUE_LEASE_MAX		64	/* grants per queue_lease_run() */
+/*
+ * Lease up to max (1..QUEUE_LEASE_MAX) ready tasks of swarm to worker, in
+ * queue_lease's order, as one deferred operation, and mark them running at
+ * once: queue_lease() followed by queue_start() for each, for a caller that
+ * hands them straight to a worker that runs them (the events are the same:
+ * queued -> assigned -> running). ret[0..*ret_n) are filled, each freed with
+ * queue_grant_done(). -EAGAIN when none is ready, SP_EINVAL for max out of range.
+ */
+int queue_lease_run(struct queue *q, const char *swarm, const char *worker, size_t max,
+		    struct queue_grant *ret, size_t *ret_n);
+
 /* What the holder of a lease says about it. */
 enum queue_verdict {
 	QUEUE_ACCEPTED,			/* applied */

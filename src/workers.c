@@ -50,6 +50,7 @@ struct wpoll {
 	struct wpoll *next;
 	struct wsb *sb;
 	struct rpc_pending *pending;	/* NULL once answered or cancelled */
+	unsigned max;			/* ?max=N: up to N tasks as {"tasks":[…]}; 0: {"task":…} */
 	uv_timer_t timer;
 };
 
@@ -253,6 +254,66 @@ workers_decode_result(json_t *o, struct workers_result *ret, char *err, size_t e
 		.duration_ms = (uint64_t)dur, .timed_out = json_is_true(to),
 		.output_len = (uint64_t)olen,
 	};
+	return 0;
+}
+
+int
+workers_decode_max(const char *path, unsigned *ret, char *err, size_t errlen)
+{
+	const char *p = strchr(path, '?'), *end;
+	unsigned v = 0;
+	bool seen = false;
+
+	*ret = 0;
+	if (p == NULL)
+		return 0;
+	for (p++; ; p = end + 1) {
+		end = p + strcspn(p, "&#");
+		/* Other parameters are not ours to refuse. */
+		if (end - p >= 4 && strncmp(p, "max=", 4) == 0) {
+			if (seen || end - p == 4 || p[4] == '0' || end - p > 4 + 2)
+				goto bad;
+			seen = true;
+			for (v = 0, p += 4; p < end; p++) {
+				if (*p < '0' || *p > '9')
+					goto bad;
+				v = v * 10 + (unsigned)(*p - '0');
+			}
+			if (v > WORKERS_BATCH_MAX)
+				goto bad;
+		}
+		if (*end != '&')
+			break;
+	}
+	*ret = v;
+	return 0;
+bad:
+	errf(err, errlen, "max: an integer in 1..%u is required", WORKERS_BATCH_MAX);
+	return SP_EINVAL;
+}
+
+int
+workers_decode_results(json_t *o, int64_t *ids, struct workers_result *res, size_t *ret_n,
+		       char *err, size_t errlen)
+{
+	json_t *a = json_object_get(o, "results"), *e;
+	char sub[200];
+	size_t i;
+
+	if (!json_is_array(a) || json_array_size(a) < 1 ||
+	    json_array_size(a) > WORKERS_BATCH_MAX) {
+		errf(err, errlen, "results: an array of 1..%u results is required",
+		     WORKERS_BATCH_MAX);
+		return SP_EINVAL;
+	}
+	json_array_foreach(a, i, e) {
+		if (get_int(e, "task", 1, INT64_MAX, &ids[i], true, sub, sizeof(sub)) < 0 ||
+		    workers_decode_result(e, &res[i], sub, sizeof(sub)) < 0) {
+			errf(err, errlen, "results[%zu]: %s", i, sub);
+			return SP_EINVAL;
+		}
+	}
+	*ret_n = json_array_size(a);
 	return 0;
 }
 
@@ -590,10 +651,19 @@ poll_cancel(void *arg)
 	poll_drop(arg);
 }
 
+/* No task: {"task":null}, or {"tasks":[]} for a batch poll. */
+static json_t *
+poll_none(unsigned max)
+{
+	return max > 0 ? json_pack("{s:[]}", "tasks") : json_pack("{s:n}", "task");
+}
+
 static void
 poll_timeout(uv_timer_t *t)
 {
-	poll_answer(t->data, json_pack("{s:n}", "task"));
+	struct wpoll *p = t->data;
+
+	poll_answer(p, poll_none(p->max));
 }
 
 static bool
@@ -607,7 +677,7 @@ static void
 sb_free(struct workers *w, struct wsb *s)
 {
 	while (s->polls != NULL)
-		poll_answer(s->polls, json_pack("{s:n}", "task"));
+		poll_answer(s->polls, poll_none(s->polls->max));
 	for (struct wsb **pp = &w->sbs; *pp != NULL; pp = &(*pp)->next)
 		if (*pp == s) {
 			*pp = s->next;
@@ -697,37 +767,62 @@ exec_settle(struct workers *w)
 	}
 }
 
-/* Hand the next task of s to a waiting long-poll, if both exist. */
+/*
+ * Lease up to max tasks of s, its own (exec via worker) first, then its
+ * swarm's, already marked running (the worker starts what it is handed).
+ * *own_empty, once set, skips the first look for the rest of the round.
+ */
+static size_t
+sb_lease(struct workers *w, struct wsb *s, size_t max, struct queue_grant *g, bool *own_empty)
+{
+	const char *swarm;
+	size_t n = 0, m = 0;
+
+	if (!*own_empty && queue_lease_run(w->queue, s->id, s->id, max, g, &n) < 0)
+		*own_empty = true;
+	if (n < max && w->swarm_of != NULL && (swarm = w->swarm_of(w->swarm_arg, s->id)) != NULL &&
+	    queue_lease_run(w->queue, swarm, s->id, max - n, g + n, &m) < 0)
+		m = 0;
+	return n + m;
+}
+
+/*
+ * Hand the next tasks of s to its waiting long-polls, as long as both exist:
+ * each poll gets up to its max in one answer, and one commit covers them.
+ */
 static void
 sb_deliver(struct workers *w, struct wsb *s)
 {
-	struct queue_grant g;
-	enum queue_verdict v;
-	json_t *spec;
-	int r;
+	struct queue_grant g[WORKERS_BATCH_MAX];
+	json_t *grants, *spec;
+	struct wpoll *p;
+	size_t n, i;
+	bool own_empty = false;
 
-	while (s->polls != NULL) {
-		const char *swarm;
-
-		/* Its own tasks (exec via worker) first, then its swarm's. */
-		r = queue_lease(w->queue, s->id, s->id, &g, NULL);
-		if (r == -EAGAIN && w->swarm_of != NULL &&
-		    (swarm = w->swarm_of(w->swarm_arg, s->id)) != NULL)
-			r = queue_lease(w->queue, swarm, s->id, &g, NULL);
-		if (r < 0)
+	while ((p = s->polls) != NULL) {
+		n = sb_lease(w, s, p->max > 0 ? p->max : 1, g, &own_empty);
+		if (n == 0)
 			return;
-		queue_start(w->queue, g.task, g.attempt, g.lease, s->id, &v);
-		/* Durable before the worker runs it: a crash must not run it twice unseen. */
+		grants = json_array();
+		for (i = 0; i < n; i++) {
+			spec = json_loadb(g[i].body, g[i].body_len, 0, NULL);
+			json_array_append_new(grants, json_pack("{s:I, s:I, s:I, s:I, s:o}",
+			    "task", (json_int_t)g[i].task, "attempt", (json_int_t)g[i].attempt,
+			    "lease", (json_int_t)g[i].lease, "deadline_ms",
+			    (json_int_t)g[i].deadline_ms, "spec", spec != NULL ? spec : json_object()));
+			queue_grant_done(&g[i]);
+		}
+		/* Durable before the worker runs them: a crash must not run one twice unseen. */
 		if (queue_flush(w->queue) < 0) {
-			queue_grant_done(&g);
+			json_decref(grants);
 			return;
 		}
-		spec = json_loadb(g.body, g.body_len, 0, NULL);
-		poll_answer(s->polls, json_pack("{s:I, s:I, s:I, s:I, s:o}", "task",
-		    (json_int_t)g.task, "attempt", (json_int_t)g.attempt, "lease",
-		    (json_int_t)g.lease, "deadline_ms", (json_int_t)g.deadline_ms,
-		    "spec", spec != NULL ? spec : json_object()));
-		queue_grant_done(&g);
+		if (p->max > 0) {
+			poll_answer(p, json_pack("{s:o}", "tasks", grants));
+		} else {
+			poll_answer(p, json_incref(json_array_get(grants, 0)));
+			json_decref(grants);
+		}
 	}
 }
 
@@ -842,22 +937,29 @@ r_next(const struct rpc_call *call, struct rpc_response *resp, void *arg)
 	struct workers *w = arg;
 	struct wsb *s = sb_get(w, call->claims);
 	struct wpoll *p;
+	unsigned max;
+	char err[128];
 
+	if (workers_decode_max(call->req->path, &max, err, sizeof(err)) < 0) {
+		rpc_reply_error(resp, 400, "bad_request", err);
+		return;
+	}
 	if (s->npolls >= WORKERS_MAX_POLLS) {
 		rpc_reply_error(resp, 409, "conflict", "too many long-polls for this sandbox");
 		return;
 	}
 	if (w->stopping) {
-		rpc_reply_json(resp, 200, json_pack("{s:n}", "task"));
+		rpc_reply_json(resp, 200, poll_none(max));
 		return;
 	}
 	p = xcalloc(1, sizeof(*p));
 	p->sb = s;
+	p->max = max;
 	p->pending = rpc_defer(call, poll_cancel, p);
 	if (p->pending == NULL) {
 		/* The transport cannot keep it open: answer at once. */
 		free(p);
-		rpc_reply_json(resp, 200, json_pack("{s:n}", "task"));
+		rpc_reply_json(resp, 200, poll_none(max));
 		return;
 	}
 	uv_timer_init(w->loop, &p->timer);
@@ -867,6 +969,13 @@ r_next(const struct rpc_call *call, struct rpc_response *resp, void *arg)
 	s->polls = p;
 	s->npolls++;
 	sb_deliver(w, s);
+}
+
+/* Another sandbox's task is absent to s (a swarm's task: unless s holds it). */
+static bool
+task_visible(const struct queue_task *t, const char *sub)
+{
+	return strcmp(t->swarm, sub) == 0 || (t->worker != NULL && strcmp(t->worker, sub) == 0);
 }
 
 /* The task of the path and the verdict checks shared by output and result. */
@@ -880,9 +989,7 @@ task_of(struct workers *w, const struct rpc_call *call, struct rpc_response *res
 		rpc_reply_error(resp, 400, "bad_request", "a task id is a positive integer");
 		return -1;
 	}
-	/* Another sandbox's task is answered as absent (a swarm's task: unless it holds it). */
-	if (queue_get(w->queue, id, t) < 0 || (strcmp(t->swarm, call->claims->sub) != 0 &&
-	    (t->worker == NULL || strcmp(t->worker, call->claims->sub) != 0))) {
+	if (queue_get(w->queue, id, t) < 0 || !task_visible(t, call->claims->sub)) {
 		if (t->swarm != NULL)
 			queue_task_done(t);
 		rpc_reply_error(resp, 404, "not_found", "no such task");
@@ -994,6 +1101,80 @@ r_result(const struct rpc_call *call, struct rpc_response *resp, void *arg)
 	rpc_reply_json(resp, 200, json_pack("{s:s}", "verdict", queue_verdict_name(v)));
 out:
 	queue_task_done(&t);
+}
+
+/*
+ * Several results in one request: each entry is judged as by r_result and gets
+ * its verdict ("accepted", "duplicate", "stale", or "not_found" for a task
+ * this sandbox cannot see), and one commit makes them all durable before the
+ * answer. A body that does not decode changes nothing (400).
+ */
+static void
+r_results(const struct rpc_call *call, struct rpc_response *resp, void *arg)
+{
+	struct workers *w = arg;
+	struct wsb *s = sb_get(w, call->claims);
+	struct workers_result res[WORKERS_BATCH_MAX];
+	int64_t ids[WORKERS_BATCH_MAX];
+	enum queue_verdict v[WORKERS_BATCH_MAX];
+	bool seen[WORKERS_BATCH_MAX];
+	struct queue_outcome o;
+	struct workers_exec *e;
+	json_t *out;
+	char err[256], reason[64];
+	size_t n, i;
+
+	if (workers_decode_results(call->json, ids, res, &n, err, sizeof(err)) < 0) {
+		rpc_reply_error(resp, 400, "bad_request", err);
+		return;
+	}
+	for (i = 0; i < n; i++) {
+		struct queue_task t;
+		int r;
+
+		if (res[i].timed_out)
+			snprintf(reason, sizeof(reason), "timed out after %llu ms",
+				 (unsigned long long)res[i].duration_ms);
+		else
+			snprintf(reason, sizeof(reason), "exit code %d", res[i].exit_code);
+		o = (struct queue_outcome){ .ok = res[i].exit_code == 0 && !res[i].timed_out,
+			.exit_code = res[i].exit_code, .reason = reason };
+		/*
+		 * Only the holder's lease is accepted or a duplicate, so the queue's
+		 * verdict alone settles those; a task this sandbox cannot see is
+		 * answered as absent, like the one-task route's 404.
+		 */
+		r = queue_result(w->queue, ids[i], res[i].attempt, res[i].lease, s->id, &o, &v[i]);
+		if (r == SP_ENOTFOUND) {
+			seen[i] = false;
+			continue;
+		}
+		if (r < 0) {
+			rpc_reply_error(resp, 503, "unavailable", "the database failed");
+			return;
+		}
+		seen[i] = true;
+		if (v[i] == QUEUE_STALE && queue_get(w->queue, ids[i], &t) == 0) {
+			seen[i] = task_visible(&t, s->id);
+			queue_task_done(&t);
+		}
+	}
+	if (queue_flush(w->queue) < 0) {
+		rpc_reply_error(resp, 503, "unavailable", "the database failed");
+		return;
+	}
+	out = json_array();
+	for (i = 0; i < n; i++) {
+		if (seen[i] && v[i] == QUEUE_ACCEPTED && (e = exec_find(w, ids[i])) != NULL) {
+			struct sp_exec_result r = { .exit_code = res[i].exit_code,
+				.timed_out = res[i].timed_out };
+
+			exec_finish_dur(e, 0, &r, NULL, res[i].duration_ms);
+		}
+		json_array_append_new(out, json_pack("{s:I, s:s}", "task", (json_int_t)ids[i],
+		    "verdict", seen[i] ? queue_verdict_name(v[i]) : "not_found"));
+	}
+	rpc_reply_json(resp, 200, json_pack("{s:o}", "results", out));
 }
 
 static void
@@ -1349,6 +1530,7 @@ workers_new(const struct workers_options *opt, struct workers **ret, char *err, 
 	rpc_add(w->rpc, "GET", "/v1/worker/tasks/next", "worker", 0, r_next, w);
 	rpc_add(w->rpc, "POST", "/v1/worker/tasks/{id}/output", "worker", 0, r_output, w);
 	rpc_add(w->rpc, "POST", "/v1/worker/tasks/{id}/result", "worker", 0, r_result, w);
+	rpc_add(w->rpc, "POST", "/v1/worker/results", "worker", 0, r_results, w);
 	rpc_add(w->rpc, "POST", "/v1/worker/token", "worker", 0, r_token, w);
 
 	if ((r = queue_recover(w->queue, holder_alive, w, NULL)) < 0) {

@@ -145,6 +145,26 @@ struct workers_result {
 };
 int workers_decode_result(json_t *o, struct workers_result *ret, char *err, size_t errlen);
 
+/*
+ * Batches of the task routes: GET /v1/worker/tasks/next?max=N leases up to N
+ * tasks in one answer, POST /v1/worker/results reports up to
+ * WORKERS_BATCH_MAX results in one request.
+ */
+#define WORKERS_BATCH_MAX	64
+/*
+ * The max of a :path ("/v1/worker/tasks/next?max=N"): 0 when the query has no
+ * max (the one-task answer), 1..WORKERS_BATCH_MAX, or SP_EINVAL (bad number,
+ * out of range, repeated) with err set.
+ */
+int workers_decode_max(const char *path, unsigned *ret, char *err, size_t errlen);
+/*
+ * POST /v1/worker/results: {"results":[{"task",<the result's fields>}…]} with
+ * 1..WORKERS_BATCH_MAX entries; ids[i] and res[i] get each (arrays of
+ * WORKERS_BATCH_MAX). All or nothing: SP_EINVAL names the first bad entry.
+ */
+int workers_decode_results(json_t *o, int64_t *ids, struct workers_result *res, size_t *ret_n,
+			   char *err, size_t errlen);
+
 /* A task id in a path: a positive decimal without sign or leading zero; else -1. */
 int64_t workers_task_id(const char *s);
 

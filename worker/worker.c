@@ -39,6 +39,7 @@
 #define LOCAL_HEAD_MAX		(16u * 1024)
 #define LOCAL_BODY_MAX		(1u << 20)
 #define TOKEN_MAX		4096
+#define TASKS_MAX		64		/* --tasks: the daemon's batch bound (WORKERS_BATCH_MAX) */
 
 /* One piece of output, in the order it was read. */
 struct seg {
@@ -50,6 +51,7 @@ struct seg {
 };
 
 struct task {
+	struct task *next;		/* in wk->tasks */
 	struct worker *wk;
 	int64_t id;
 	uint32_t attempt;
@@ -64,7 +66,7 @@ struct task {
 	uint64_t started_ms, duration_ms;
 	struct seg *head, *tail;
 	uint64_t acked, produced;
-	bool sending, result_sending, done;
+	bool sending, result_due, result_sending, done;
 };
 
 struct local_conn {
@@ -88,7 +90,9 @@ struct worker {
 	unsigned backoff_ms;
 	uint64_t heartbeat_ms;
 	int64_t token_exp;
-	struct task *task;
+	struct task *tasks;		/* held, newest first */
+	unsigned ntasks, slots;		/* slots: tasks run at once (--tasks) */
+	bool results_sending;
 	uv_timer_t retry, heartbeat, refresh;
 	uv_signal_t sigterm, sigint;
 	uv_tcp_t local;
@@ -100,7 +104,9 @@ struct worker {
 
 static void wk_connect(struct worker *wk);
 static void wk_poll(struct worker *wk);
+static void wk_report(struct worker *wk);
 static void task_pump(struct task *t);
+static struct task *task_find(struct worker *wk, int64_t id);
 
 static void
 logf_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -213,8 +219,9 @@ wk_drop(struct worker *wk)
 		return;
 	wk->qc = NULL;
 	wk->connected = wk->registered = wk->polling = wk->hb_sending = false;
-	if (wk->task != NULL)
-		wk->task->sending = wk->task->result_sending = false;
+	wk->results_sending = false;
+	for (struct task *t = wk->tasks; t != NULL; t = t->next)
+		t->sending = t->result_sending = false;
 	uv_timer_stop(&wk->heartbeat);
 	uv_timer_stop(&wk->refresh);
 	quic_client_close(qc, wk_client_freed, wk);
@@ -272,9 +279,9 @@ hb_done(void *arg, int status, const uint8_t *body, size_t len)
 	j = json_loadb((const char *)body, len, 0, NULL);
 	stale = json_object_get(j, "stale");
 	json_array_foreach(stale, i, v) {
-		struct task *t = wk->task;
+		struct task *t = task_find(wk, json_integer_value(v));
 
-		if (t != NULL && json_integer_value(v) == t->id && !t->abandoned) {
+		if (t != NULL && !t->abandoned) {
 			logf_("task %lld is no longer ours: stopping it", (long long)t->id);
 			t->abandoned = true;
 			if (!t->exited)
@@ -294,10 +301,13 @@ hb_fire(uv_timer_t *tm)
 		json_decref(tasks);
 		return;
 	}
-	if (wk->task != NULL && !wk->task->abandoned)
-		json_array_append_new(tasks, json_pack("{s:I, s:I, s:I}", "task",
-		    (json_int_t)wk->task->id, "attempt", (json_int_t)wk->task->attempt, "lease",
-		    (json_int_t)wk->task->lease));
+	for (struct task *t = wk->tasks; t != NULL; t = t->next)
+		if (!t->abandoned)
+			json_array_append_new(tasks, json_pack("{s:I, s:I, s:I}", "task",
+			    (json_int_t)t->id, "attempt", (json_int_t)t->attempt, "lease",
+			    (json_int_t)t->lease));
+	/* Results the daemon could not store last time go again now. */
+	wk_report(wk);
 	if (wk_request(wk, "POST", "/v1/worker/heartbeat", json_pack("{s:o}", "tasks", tasks),
 		       hb_done, wk) == 0)
 		wk->hb_sending = true;
@@ -365,10 +375,10 @@ register_done(void *arg, int status, const uint8_t *body, size_t len)
 	logf_("registered with %s:%u", wk->host, (unsigned)wk->port);
 	uv_timer_start(&wk->heartbeat, hb_fire, wk->heartbeat_ms, wk->heartbeat_ms);
 	refresh_arm(wk);
-	if (wk->task != NULL)
-		task_pump(wk->task);
-	else
-		wk_poll(wk);
+	for (struct task *t = wk->tasks; t != NULL; t = t->next)
+		task_pump(t);
+	wk_report(wk);
+	wk_poll(wk);
 }
 
 static void
@@ -439,7 +449,12 @@ task_end(struct task *t)
 	struct worker *wk = t->wk;
 
 	t->done = true;
-	wk->task = NULL;
+	for (struct task **pp = &wk->tasks; *pp != NULL; pp = &(*pp)->next)
+		if (*pp == t) {
+			*pp = t->next;
+			wk->ntasks--;
+			break;
+		}
 	uv_timer_stop(&t->timer);
 	uv_close((uv_handle_t *)&t->timer, task_closed);
 	/* A live child is killed; proc_exit then closes its handle. */
@@ -472,22 +487,85 @@ task_resume_reading(struct task *t)
 	t->reading = true;
 }
 
-static void
-result_done(void *arg, int status, const uint8_t *body, size_t len)
+static struct task *
+task_find(struct worker *wk, int64_t id)
 {
-	struct task *t = arg;
-	struct worker *wk = t->wk;
+	for (struct task *t = wk->tasks; t != NULL; t = t->next)
+		if (t->id == id)
+			return t;
+	return NULL;
+}
 
-	t->result_sending = false;
-	if (t->done || wk_failed(wk, status))
-		return;
-	if (status == 200 || status == 409 || status == 404) {
-		if (status != 200)
-			logf_("task %lld: result refused (HTTP %d)", (long long)t->id, status);
-		task_end(t);
+static void
+results_done(void *arg, int status, const uint8_t *body, size_t len)
+{
+	struct worker *wk = arg;
+	json_t *j, *a, *v;
+	struct task *t, *next;
+	size_t i;
+
+	if (wk_failed(wk, status))
+		return;		/* wk_drop cleared the flags; sent again after the reconnect */
+	wk->results_sending = false;
+	if (status >= 500) {
+		/* The daemon could not store them: again with the next heartbeat. */
+		for (t = wk->tasks; t != NULL; t = t->next)
+			t->result_sending = false;
 		return;
 	}
-	/* 5xx: the daemon could not store it; try again with the next heartbeat. */
+	j = json_loadb((const char *)body, len, 0, NULL);
+	a = json_object_get(j, "results");
+	if (status != 200)
+		logf_("results refused (HTTP %d)", status);
+	json_array_foreach(a, i, v) {
+		const char *verdict = json_string_value(json_object_get(v, "verdict"));
+
+		t = task_find(wk, json_integer_value(json_object_get(v, "task")));
+		if (t != NULL && verdict != NULL && strcmp(verdict, "accepted") != 0 &&
+		    strcmp(verdict, "duplicate") != 0)
+			logf_("task %lld: result refused (%s)", (long long)t->id, verdict);
+	}
+	json_decref(j);
+	/* Every result sent is settled now: recorded, a duplicate, or refused for good. */
+	for (t = wk->tasks; t != NULL; t = next) {
+		next = t->next;
+		if (t->result_sending)
+			task_end(t);
+	}
+	wk_report(wk);
+}
+
+/* Send the results that are due, up to TASKS_MAX in one request, one request at a time. */
+static void
+wk_report(struct worker *wk)
+{
+	json_t *a;
+	struct task *t;
+
+	if (!wk->registered || wk->results_sending)
+		return;
+	a = json_array();
+	for (t = wk->tasks; t != NULL && json_array_size(a) < TASKS_MAX; t = t->next) {
+		if (!t->result_due || t->done)
+			continue;
+		json_array_append_new(a, json_pack("{s:I, s:I, s:I, s:i, s:I, s:b, s:I}", "task",
+		    (json_int_t)t->id, "attempt", (json_int_t)t->attempt, "lease",
+		    (json_int_t)t->lease, "exit_code", t->exit_code, "duration_ms",
+		    (json_int_t)t->duration_ms, "timed_out", t->timed_out, "output_len",
+		    (json_int_t)t->produced));
+		t->result_sending = true;
+	}
+	if (json_array_size(a) == 0) {
+		json_decref(a);
+		return;
+	}
+	if (wk_request(wk, "POST", "/v1/worker/results", json_pack("{s:o}", "results", a),
+		       results_done, wk) == 0) {
+		wk->results_sending = true;
+		return;
+	}
+	for (t = wk->tasks; t != NULL; t = t->next)
+		t->result_sending = false;
 }
 
 static void
@@ -594,13 +672,9 @@ task_pump(struct task *t)
 	}
 	if (!t->exited || t->open_pipes > 0)
 		return;
-	j = json_pack("{s:I, s:I, s:i, s:I, s:b, s:I}", "attempt", (json_int_t)t->attempt,
-	    "lease", (json_int_t)t->lease, "exit_code", t->exit_code,
-	    "duration_ms", (json_int_t)t->duration_ms, "timed_out", t->timed_out,
-	    "output_len", (json_int_t)t->produced);
-	snprintf(path, sizeof(path), "/v1/worker/tasks/%lld/result", (long long)t->id);
-	if (wk_request(wk, "POST", path, j, result_done, t) == 0)
-		t->result_sending = true;
+	/* All output is acknowledged: the result goes with the next batch. */
+	t->result_due = true;
+	wk_report(wk);
 }
 
 static void
@@ -671,6 +745,28 @@ task_timeout(uv_timer_t *tm)
 	kill(-t->proc.pid, SIGKILL);
 }
 
+/*
+ * The child's limits: no core files, and RLIMIT_CPU at the timeout (the
+ * wall-clock timer kills the group in any case). The command is spawned
+ * directly and limited with prlimit(2) as soon as uv_spawn returns, which is
+ * after its exec: re-executing this (dynamically linked) binary only to call
+ * setrlimit first cost about 5x the fork and exec of a small command. The
+ * price: a process the command forks in its very first instants may miss the
+ * CPU limit; it is still in the group that the timeout kills.
+ */
+static void
+task_limit(struct task *t, uint64_t timeout_ms)
+{
+	struct rlimit zero = { 0, 0 }, cpu;
+	rlim_t secs = timeout_ms / 1000 + 1;
+
+	cpu.rlim_cur = secs;
+	cpu.rlim_max = secs + 5;
+	if (prlimit(t->proc.pid, RLIMIT_CORE, &zero, NULL) < 0 ||
+	    prlimit(t->proc.pid, RLIMIT_CPU, &cpu, NULL) < 0)
+		logf_("task %lld: prlimit: %s", (long long)t->id, strerror(errno));
+}
+
 static void
 task_start(struct worker *wk, json_t *g)
 {
@@ -680,8 +776,8 @@ task_start(struct worker *wk, json_t *g)
 	uint64_t timeout = (uint64_t)json_integer_value(json_object_get(spec, "timeout_ms"));
 	uv_process_options_t po = { 0 };
 	uv_stdio_container_t io[3];
-	char exe[4096], tsec[32], **argv, **envp;
-	size_t exelen = sizeof(exe), i, n = 0, ne = 0;
+	char **argv, **envp;
+	size_t i, n = 0, ne = 0;
 	struct task *t;
 	int r;
 
@@ -693,19 +789,14 @@ task_start(struct worker *wk, json_t *g)
 	t->attempt = (uint32_t)json_integer_value(json_object_get(g, "attempt"));
 	t->lease = json_integer_value(json_object_get(g, "lease"));
 	t->started_ms = now_ms();
-	wk->task = t;
+	t->next = wk->tasks;
+	wk->tasks = t;
+	wk->ntasks++;
 	uv_timer_init(wk->loop, &t->timer);
 	t->timer.data = t;
 	t->handles = 1;
 
-	argv = xmalloc((json_array_size(cmd) + 5) * sizeof(char *));
-	if (uv_exepath(exe, &exelen) != 0)
-		snprintf(exe, sizeof(exe), "/proc/self/exe");
-	snprintf(tsec, sizeof(tsec), "%llu", (unsigned long long)(timeout / 1000 + 1));
-	argv[n++] = exe;
-	argv[n++] = "--exec";
-	argv[n++] = tsec;
-	argv[n++] = "--";
+	argv = xmalloc((json_array_size(cmd) + 1) * sizeof(char *));
 	json_array_foreach(cmd, i, v)
 		argv[n++] = (char *)json_string_value(v);
 	argv[n] = NULL;
@@ -731,7 +822,7 @@ task_start(struct worker *wk, json_t *g)
 	io[1].data.stream = (uv_stream_t *)&t->pipe[0];
 	io[2].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
 	io[2].data.stream = (uv_stream_t *)&t->pipe[1];
-	po.file = exe;
+	po.file = argv[0] != NULL ? argv[0] : "";
 	po.args = argv;
 	po.env = envp;
 	po.cwd = wd != NULL ? wd : "/work";
@@ -745,8 +836,10 @@ task_start(struct worker *wk, json_t *g)
 		free(envp[i]);
 	free(envp);
 	free(argv);
+	if (r == 0)
+		task_limit(t, timeout);
 	if (r < 0) {
-		/* Report it as the shell would: 127, with the reason on stderr. */
+		/* Report it as the shell would: 127 or 126, with the reason on stderr. */
 		char msg[256];
 		int len = snprintf(msg, sizeof(msg), "sandpit-worker: cannot run: %s\n",
 				   uv_strerror(r));
@@ -760,7 +853,7 @@ task_start(struct worker *wk, json_t *g)
 		t->head = t->tail = s;
 		t->produced = (uint64_t)len;
 		t->exited = true;
-		t->exit_code = 127;
+		t->exit_code = r == UV_ENOENT ? 127 : 126;
 		for (i = 0; i < 2; i++)
 			uv_close((uv_handle_t *)&t->pipe[i], task_closed);
 		t->open_pipes = 0;
@@ -778,26 +871,33 @@ static void
 poll_done(void *arg, int status, const uint8_t *body, size_t len)
 {
 	struct worker *wk = arg;
-	json_t *j;
+	json_t *j, *g;
+	size_t i;
 
 	wk->polling = false;
 	if (wk_failed(wk, status))
 		return;
 	j = json_loadb((const char *)body, len, 0, NULL);
-	if (status == 200 && json_is_integer(json_object_get(j, "task")) && wk->task == NULL &&
-	    !wk->stopping)
-		task_start(wk, j);
+	/* Every grant is started: the daemon sent no more than we asked for. */
+	if (status == 200 && !wk->stopping)
+		json_array_foreach(json_object_get(j, "tasks"), i, g)
+			if (json_is_integer(json_object_get(g, "task")) &&
+			    task_find(wk, json_integer_value(json_object_get(g, "task"))) == NULL)
+				task_start(wk, g);
 	json_decref(j);
-	if (wk->task == NULL)
-		wk_poll(wk);
+	wk_poll(wk);
 }
 
+/* Long-poll for as many tasks as there are free slots. */
 static void
 wk_poll(struct worker *wk)
 {
-	if (wk->polling || !wk->registered || wk->task != NULL || wk->stopping)
+	char path[64];
+
+	if (wk->polling || !wk->registered || wk->ntasks >= wk->slots || wk->stopping)
 		return;
-	if (wk_request(wk, "GET", "/v1/worker/tasks/next", NULL, poll_done, wk) == 0)
+	snprintf(path, sizeof(path), "/v1/worker/tasks/next?max=%u", wk->slots - wk->ntasks);
+	if (wk_request(wk, "GET", path, NULL, poll_done, wk) == 0)
 		wk->polling = true;
 }
 
@@ -1023,8 +1123,8 @@ wk_stop(uv_signal_t *s, int signum)
 		return;
 	wk->stopping = true;
 	logf_("%s: stopping", strsignal(signum));
-	if (wk->task != NULL)
-		task_end(wk->task);
+	while (wk->tasks != NULL)
+		task_end(wk->tasks);
 	if (wk->qc != NULL) {
 		struct quic_client *qc = wk->qc;
 
@@ -1077,15 +1177,19 @@ main(int argc, char *argv[])
 		return exec_child(argc, argv);
 	wk.dir = WORKER_FILES;
 	wk.local_port = WORKER_LOCAL_PORT;
+	wk.slots = 1;
 	for (int a = 1; a < argc; a++) {
 		if (strcmp(argv[a], "--dir") == 0 && a + 1 < argc) {
 			wk.dir = argv[++a];
 		} else if (strcmp(argv[a], "--local-port") == 0 && a + 1 < argc &&
 			   atoi(argv[a + 1]) > 0 && atoi(argv[a + 1]) < 65536) {
 			wk.local_port = atoi(argv[++a]);
+		} else if (strcmp(argv[a], "--tasks") == 0 && a + 1 < argc &&
+			   atoi(argv[a + 1]) > 0 && atoi(argv[a + 1]) <= TASKS_MAX) {
+			wk.slots = (unsigned)atoi(argv[++a]);
 		} else {
 			fprintf(stderr, "usage: sandpit-worker [--version] [--dir DIR] "
-				"[--local-port PORT]\n");
+				"[--local-port PORT] [--tasks N]\n");
 			return 2;
 		}
 	}

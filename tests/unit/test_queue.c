@@ -1141,6 +1141,24 @@ test_failed_op_keeps_group(void **state)
 	queue_grant_done(&g);
 }
 
+/* queue_counts (kept in memory once read) equals a count of the rows. */
+static void
+check_counts(struct fixture *f, const char *swarm)
+{
+	struct queue_counts c;
+	char sql[160];
+
+	assert_int_equal(queue_counts(f->q, swarm, &c), 0);
+	for (int s = 0; s < QUEUE_STATE__COUNT; s++) {
+		snprintf(sql, sizeof(sql), "SELECT COUNT(*) FROM queue_tasks WHERE swarm = '%s' "
+			 "AND state = %d", swarm, s);
+		if (c.n[s] != query_int(store_db(f->store), sql))
+			fail_msg("%s: %lld %s, the rows say %lld", swarm, (long long)c.n[s],
+				 queue_state_name((enum queue_state)s),
+				 (long long)query_int(store_db(f->store), sql));
+	}
+}
+
 /*
  * A seeded random walk over every operation (leases, starts, heartbeats,
  * output, results good and bad, replays of old grants, clock jumps,
@@ -1315,6 +1333,11 @@ test_random_walk(void **state)
 		}
 		if (step % 50 == 0)
 			check_invariants(f, final, 40, ids);
+		check_counts(f, "sw");
+		if (step == 1500) {
+			/* With a listener too (events are then also read for a swarm's cancel). */
+			queue_set_event_cb(f->q, on_event, f);
+		}
 	}
 	check_invariants(f, final, 40, ids);
 	/* The walk went everywhere it should have. */
@@ -1331,6 +1354,148 @@ test_random_walk(void **state)
 			queue_grant_done(&held[w]);
 	for (i = 0; i < nold; i++)
 		queue_grant_done(&old[i]);
+}
+
+/* queue_lease_run: up to max grants in one operation, in lease order, already running. */
+static void
+test_lease_run(void **state)
+{
+	struct fixture *f = *state;
+	struct queue_task_spec s[5] = { spec("a", 0), spec("b", 5), spec("c", 0), spec("d", 5),
+					spec("e", 0) };
+	struct queue_grant g[QUEUE_LEASE_MAX];
+	enum queue_verdict v;
+	uint64_t seq;
+	int64_t ids[5];
+	size_t n = 99, i;
+
+	assert_int_equal(queue_enqueue(f->q, "sw", "acme", s, 5, ids, NULL, 0), 0);
+	queue_set_event_cb(f->q, on_event, f);
+	assert_int_equal(queue_lease_run(f->q, "sw", "w", 0, g, &n), SP_EINVAL);
+	assert_int_equal(queue_lease_run(f->q, "sw", "w", QUEUE_LEASE_MAX + 1, g, &n), SP_EINVAL);
+	assert_int_equal(n, 99);
+	seq = queue_seq(f->q);
+	assert_int_equal(queue_lease_run(f->q, "sw", "w", 3, g, &n), 0);
+	assert_int_equal(queue_seq(f->q), seq + 1);
+	assert_int_equal(n, 3);
+	/* Priority first, then FIFO: b, d, a. */
+	assert_int_equal(g[0].task, ids[1]);
+	assert_int_equal(g[1].task, ids[3]);
+	assert_int_equal(g[2].task, ids[0]);
+	for (i = 0; i < 3; i++) {
+		assert_int_equal(g[i].attempt, 1);
+		assert_int_equal(state_of(f, g[i].task), QUEUE_RUNNING);
+		assert_true(g[i].lease != g[(i + 1) % 3].lease);
+		assert_int_equal(g[i].body_len, 1);
+	}
+	assert_string_equal(g[0].body, "b");
+	/* The events of a lease and a start, per task. */
+	assert_int_equal(f->nev, 6);
+	assert_int_equal(f->ev_from[0], QUEUE_QUEUED);
+	assert_int_equal(f->ev_to[0], QUEUE_ASSIGNED);
+	assert_int_equal(f->ev_from[1], QUEUE_ASSIGNED);
+	assert_int_equal(f->ev_to[1], QUEUE_RUNNING);
+	check_counts(f, "sw");
+	/* The holder's result is accepted as for any lease; a heartbeat renews it. */
+	assert_int_equal(queue_result(f->q, g[1].task, g[1].attempt, g[1].lease, "w", &ok_out, &v),
+			 0);
+	assert_int_equal(v, QUEUE_ACCEPTED);
+	assert_int_equal(queue_heartbeat(f->q, g[0].task, g[0].attempt, g[0].lease, "w", &v, NULL),
+			 0);
+	assert_int_equal(v, QUEUE_ACCEPTED);
+	for (i = 0; i < 3; i++)
+		queue_grant_done(&g[i]);
+	/* The rest, then nothing. */
+	assert_int_equal(queue_lease_run(f->q, "sw", "w", QUEUE_LEASE_MAX, g, &n), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(g[0].task, ids[2]);
+	assert_int_equal(g[1].task, ids[4]);
+	for (i = 0; i < 2; i++)
+		queue_grant_done(&g[i]);
+	assert_int_equal(queue_lease_run(f->q, "sw", "w", 4, g, &n), -EAGAIN);
+	check_counts(f, "sw");
+}
+
+/*
+ * The counts queue_counts() keeps in memory follow every kind of change:
+ * deferred ops, retries, cancels, sweeps, lost workers, a swarm's cancel
+ * without a listener, purges, a failed op and a group another module rolled
+ * back.
+ */
+static void
+test_counts_kept(void **state)
+{
+	struct fixture *f = *state;
+	struct queue_task_spec s[3] = { spec("a", 0), spec("b", 0), spec("c", 0) };
+	struct queue_outcome bad = { .ok = false, .exit_code = 1 };
+	struct queue_grant g;
+	enum queue_verdict v;
+	int64_t ids[3], xs[3];
+
+	assert_int_equal(queue_enqueue(f->q, "sw", "acme", s, 3, ids, NULL, 0), 0);
+	assert_int_equal(queue_enqueue(f->q, "sx", "acme", s, 2, xs, NULL, 0), 0);
+	check_counts(f, "sw");
+	check_counts(f, "sx");
+	assert_int_equal(queue_enqueue(f->q, "sx", "acme", s, 1, xs + 2, NULL, 0), 0);
+	check_counts(f, "sx");
+	lease_ok(f, "sw", "w", &g);
+	check_counts(f, "sw");
+	assert_int_equal(queue_start(f->q, g.task, g.attempt, g.lease, "w", &v), 0);
+	check_counts(f, "sw");
+	assert_int_equal(queue_result(f->q, g.task, g.attempt, g.lease, "w", &ok_out, &v), 0);
+	check_counts(f, "sw");
+	queue_grant_done(&g);
+	/* A failed attempt goes back to queued (retry). */
+	lease_ok(f, "sw", "w", &g);
+	assert_int_equal(queue_result(f->q, g.task, g.attempt, g.lease, "w", &bad, &v), 0);
+	check_counts(f, "sw");
+	queue_grant_done(&g);
+	/* An op that fails changes nothing, counts included. */
+	lease_ok(f, "sw", "w", &g);
+	assert_int_equal(sqlite3_exec(store_db(f->store), "PRAGMA query_only=1", NULL, NULL, NULL),
+			 SQLITE_OK);
+	assert_int_equal(queue_result(f->q, g.task, g.attempt, g.lease, "w", &ok_out, &v), SP_EDB);
+	assert_int_equal(sqlite3_exec(store_db(f->store), "PRAGMA query_only=0", NULL, NULL, NULL),
+			 SQLITE_OK);
+	check_counts(f, "sw");
+	/* Expired by the sweep, and a lost worker. */
+	f->now += 120000;
+	assert_int_equal(queue_sweep(f->q, 10, NULL), 0);
+	check_counts(f, "sw");
+	queue_grant_done(&g);
+	f->now += 120000;
+	lease_ok(f, "sw", "w", &g);
+	assert_int_equal(queue_worker_lost(f->q, "w", NULL, NULL), 0);
+	check_counts(f, "sw");
+	queue_grant_done(&g);
+	assert_int_equal(queue_cancel(f->q, ids[2]), 0);
+	check_counts(f, "sw");
+	/* A swarm's cancel with nobody listening, then with a listener. */
+	assert_int_equal(queue_cancel_swarm(f->q, "sx", NULL), 0);
+	check_counts(f, "sx");
+	queue_set_event_cb(f->q, on_event, f);
+	assert_int_equal(queue_enqueue(f->q, "sw", "acme", s, 1, ids, NULL, 0), 0);
+	check_counts(f, "sw");
+	assert_int_equal(queue_purge_swarm(f->q, "sx", NULL), 0);
+	check_counts(f, "sx");
+	/* A group rolled back by another module on the shared connection. */
+	f->now += 120000;
+	lease_ok(f, "sw", "w", &g);
+	check_counts(f, "sw");
+	assert_int_equal(sqlite3_exec(store_db(f->store), "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+	assert_int_equal(queue_flush(f->q), 0);
+	check_counts(f, "sw");
+	queue_grant_done(&g);
+	/* The same, found by the next operation rather than by a flush. */
+	lease_ok(f, "sw", "w", &g);
+	check_counts(f, "sw");
+	assert_int_equal(sqlite3_exec(store_db(f->store), "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+	queue_grant_done(&g);
+	lease_ok(f, "sw", "w", &g);
+	check_counts(f, "sw");
+	queue_grant_done(&g);
+	assert_int_equal(queue_cancel_swarm(f->q, "sw", NULL), 0);
+	check_counts(f, "sw");
 }
 
 /*
@@ -1514,6 +1679,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_purge_swarm, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_failed_op_keeps_group, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_random_walk, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_counts_kept, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_lease_run, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_exit_without_close, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_crash_consistency, setup, teardown),
 	};

@@ -154,6 +154,85 @@ test_result(void **state)
 	assert_int_equal(result("\"x\"", &r), SP_EINVAL);
 }
 
+static int
+max_of(const char *path)
+{
+	char err[128];
+	unsigned v = 99;
+	int r = workers_decode_max(path, &v, err, sizeof(err));
+
+	return r < 0 ? r : (int)v;
+}
+
+static void
+test_max(void **state)
+{
+	assert_int_equal(max_of("/v1/worker/tasks/next"), 0);
+	assert_int_equal(max_of("/v1/worker/tasks/next?"), 0);
+	assert_int_equal(max_of("/v1/worker/tasks/next?x=1"), 0);
+	assert_int_equal(max_of("/v1/worker/tasks/next?max=1"), 1);
+	assert_int_equal(max_of("/v1/worker/tasks/next?max=64"), 64);
+	assert_int_equal(max_of("/v1/worker/tasks/next?a=b&max=7&c"), 7);
+	assert_int_equal(max_of("/v1/worker/tasks/next?max=8#frag"), 8);
+	assert_int_equal(max_of("/v1/worker/tasks/next?maxi=3"), 0);
+	assert_int_equal(max_of("/v1/worker/tasks/next?max=0"), SP_EINVAL);
+	assert_int_equal(max_of("/v1/worker/tasks/next?max=65"), SP_EINVAL);
+	assert_int_equal(max_of("/v1/worker/tasks/next?max=010"), SP_EINVAL);
+	assert_int_equal(max_of("/v1/worker/tasks/next?max=99999999999999999999"), SP_EINVAL);
+	assert_int_equal(max_of("/v1/worker/tasks/next?max=-1"), SP_EINVAL);
+	assert_int_equal(max_of("/v1/worker/tasks/next?max=2x"), SP_EINVAL);
+	assert_int_equal(max_of("/v1/worker/tasks/next?max="), SP_EINVAL);
+	assert_int_equal(max_of("/v1/worker/tasks/next?max=2&max=3"), SP_EINVAL);
+}
+
+static void
+test_results(void **state)
+{
+	struct workers_result res[WORKERS_BATCH_MAX];
+	int64_t ids[WORKERS_BATCH_MAX];
+	char err[256];
+	size_t n = 0;
+	json_t *j, *a;
+
+	j = J("{\"results\":[{\"task\":5,\"attempt\":2,\"lease\":9,\"exit_code\":1},"
+	      "{\"task\":6,\"attempt\":1,\"lease\":3,\"exit_code\":0,\"timed_out\":true}]}");
+	assert_int_equal(workers_decode_results(j, ids, res, &n, err, sizeof(err)), 0);
+	json_decref(j);
+	assert_int_equal(n, 2);
+	assert_int_equal(ids[0], 5);
+	assert_int_equal(res[0].attempt, 2);
+	assert_int_equal(res[0].exit_code, 1);
+	assert_int_equal(ids[1], 6);
+	assert_true(res[1].timed_out);
+
+	/* Each bad shape, and one bad entry among good ones, refuses the whole batch. */
+	const char *bad[] = {
+		"{}", "{\"results\":{}}", "{\"results\":[]}", "{\"results\":[1]}",
+		"{\"results\":[{\"attempt\":1,\"lease\":1,\"exit_code\":0}]}",
+		"{\"results\":[{\"task\":0,\"attempt\":1,\"lease\":1,\"exit_code\":0}]}",
+		"{\"results\":[{\"task\":1,\"attempt\":1,\"lease\":1,\"exit_code\":0},"
+		"{\"task\":2,\"attempt\":1,\"lease\":1}]}",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		j = J(bad[i]);
+		if (workers_decode_results(j, ids, res, &n, err, sizeof(err)) != SP_EINVAL)
+			fail_msg("accepted: %s", bad[i]);
+		json_decref(j);
+	}
+	/* The bound: WORKERS_BATCH_MAX entries pass, one more does not. */
+	a = json_array();
+	for (int i = 0; i < WORKERS_BATCH_MAX; i++)
+		json_array_append_new(a, json_pack("{s:i, s:i, s:i, s:i}", "task", i + 1,
+		    "attempt", 1, "lease", 1, "exit_code", 0));
+	j = json_pack("{s:o}", "results", a);
+	assert_int_equal(workers_decode_results(j, ids, res, &n, err, sizeof(err)), 0);
+	assert_int_equal(n, WORKERS_BATCH_MAX);
+	json_array_append_new(a, json_pack("{s:i, s:i, s:i, s:i}", "task", 99, "attempt", 1,
+	    "lease", 1, "exit_code", 0));
+	assert_int_equal(workers_decode_results(j, ids, res, &n, err, sizeof(err)), SP_EINVAL);
+	json_decref(j);
+}
+
 static void
 test_task_id(void **state)
 {
@@ -242,6 +321,8 @@ main(void)
 		cmocka_unit_test(test_chunk_limit),
 		cmocka_unit_test(test_result),
 		cmocka_unit_test(test_task_id),
+		cmocka_unit_test(test_max),
+		cmocka_unit_test(test_results),
 		cmocka_unit_test(test_exec),
 		cmocka_unit_test(test_exec_argv_limit),
 	};

@@ -6,7 +6,9 @@
  * the prepare hook wrote. Covers the per-sandbox files, register, the long-poll
  * (answered by an enqueue and by its timeout), output with offsets (a resend
  * is stored once, a gap is 409), the result exactly once, another sandbox's
- * token (404), the token refresh, and revocation at destroy (401).
+ * token (404), the token refresh, and revocation at destroy (401); the
+ * batches (?max=N leases, POST /v1/worker/results) with their bounds and
+ * verdicts.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -489,6 +491,162 @@ test_other_sandbox_and_revocation(void **state)
 	cl_close(&cb);
 }
 
+/* The verdict of entry i of a /v1/worker/results answer. */
+static const char *
+verdict(struct cl *c, size_t i)
+{
+	return json_string_value(json_object_get(json_array_get(json_object_get(c->body,
+	    "results"), i), "verdict"));
+}
+
+static enum queue_state
+state_of(struct env *e, int64_t task)
+{
+	struct queue_task t;
+	enum queue_state s;
+
+	assert_int_equal(queue_get(e->queue, task, &t), 0);
+	s = t.state;
+	queue_task_done(&t);
+	return s;
+}
+
+static void
+test_batches(void **state)
+{
+	struct env *e = *state;
+	struct workers_exec *ex;
+	struct queue_counts qc;
+	struct cl ca, cb;
+	char a[32], b[32], err[256], body[8192];
+	int64_t t[4], att[4], lease[4];
+	json_t *spec, *g;
+	size_t off;
+
+	create(e);
+	snprintf(a, sizeof(a), "%s", e->id);
+	create(e);
+	snprintf(b, sizeof(b), "%s", e->id);
+	cl_open(e, &ca, a);
+	cl_open(e, &cb, b);
+	assert_int_equal(call(&ca, "POST", "/v1/worker/register", "{}"), 200);
+	assert_int_equal(call(&cb, "POST", "/v1/worker/register", "{}"), 200);
+	spec = json_pack("{s:[s]}", "cmd", "true");
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(workers_exec(e->workers, "acme", a, spec, on_out, on_exec, e, &ex,
+					      err, sizeof(err)), 0);
+	assert_int_equal(workers_exec(e->workers, "acme", b, spec, on_out, on_exec, e, &ex, err,
+				      sizeof(err)), 0);
+	json_decref(spec);
+
+	/* A max out of bounds or malformed is 400 and leases nothing. */
+	assert_int_equal(call(&ca, "GET", "/v1/worker/tasks/next?max=0", NULL), 400);
+	assert_int_equal(call(&ca, "GET", "/v1/worker/tasks/next?max=65", NULL), 400);
+	assert_int_equal(call(&ca, "GET", "/v1/worker/tasks/next?max=1x", NULL), 400);
+	assert_int_equal(call(&ca, "GET", "/v1/worker/tasks/next?max=", NULL), 400);
+	assert_int_equal(call(&ca, "GET", "/v1/worker/tasks/next?max=2&max=2", NULL), 400);
+	assert_int_equal(queue_counts(e->queue, a, &qc), 0);
+	assert_int_equal(qc.n[QUEUE_QUEUED], 3);
+
+	/* max=2 gets two grants in one answer; max=64 gets the one left. */
+	assert_int_equal(call(&ca, "GET", "/v1/worker/tasks/next?max=2", NULL), 200);
+	assert_int_equal(json_array_size(json_object_get(ca.body, "tasks")), 2);
+	for (int i = 0; i < 2; i++) {
+		g = json_array_get(json_object_get(ca.body, "tasks"), (size_t)i);
+		t[i] = json_integer_value(json_object_get(g, "task"));
+		att[i] = json_integer_value(json_object_get(g, "attempt"));
+		lease[i] = json_integer_value(json_object_get(g, "lease"));
+		assert_string_equal(json_string_value(json_array_get(json_object_get(
+		    json_object_get(g, "spec"), "cmd"), 0)), "true");
+	}
+	assert_true(t[0] < t[1]);
+	assert_int_equal(queue_counts(e->queue, a, &qc), 0);
+	assert_int_equal(qc.n[QUEUE_QUEUED], 1);
+	assert_int_equal(call(&ca, "GET", "/v1/worker/tasks/next?other=1&max=64", NULL), 200);
+	assert_int_equal(json_array_size(json_object_get(ca.body, "tasks")), 1);
+	g = json_array_get(json_object_get(ca.body, "tasks"), 0);
+	t[2] = json_integer_value(json_object_get(g, "task"));
+	att[2] = json_integer_value(json_object_get(g, "attempt"));
+	lease[2] = json_integer_value(json_object_get(g, "lease"));
+	/* Nothing left: the batch poll ends at its timeout with an empty list. */
+	assert_int_equal(call(&ca, "GET", "/v1/worker/tasks/next?max=4", NULL), 200);
+	assert_true(json_is_array(json_object_get(ca.body, "tasks")));
+	assert_int_equal(json_array_size(json_object_get(ca.body, "tasks")), 0);
+	assert_int_equal(call(&cb, "GET", "/v1/worker/tasks/next?max=1", NULL), 200);
+	g = json_array_get(json_object_get(cb.body, "tasks"), 0);
+	t[3] = json_integer_value(json_object_get(g, "task"));
+	att[3] = json_integer_value(json_object_get(g, "attempt"));
+	lease[3] = json_integer_value(json_object_get(g, "lease"));
+
+	/* Bad batches are 400 and change nothing, even with good entries in them. */
+	assert_int_equal(call(&ca, "POST", "/v1/worker/results", "{\"results\":[]}"), 400);
+	assert_int_equal(call(&ca, "POST", "/v1/worker/results", "{}"), 400);
+	snprintf(body, sizeof(body), "{\"results\":[{\"task\":%lld,\"attempt\":%lld,\"lease\":%lld,"
+		 "\"exit_code\":0},{\"task\":%lld,\"attempt\":%lld,\"exit_code\":0}]}",
+		 (long long)t[0], (long long)att[0], (long long)lease[0], (long long)t[1],
+		 (long long)att[1]);
+	assert_int_equal(call(&ca, "POST", "/v1/worker/results", body), 400);
+	off = (size_t)snprintf(body, sizeof(body), "{\"results\":[");
+	for (int i = 0; i < 65; i++)
+		off += (size_t)snprintf(body + off, sizeof(body) - off,
+		    "%s{\"task\":%lld,\"attempt\":%lld,\"lease\":%lld,\"exit_code\":0}",
+		    i ? "," : "", (long long)t[0], (long long)att[0], (long long)lease[0]);
+	assert_true(off + 3 < sizeof(body));
+	snprintf(body + off, sizeof(body) - off, "]}");
+	assert_int_equal(call(&ca, "POST", "/v1/worker/results", body), 400);
+	assert_int_equal(state_of(e, t[0]), QUEUE_RUNNING);
+	assert_int_equal(e->exec_done, 0);
+
+	/*
+	 * One batch: two good results, the first again (duplicate), B's task and a
+	 * missing one (not_found: A does not hold them), the third with a wrong
+	 * lease (stale).
+	 */
+	snprintf(body, sizeof(body), "{\"results\":["
+		 "{\"task\":%lld,\"attempt\":%lld,\"lease\":%lld,\"exit_code\":0,\"duration_ms\":5},"
+		 "{\"task\":%lld,\"attempt\":%lld,\"lease\":%lld,\"exit_code\":7},"
+		 "{\"task\":%lld,\"attempt\":%lld,\"lease\":%lld,\"exit_code\":0},"
+		 "{\"task\":%lld,\"attempt\":%lld,\"lease\":%lld,\"exit_code\":0},"
+		 "{\"task\":999999,\"attempt\":1,\"lease\":1,\"exit_code\":0},"
+		 "{\"task\":%lld,\"attempt\":%lld,\"lease\":%lld,\"exit_code\":0}]}",
+		 (long long)t[0], (long long)att[0], (long long)lease[0],
+		 (long long)t[1], (long long)att[1], (long long)lease[1],
+		 (long long)t[0], (long long)att[0], (long long)lease[0],
+		 (long long)t[3], (long long)att[3], (long long)lease[3],
+		 (long long)t[2], (long long)att[2], (long long)lease[2] + 1000);
+	assert_int_equal(call(&ca, "POST", "/v1/worker/results", body), 200);
+	assert_int_equal(json_array_size(json_object_get(ca.body, "results")), 6);
+	assert_string_equal(verdict(&ca, 0), "accepted");
+	assert_string_equal(verdict(&ca, 1), "accepted");
+	assert_string_equal(verdict(&ca, 2), "duplicate");
+	assert_string_equal(verdict(&ca, 3), "not_found");
+	assert_string_equal(verdict(&ca, 4), "not_found");
+	assert_string_equal(verdict(&ca, 5), "stale");
+	assert_int_equal(json_integer_value(json_object_get(json_array_get(json_object_get(
+	    ca.body, "results"), 3), "task")), t[3]);
+	/* Each accepted result ends its exec once, with its own exit code and duration. */
+	assert_int_equal(e->exec_done, 2);
+	assert_int_equal(e->exit_code, 7);
+	assert_int_equal(state_of(e, t[0]), QUEUE_SUCCEEDED);
+	assert_int_equal(state_of(e, t[1]), QUEUE_FAILED);
+	assert_int_equal(state_of(e, t[2]), QUEUE_RUNNING);
+	assert_int_equal(state_of(e, t[3]), QUEUE_RUNNING);
+	/* A resend of the whole batch records nothing twice. */
+	assert_int_equal(call(&ca, "POST", "/v1/worker/results", body), 200);
+	assert_string_equal(verdict(&ca, 0), "duplicate");
+	assert_string_equal(verdict(&ca, 1), "duplicate");
+	assert_int_equal(e->exec_done, 2);
+	/* B reports its own through the batch route. */
+	snprintf(body, sizeof(body), "{\"results\":[{\"task\":%lld,\"attempt\":%lld,\"lease\":%lld,"
+		 "\"exit_code\":0}]}", (long long)t[3], (long long)att[3], (long long)lease[3]);
+	assert_int_equal(call(&cb, "POST", "/v1/worker/results", body), 200);
+	assert_string_equal(verdict(&cb, 0), "accepted");
+	assert_int_equal(e->exec_done, 3);
+	assert_int_equal(state_of(e, t[3]), QUEUE_SUCCEEDED);
+	cl_close(&ca);
+	cl_close(&cb);
+}
+
 int
 main(void)
 {
@@ -496,6 +654,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_files, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_task_cycle, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_other_sandbox_and_revocation, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_batches, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
