@@ -21,6 +21,7 @@
 #include <strings.h>
 #include <sys/random.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -81,6 +82,7 @@ struct local_conn {
 struct worker {
 	uv_loop_t *loop;
 	const char *dir;
+	char work[256];			/* tasks' default cwd and HOME (work_dir()) */
 	char host[64];
 	uint16_t port;
 	char ca[512];
@@ -802,7 +804,8 @@ task_start(struct worker *wk, json_t *g)
 	argv[n] = NULL;
 	envp = xmalloc((json_object_size(env) + 3) * sizeof(char *));
 	envp[ne++] = strdup("PATH=/usr/local/bin:/usr/bin:/bin");
-	envp[ne++] = strdup("HOME=/work");
+	if (asprintf(&envp[ne++], "HOME=%s", wk->work) < 0)
+		abort();
 	json_object_foreach(env, key, v) {
 		char *e;
 
@@ -825,7 +828,7 @@ task_start(struct worker *wk, json_t *g)
 	po.file = argv[0] != NULL ? argv[0] : "";
 	po.args = argv;
 	po.env = envp;
-	po.cwd = wd != NULL ? wd : "/work";
+	po.cwd = wd != NULL ? wd : wk->work;
 	po.flags = UV_PROCESS_DETACHED;	/* its own process group, killed as one */
 	po.stdio_count = 3;
 	po.stdio = io;
@@ -1162,6 +1165,25 @@ exec_child(int argc, char **argv)
 	return errno == ENOENT ? 127 : 126;
 }
 
+/*
+ * Where tasks run without a workdir, unless --work names it: /work in our
+ * own image (a writable tmpfs), else the worker's HOME, else /tmp.
+ */
+static void
+work_dir(char *buf, size_t len)
+{
+	const char *home = getenv("HOME");
+	struct stat st;
+
+	if (stat("/work", &st) == 0 && S_ISDIR(st.st_mode))
+		snprintf(buf, len, "/work");
+	else if (home != NULL && home[0] == '/' && strlen(home) < len &&
+		 stat(home, &st) == 0 && S_ISDIR(st.st_mode))
+		snprintf(buf, len, "%s", home);
+	else
+		snprintf(buf, len, "/tmp");
+}
+
 int
 main(int argc, char *argv[])
 {
@@ -1181,6 +1203,9 @@ main(int argc, char *argv[])
 	for (int a = 1; a < argc; a++) {
 		if (strcmp(argv[a], "--dir") == 0 && a + 1 < argc) {
 			wk.dir = argv[++a];
+		} else if (strcmp(argv[a], "--work") == 0 && a + 1 < argc && argv[a + 1][0] == '/' &&
+			   strlen(argv[a + 1]) < sizeof(wk.work)) {
+			snprintf(wk.work, sizeof(wk.work), "%s", argv[++a]);
 		} else if (strcmp(argv[a], "--local-port") == 0 && a + 1 < argc &&
 			   atoi(argv[a + 1]) > 0 && atoi(argv[a + 1]) < 65536) {
 			wk.local_port = atoi(argv[++a]);
@@ -1189,10 +1214,12 @@ main(int argc, char *argv[])
 			wk.slots = (unsigned)atoi(argv[++a]);
 		} else {
 			fprintf(stderr, "usage: sandpit-worker [--version] [--dir DIR] "
-				"[--local-port PORT] [--tasks N]\n");
+				"[--work DIR] [--local-port PORT] [--tasks N]\n");
 			return 2;
 		}
 	}
+	if (wk.work[0] == '\0')
+		work_dir(wk.work, sizeof(wk.work));
 	signal(SIGPIPE, SIG_IGN);
 	setvbuf(stderr, NULL, _IOLBF, 0);
 	uv_loop_init(&loop);

@@ -385,7 +385,8 @@ boot_next(struct boot_ctx *b)
 	 * directory (no mount namespace) still points it at its own files.
 	 */
 	static const char *const worker_argv[] = {
-		"/bin/sh", "-c", "chmod 0755 sandpit-worker && exec ./sandpit-worker --dir \"$PWD\"",
+		"/bin/sh", "-c", "chmod 0755 sandpit-worker && exec ./sandpit-worker --dir \"$PWD\" "
+		"--work \"$HOME\"",
 		NULL,
 	};
 	char *path;

@@ -46,16 +46,16 @@ wait_state() {	# wait_state ID STATE SECONDS
 }
 
 # --- a swarm on E2B completes ---
-# Every task names its workdir: the worker's default (/work) is a Docker-image
-# convention an E2B sandbox does not have.
+# A task without a workdir runs in the sandbox user's home (--work "$HOME"):
+# the Docker image's /work does not exist in an E2B sandbox.
 TASKS=$(jq -n -c '[
   {cmd: ["sh", "-c", "i=1; s=0; while [ $i -le 100 ]; do s=$((s+i)); i=$((i+1)); done; echo sum=$s; [ $s -eq 5050 ]"]},
   {cmd: ["sh", "-c", "test -x /home/user/.sandpit/sandpit-worker && test -s /home/user/.sandpit/token && echo in-sandbox && cat /home/user/.sandpit/endpoint"]},
-  {cmd: ["sh", "-c", "echo hello > f && grep -q hello /tmp/f && echo file-ok"]},
+  {cmd: ["sh", "-c", "echo hello > f && grep -q hello /tmp/f && echo file-ok"], workdir: "/tmp"},
   {cmd: ["sh", "-c", "exit 3"]},
   {cmd: ["sh", "-c", "echo $((6*7))"]},
-  {cmd: ["sh", "-c", "sleep 0.2; echo slept"]}
-] | map(. + {workdir: "/tmp"})')
+  {cmd: ["sh", "-c", "sleep 0.2; echo slept; echo cwd=$(pwd) home=$HOME"]}
+]')
 r=$(ctl POST /v1/swarms "{\"agents\":2,\"placement\":\"e2b\",\"retry_limit\":1,\"tasks\":$TASKS}")
 SW=$(body "$r" | jq -r .id)
 check "POST /v1/swarms placement e2b -> 201 ($SW)" grep -q '^201 ' <<<"$r"
@@ -68,7 +68,8 @@ check "the failing task was attempted twice with exit 3" \
 	jqt '[.results[] | select(.state == "failed")][0] | .attempts == 2 and .exit_code == 3' <<<"$r"
 check "the outputs hold the checked results, from inside the sandboxes ($(jq -c .output <<<"$r" | head -c 300))" \
 	bash -c 'o=$(jq -r .output <<<"$1"); grep -q sum=5050 <<<"$o" && grep -q file-ok <<<"$o" &&
-		grep -qx 42 <<<"$o" && grep -q in-sandbox <<<"$o" && grep -qx "$2" <<<"$o"' _ "$r" "$ADV $WPORT"
+		grep -qx 42 <<<"$o" && grep -q in-sandbox <<<"$o" && grep -qx "$2" <<<"$o" &&
+		grep -qx "cwd=/home/user home=/home/user" <<<"$o"' _ "$r" "$ADV $WPORT"
 check "2 agents live" jqt '.agents.live == 2 and (.agents.sandboxes | length) == 2' <<<"$r"
 check "the cost is priced from the e2b prices ($(jq -c .cost <<<"$r"))" \
 	jqt '.cost.sandbox_seconds > 0 and (.cost.amount | tonumber) > 0 and (.cost.unpriced | length) == 0' <<<"$r"

@@ -1397,7 +1397,8 @@ test_worker_started_with_dir(void **state)
 	/*
 	 * A sandbox without a command runs the worker: the host's binary is
 	 * uploaded with the files and started with --dir naming where they
-	 * landed (the worker's default, /run/sandpit, is not there in E2B).
+	 * landed (the worker's default, /run/sandpit, is not there in E2B) and
+	 * --work naming the user's home (no /work there either).
 	 * The stand-in binary records its arguments.
 	 */
 	snprintf(fake, sizeof(fake), "%s/fake-worker", tmpdir);
@@ -1429,9 +1430,11 @@ test_worker_started_with_dir(void **state)
 	assert_int_equal(r.er.exit_code, 0);
 	r.out[r.out_len] = '\0';
 	/* --dir is the command's cwd: /home/user/.sandpit inside the sandbox
-	 * (a host path under the emulator's root without a mount namespace). */
+	 * (a host path under the emulator's root without a mount namespace);
+	 * --work is the sandbox user's home, where tasks without a workdir run. */
 	assert_true(strncmp(r.out, "--dir\n", 6) == 0);
-	assert_non_null(strstr(r.out, "/home/user/.sandpit\n127.0.0.2 7443\n"));
+	assert_non_null(strstr(r.out, "/home/user/.sandpit\n--work\n"));
+	assert_non_null(strstr(r.out, "/home/user\n127.0.0.2 7443\n"));
 }
 
 static void
