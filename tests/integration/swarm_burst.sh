@@ -6,7 +6,9 @@
 # Docker and N on E2B, runs tasks on both and completes. Then the emulator
 # refuses every create (its concurrency 429): a swarm that finds Docker full
 # waits (E2B backed off), and falls back to Docker as soon as capacity frees.
-# Then "untrusted": routed by untrusted_placement, another placement is 400.
+# A kill -9 of the daemon mid-swarm re-adopts the agents on both providers and
+# loses no task. Then "untrusted": routed by untrusted_placement, another
+# placement is 400.
 # Packets go only to 127.0.0.0/8, the Unix sockets and the test's own
 # containers on the network it made.
 . "$(dirname "$0")/lib.sh"
@@ -79,6 +81,27 @@ check "the cost prices both providers ($(jq -c .cost <<<"$r"))" \
 out=$("$SANDPIT" swarm show "$SW")
 check "swarm show says where each agent runs" \
 	bash -c '[ "$(grep -c " docker " <<<"$1")" -eq 2 ] && [ "$(grep -c " e2b " <<<"$1")" -eq 2 ]' _ "$out"
+# --- kill -9 mid-swarm: both providers' agents are re-adopted, nothing is lost ---
+DB="$T_STATE/sandpit.db"
+r=$(ctl POST "/v1/swarms/$SW/tasks" "{\"tasks\":$(tasks 24 | jq -c 'map(.cmd[2] |= "sleep 0.2; " + .)')}")
+check "24 more tasks accepted" grep -q '^201 ' <<<"$r"
+for _ in $(seq 1 300); do
+	[ "$(body "$(ctl GET "/v1/swarms/$SW")" | jq .tasks.succeeded)" -ge 20 ] && break
+	sleep 0.1
+done
+kill9_daemon
+start_daemon && wait_provider_ready && wait_e2b_ready || { fail "daemon restarted"; finish; exit 1; }
+pass "daemon killed with -9 mid-swarm and restarted"
+check "the swarm finishes after the restart" wait_state "$SW" completed 120
+r=$(body "$(ctl GET "/v1/swarms/$SW")")
+check "all 40 tasks succeeded ($(jq -c .tasks <<<"$r"))" jqt '.tasks.total == 40 and .tasks.succeeded == 40' <<<"$r"
+dup=$(sqlite3 "$DB" "select count(*) from (select task from queue_results where ok = 1 group by task having count(*) > 1)")
+check "no task recorded as succeeded twice" test "$dup" -eq 0
+check "the same 2 + 2 agents, re-adopted ($(jq -c .agents.by_provider <<<"$r"))" \
+	jqt '.agents.by_provider == {"docker": 2, "e2b": 2} and .agents.lost == 0' <<<"$r"
+check "still exactly 2 containers and 2 emulator sandboxes" \
+	bash -c '[ "$1" -eq 2 ] && [ "$2" -eq 2 ]' _ "$(instance_containers "$INST" | wc -l)" "$(emu_ids_of "$INST" | wc -l)"
+
 check "DELETE -> 200" grep -q '^200 ' <<<"$(ctl DELETE "/v1/swarms/$SW")"
 for _ in $(seq 1 100); do
 	[ -z "$(emu_ids_of "$INST")" ] && [ -z "$(instance_containers "$INST")" ] && break
