@@ -66,7 +66,7 @@ struct agent {
 
 struct event {
 	char *line;			/* NDJSON, with its newline */
-	size_t len;
+	size_t len, cap;
 };
 
 struct swarm {
@@ -244,28 +244,31 @@ static void watch_end(struct swarm_watch *w, const char *line, size_t len);
 static void kick_cb(uv_timer_t *t);
 static int agent_add(struct swarm *sw, const char *id);
 
+/*
+ * Record an event, given as the JSON object's members without braces, and
+ * hand it to the watchers. Task events come here preformatted: one per task
+ * state change, on the dispatch path.
+ */
 static void
-emit(struct swarm *sw, json_t *ev)
+emit_members(struct swarm *sw, const char *members, size_t mlen)
 {
 	struct event *e = &sw->ev[sw->nev % SWARM_EVENTS_KEPT];
 	struct swarm_watch *w, *next;
-	char *text;
+	char tail[128];
+	size_t tlen;
 	bool final;
 
-	json_object_set_new(ev, "seq", json_integer((json_int_t)sw->nev));
-	json_object_set_new(ev, "time_ms", json_integer(now_ms()));
-	json_object_set_new(ev, "swarm", json_string(sw->id));
-	text = json_dumps(ev, JSON_COMPACT);
-	json_decref(ev);
-	if (text == NULL)
-		fatalx("json_dumps failed");
-	free(e->line);
-	e->len = strlen(text) + 1;
-	e->line = xmalloc(e->len + 1);
-	memcpy(e->line, text, e->len - 1);
-	e->line[e->len - 1] = '\n';
-	e->line[e->len] = '\0';
-	free(text);
+	tlen = (size_t)snprintf(tail, sizeof(tail), ",\"seq\":%llu,\"time_ms\":%lld,\"swarm\":\"%s\"}\n",
+				(unsigned long long)sw->nev, (long long)now_ms(), sw->id);
+	if (e->cap < mlen + tlen + 2) {
+		free(e->line);
+		e->cap = mlen + tlen + 64;
+		e->line = xmalloc(e->cap);
+	}
+	e->line[0] = '{';
+	memcpy(e->line + 1, members, mlen);
+	memcpy(e->line + 1 + mlen, tail, tlen + 1);
+	e->len = 1 + mlen + tlen;
 	sw->nev++;
 	final = strcmp(sw->state, "completed") == 0 || terminal(sw);
 	for (w = sw->watches; w != NULL; w = next) {
@@ -275,6 +278,18 @@ emit(struct swarm *sw, json_t *ev)
 		else
 			w->cb(w->arg, e->line, e->len, false);
 	}
+}
+
+static void
+emit(struct swarm *sw, json_t *ev)
+{
+	char *text = json_dumps(ev, JSON_COMPACT);
+
+	json_decref(ev);
+	if (text == NULL || text[0] != '{' || strlen(text) < 2)
+		fatalx("json_dumps failed");
+	emit_members(sw, text + 1, strlen(text) - 2);
+	free(text);
 }
 
 static void
@@ -774,15 +789,20 @@ queue_event(void *arg, int64_t task, const char *swarm, enum queue_state from,
 {
 	struct swarm_mgr *m = arg;
 	struct swarm *sw = swarm_find(m, swarm);
-	json_t *ev;
+	char text[160];
+	int n;
 
 	if (sw == NULL)
 		return;
-	ev = json_pack("{s:s, s:I, s:s}", "type", "task", "task", (json_int_t)task, "state",
-		       queue_state_name(to));
+	/* State names are fixed identifiers: nothing to escape. */
 	if (from != QUEUE_STATE__COUNT)
-		json_object_set_new(ev, "from", json_string(queue_state_name(from)));
-	emit(sw, ev);
+		n = snprintf(text, sizeof(text), "\"type\":\"task\",\"task\":%lld,\"state\":\"%s\","
+			     "\"from\":\"%s\"", (long long)task, queue_state_name(to),
+			     queue_state_name(from));
+	else
+		n = snprintf(text, sizeof(text), "\"type\":\"task\",\"task\":%lld,\"state\":\"%s\"",
+			     (long long)task, queue_state_name(to));
+	emit_members(sw, text, (size_t)n);
 	/* State decisions read the queue: not from inside its callback. */
 	if (queue_state_terminal(to) && !m->stopping && !uv_is_active((uv_handle_t *)&m->kick))
 		uv_timer_start(&m->kick, kick_cb, 0, 0);
