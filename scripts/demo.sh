@@ -84,6 +84,8 @@ swarm_tasks=("${tasks[@]}"
 "tar + gzip round trip|same|mkdir -p /work/d && seq 50000 > /work/d/f && tar -C /work -czf /work/a.tgz d && mkdir /work/x && tar -C /work/x -xzf /work/a.tgz && cmp -s /work/d/f /work/x/d/f && echo same"
 "sum 1..100000|5000050000|seq 100000 | awk '{s+=\$1} END {printf \"%.0f\\n\", s}'"
 "count numbers with a 7 below 100000|40951|seq 99999 | grep -c 7"
+"store a lesson in shared memory|stored|wget -qO- --header 'Content-Type: application/json' --post-data '{\"title\":\"Pin the toolchain\",\"content\":\"The build broke after an unpinned compiler upgrade: pin tool versions in the lockfile.\",\"domain\":\"build\",\"outcome\":\"success\"}' http://127.0.0.1:7070/v1/memories >/dev/null && echo stored"
+"recall it from any agent's sandbox|Pin the toolchain|i=0; while [ \$i -lt 100 ]; do r=\$(wget -qO- --header 'Content-Type: application/json' --post-data '{\"query\":\"why did the build break after the compiler upgrade\",\"k\":1,\"domain\":\"build\"}' http://127.0.0.1:7070/v1/memories/search); case \$r in *'Pin the toolchain'*) echo 'Pin the toolchain'; exit 0;; esac; i=\$((i+1)); sleep 0.1; done; exit 1"
 )
 args=()
 for t in "${swarm_tasks[@]}"; do script=${t#*|}; script=${script#*|}; args+=(--task "$script"); done
