@@ -83,16 +83,27 @@ printf 'ratio sandpit/docker (medians): %s   goal <= 0.80\n' "$ratio"
 ctl() { curl -s --unix-socket "$sock" -X "$1" -H 'Content-Type: application/json' ${3:+--data-binary "$3"} "http://localhost$2"; }
 metric() { curl -s --unix-socket "$sock" http://localhost/metrics | awk -v k="$1" '$1 == k { print $2 }'; }
 # swarm_round BODY: prints the wall ms from POST to state "running" (all workers registered).
+# It waits on the swarm's event stream (one curl blocked in read) rather than
+# polling: a curl|jq poll loop burns about a core on this 2-core machine, CPU
+# the sandboxes' starts need and the docker CLI rounds never pay.
 swarm_round() {
-	local t0 t1 id st
+	local t0 t1 id st=spawning line resp fd cpid
 	t0=$(now_ms)
-	id=$(ctl POST /v1/swarms "$1" | jq -r .id)
-	for _ in $(seq 1 3000); do
-		st=$(ctl GET "/v1/swarms/$id" | jq -r .state)
+	resp=$(ctl POST /v1/swarms "$1")
+	[[ $resp =~ \"id\":\"([^\"]+)\" ]] || { echo "swarm create: $resp" >&2; exit 1; }
+	id=${BASH_REMATCH[1]}
+	exec {fd}< <(exec timeout 300 curl -sN --unix-socket "$sock" \
+		"http://localhost/v1/swarms/$id/events")
+	cpid=$!
+	# The stream replays what happened before it was opened, so nothing is missed.
+	while IFS= read -r -u "$fd" line; do
+		[[ $line =~ ^\{\"type\":\"swarm\",\"state\":\"([a-z]+)\" ]] || continue
+		st=${BASH_REMATCH[1]}
 		[ "$st" = spawning ] || break
-		sleep 0.005
 	done
 	t1=$(now_ms)
+	kill "$cpid" 2>/dev/null || true
+	exec {fd}<&-
 	[ "$st" = running ] || { echo "swarm $id: $st" >&2; exit 1; }
 	echo $((t1 - t0))
 	ctl DELETE "/v1/swarms/$id" >/dev/null
