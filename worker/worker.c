@@ -90,6 +90,8 @@ struct worker {
 	struct quic_client *qc;
 	bool connected, registered, polling, stopping, hb_sending;
 	unsigned backoff_ms;
+	uint64_t down_ms;		/* since when we have no registration (start, drop) */
+	unsigned attempts;		/* connects since then */
 	uint64_t heartbeat_ms;
 	int64_t token_exp;
 	struct task *tasks;		/* held, newest first */
@@ -220,6 +222,10 @@ wk_drop(struct worker *wk)
 	if (qc == NULL)
 		return;
 	wk->qc = NULL;
+	if (wk->registered) {
+		wk->down_ms = now_ms();
+		wk->attempts = 0;
+	}
 	wk->connected = wk->registered = wk->polling = wk->hb_sending = false;
 	wk->results_sending = false;
 	for (struct task *t = wk->tasks; t != NULL; t = t->next)
@@ -374,7 +380,10 @@ register_done(void *arg, int status, const uint8_t *body, size_t len)
 	json_decref(j);
 	wk->registered = true;
 	wk->backoff_ms = BACKOFF_MIN_MS;
-	logf_("registered with %s:%u", wk->host, (unsigned)wk->port);
+	/* How long start-up (or a reconnect) took to a usable channel: spawn time. */
+	logf_("registered with %s:%u after %llu ms (%u connect%s)", wk->host, (unsigned)wk->port,
+	      (unsigned long long)(now_ms() - wk->down_ms), wk->attempts,
+	      wk->attempts == 1 ? "" : "s");
 	uv_timer_start(&wk->heartbeat, hb_fire, wk->heartbeat_ms, wk->heartbeat_ms);
 	refresh_arm(wk);
 	for (struct task *t = wk->tasks; t != NULL; t = t->next)
@@ -418,6 +427,7 @@ wk_connect(struct worker *wk)
 	cfg.port = wk->port;
 	cfg.ca_file = wk->ca;
 	cfg.idle_timeout_ms = 30000;
+	wk->attempts++;
 	r = quic_client_new(wk->loop, &cfg, wk_event, wk, &wk->qc);
 	if (r < 0) {
 		wk->qc = NULL;
@@ -1225,6 +1235,7 @@ main(int argc, char *argv[])
 	uv_loop_init(&loop);
 	wk.loop = &loop;
 	wk.backoff_ms = BACKOFF_MIN_MS;
+	wk.down_ms = now_ms();
 	uv_timer_init(&loop, &wk.retry);
 	uv_timer_init(&loop, &wk.heartbeat);
 	uv_timer_init(&loop, &wk.refresh);

@@ -2,13 +2,17 @@
  * docker_api: one Engine API request over the Unix socket through the core's
  * HTTP client, with the reply parsed as JSON and Docker's {"message"} turned
  * into a bounded detail and an SP_E* status. It owns the pending calls (so
- * close can cancel them) and never logs.
+ * close can cancel them). It logs nothing above debug level: at debug, one
+ * line per finished call with its status and duration (where a spawn's time
+ * goes), never a body.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <syslog.h>
 
 #include <sandpit/error.h>
 #include <sandpit/httpc.h>
@@ -23,6 +27,9 @@ struct docker_call {
 	bool raw;
 	sp_http_data_cb on_data;
 	void *data_arg;
+	uint64_t sent_ns;		/* uv_hrtime() when it was handed to the client */
+	uint64_t sent_loop_ms;		/* uv_now(): orders calls against each other */
+	char what[192];			/* "METHOD /path" for the debug log, cut */
 	LIST_ENTRY(docker_call) entry;
 };
 
@@ -135,6 +142,10 @@ docker_api_done(void *arg, int status, const struct sp_http_resp *resp)
 	json_t *json = NULL;
 
 	LIST_REMOVE(call, entry);
+	if (d->host->log != NULL)
+		d->host->log(LOG_DEBUG, "docker: %s: HTTP %ld, status %d, after %.1f ms "
+		    "(sent at loop time %" PRIu64 " ms)", call->what, resp->status, status,
+		    (double)(uv_hrtime() - call->sent_ns) / 1e6, call->sent_loop_ms);
 	detail[0] = '\0';
 	if (resp->body_len > 0 && !call->raw)
 		json = json_loadb(resp->body, resp->body_len, JSON_DECODE_ANY, NULL);
@@ -212,6 +223,9 @@ docker_api(struct docker *d, const struct docker_req *req, docker_api_cb cb, voi
 	call->raw = req->raw;
 	call->on_data = req->on_data;
 	call->data_arg = req->data_arg;
+	snprintf(call->what, sizeof(call->what), "%s %s", req->method, req->path);
+	call->sent_ns = uv_hrtime();
+	call->sent_loop_ms = uv_now(d->host->loop);
 	rc = sp_http_request(d->host->http, &o, req->on_data != NULL ? docker_api_data : NULL,
 	    docker_api_done,
 	    call, &call->http);
