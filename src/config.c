@@ -372,8 +372,8 @@ config_core_set(struct config_parse *p, const struct config_directive *d, const 
 					    "log_level: '%s' is not err, warning, info or debug", v);
 		return 0;
 	case CT_PROVIDER:
-		/* "auto": placement over every ready provider (placement.h). */
-		if (p->providers != NULL && strcmp(v, "auto") != 0) {
+		/* "auto", "local": placement over the ready providers (placement.h). */
+		if (p->providers != NULL && strcmp(v, "auto") != 0 && strcmp(v, "local") != 0) {
 			for (pp = p->providers; *pp != NULL; pp++)
 				if (strcmp((*pp)->name, v) == 0)
 					break;

@@ -196,8 +196,8 @@ placement_set_ready(struct placement *p, const char *name, bool ready)
 bool
 placement_policy_valid(const struct placement *p, const char *policy)
 {
-	return policy != NULL &&
-	       (strcmp(policy, PLACEMENT_AUTO) == 0 || placement_find(p, policy) != NULL);
+	return policy != NULL && (strcmp(policy, PLACEMENT_AUTO) == 0 ||
+				  strcmp(policy, PLACEMENT_LOCAL) == 0 || placement_find(p, policy) != NULL);
 }
 
 void
@@ -305,14 +305,14 @@ placement_candidates(const struct placement *p, const char *policy, size_t *orde
 	struct placement_slot *s;
 	size_t n = 0;
 
-	if (strcmp(policy, PLACEMENT_AUTO) != 0) {
+	if (strcmp(policy, PLACEMENT_AUTO) != 0 && strcmp(policy, PLACEMENT_LOCAL) != 0) {
 		if ((s = placement_find(p, policy)) == NULL)
 			return 0;
 		order[n++] = (size_t)(s - p->s);
 		return n;
 	}
-	/* Local capacity first, then burst, each in configured order. */
-	for (int pass = 0; pass < 2; pass++)
+	/* Local capacity first, then (auto) burst, each in configured order. */
+	for (int pass = 0; pass < (strcmp(policy, PLACEMENT_LOCAL) == 0 ? 1 : 2); pass++)
 		for (size_t i = 0; i < p->n; i++)
 			if (((p->s[i].caps & SP_CAP_LOCAL) != 0) == (pass == 0))
 				order[n++] = i;
@@ -324,8 +324,9 @@ placement_room(const struct placement *p, const char *policy, unsigned *ret)
 {
 	size_t order[PLACEMENT_PROVIDERS_MAX], n;
 
-	if (policy == NULL || (n = placement_candidates(p, policy, order)) == 0)
+	if (!placement_policy_valid(p, policy))
 		return SP_EINVAL;
+	n = placement_candidates(p, policy, order);
 	*ret = 0;
 	for (size_t i = 0; i < n; i++) {
 		const struct placement_slot *s = &p->s[order[i]];
@@ -352,8 +353,12 @@ placement_take(struct placement *p, const char *policy, int64_t now_ms,
 		placement_err(err, errlen, "no placement policy");
 		return SP_EINVAL;
 	}
-	single = strcmp(policy, PLACEMENT_AUTO) != 0;
-	if ((n = placement_candidates(p, policy, order)) == 0) {
+	single = strcmp(policy, PLACEMENT_AUTO) != 0 && strcmp(policy, PLACEMENT_LOCAL) != 0;
+	if ((n = placement_candidates(p, policy, order)) == 0 && placement_policy_valid(p, policy)) {
+		placement_err(err, errlen, "no provider runs sandboxes on this host");
+		return SP_EUNAVAIL;
+	}
+	if (n == 0) {
 		placement_err(err, errlen, "unknown placement '%.32s': use auto", policy);
 		for (i = 0; i < p->n; i++)
 			placement_errcat(err, errlen, ", %s", p->s[i].name);

@@ -1,6 +1,7 @@
 /*
- * Placement: which provider gets a new sandbox. The policy is "auto" or the
- * name of one configured provider; no provider name is known here. "auto"
+ * Placement: which provider gets a new sandbox. The policy is "auto",
+ * "local" or the name of one configured provider; no provider name is known
+ * here. "local" is "auto" without the burst. "auto"
  * fills the providers that run sandboxes on this host (SP_CAP_LOCAL) first,
  * in configured order, and bursts to the other providers, in configured
  * order, when the local ones are full, not ready or backing off.
@@ -29,6 +30,7 @@
 
 #define PLACEMENT_PROVIDERS_MAX		16
 #define PLACEMENT_AUTO			"auto"
+#define PLACEMENT_LOCAL			"local"	/* auto without the burst */
 #define PLACEMENT_BACKOFF_BASE_MS	1000
 #define PLACEMENT_BACKOFF_MAX_MS	60000
 
@@ -88,7 +90,7 @@ int placement_set_breaker(struct placement *p, const struct placement_breaker_co
 /* The provider finished init (or went down). SP_ENOTFOUND. */
 int placement_set_ready(struct placement *p, const char *name, bool ready);
 
-/* Whether policy is "auto" or a configured provider's name (for request validation). */
+/* Whether policy is "auto", "local" or a configured provider's name (for request validation). */
 bool placement_policy_valid(const struct placement *p, const char *policy);
 
 /*

@@ -974,7 +974,7 @@ spec_normalise(struct sandbox_mgr *mgr, json_t *spec, json_t **ret, char *err, s
 		if (strcmp(key, "provider") == 0) {
 			if (!json_is_string(v) || !placement_policy_valid(mgr->pl,
 									   json_string_value(v))) {
-				errf(err, errlen, "provider: \"auto\" or a built provider's name");
+				errf(err, errlen, "provider: \"auto\", \"local\" or a built provider's name");
 				return SP_EINVAL;
 			}
 			provider = json_string_value(v);
@@ -1240,6 +1240,7 @@ sandbox_create(struct sandbox_mgr *mgr, const char *tenant, json_t *spec,
 	       sandbox_cb cb, void *arg, char *err, size_t errlen)
 {
 	struct hold *hold;
+	const char *policy;
 	struct op *op;
 	json_t *norm;
 	bool wait;
@@ -1252,8 +1253,11 @@ sandbox_create(struct sandbox_mgr *mgr, const char *tenant, json_t *spec,
 	r = spec_normalise(mgr, spec, &norm, err, errlen);
 	if (r < 0)
 		return r;
-	r = create_place(mgr, json_string_value(json_object_get(norm, "provider")), tenant,
-			 &hold, err, errlen);
+	policy = json_string_value(json_object_get(norm, "provider"));
+	/* Idle warm sandboxes on a burst provider would be paid for doing nothing. */
+	if (strcmp(tenant, SANDBOX_POOL_TENANT) == 0 && strcmp(policy, PLACEMENT_AUTO) == 0)
+		policy = PLACEMENT_LOCAL;
+	r = create_place(mgr, policy, tenant, &hold, err, errlen);
 	if (r < 0 && r != -EAGAIN) {
 		json_decref(norm);
 		return r;

@@ -1451,7 +1451,7 @@ placement_known(struct swarm_mgr *m, const char *p)
 	struct sp_provider *const *provs;
 	size_t n = sandbox_mgr_providers(m->mgr, &provs);
 
-	if (strcmp(p, "auto") == 0)
+	if (strcmp(p, "auto") == 0 || strcmp(p, "local") == 0)
 		return true;
 	for (size_t i = 0; i < n; i++)
 		if (strcmp(provider_name(provs[i]), p) == 0)
@@ -1529,7 +1529,7 @@ swarm_create(struct swarm_mgr *m, const char *tenant, json_t *body, json_t **ret
 		const char *asked = json_string_value(v);
 
 		if (asked == NULL || !placement_known(m, asked)) {
-			errf(err, errlen, "placement: \"auto\" or a configured provider's name");
+			errf(err, errlen, "placement: \"auto\", \"local\" or a configured provider's name");
 			return SP_EINVAL;
 		}
 		if (untrusted && strcmp(asked, placement) != 0) {

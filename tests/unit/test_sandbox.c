@@ -663,6 +663,19 @@ test_placement_fills_local_then_bursts(void **state)
 	snprintf(local1, sizeof(local1), "%s", e->id);
 	create_on(e, "acme", NULL, prov, sizeof(prov));
 	assert_string_equal(prov, "fake");
+	/* "local" never bursts, and neither does the warm pool under auto. */
+	{
+		json_t *local = json_loads("{\"provider\":\"local\"}", 0, NULL);
+
+		assert_int_equal(sandbox_create(e->mgr, "acme", local, on_row, e, err,
+						sizeof(err)), SP_ELIMIT);
+		json_decref(local);
+		assert_non_null(strstr(err, "fake: full (max_sandboxes 2/2)"));
+		assert_null(strstr(err, "cloud"));
+		assert_int_equal(sandbox_create(e->mgr, SANDBOX_POOL_TENANT, NULL, on_row, e, err,
+						sizeof(err)), SP_ELIMIT);
+		assert_null(strstr(err, "cloud"));
+	}
 	create_on(e, "acme", NULL, prov, sizeof(prov));
 	assert_string_equal(prov, "cloud");
 	snprintf(cloud1, sizeof(cloud1), "%s", e->id);
