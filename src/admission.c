@@ -261,12 +261,28 @@ admission_refuse(struct admission_refusal *why, enum admission_limit l, unsigned
 	return r;
 }
 
+/* Whether tenant is at its cap; then why and err say so. */
+static bool
+admission_tenant_full(struct admission *a, const char *tenant, struct admission_refusal *why,
+		      char *err, size_t errlen)
+{
+	struct admission_tenant *tc = admission_tenant_find(a, tenant);
+	unsigned tcount = tc ? tc->starting + tc->running : 0;
+	unsigned tmax = admission_tenant_limit(a, tenant);
+
+	if (tcount < tmax)
+		return false;
+	admission_err(err, errlen, "tenant_max_sandboxes is %u for tenant '%s': %u starting or "
+		      "running (%u starting)", tmax, tenant, tcount, tc ? tc->starting : 0);
+	(void)admission_refuse(why, ADMISSION_TENANT, tmax, tcount, SP_ELIMIT);
+	return true;
+}
+
 int
 admission_take(struct admission *a, const char *tenant, bool local, struct admission_ticket *t,
 	       struct admission_refusal *why, char *err, size_t errlen)
 {
 	struct admission_tenant *tc;
-	unsigned tmax, tcount;
 
 	if (!admission_tenant_valid(tenant)) {
 		admission_err(err, errlen, "invalid tenant name");
@@ -283,15 +299,8 @@ admission_take(struct admission *a, const char *tenant, bool local, struct admis
 		return admission_refuse(why, ADMISSION_HOST, a->host_max,
 					a->starting + a->running, SP_ELIMIT);
 	}
-	tc = admission_tenant_find(a, tenant);
-	tcount = tc ? tc->starting + tc->running : 0;
-	tmax = admission_tenant_limit(a, tenant);
-	if (tcount >= tmax) {
-		admission_err(err, errlen, "tenant_max_sandboxes is %u for tenant '%s': %u "
-			      "starting or running (%u starting)", tmax, tenant, tcount,
-			      tc ? tc->starting : 0);
-		return admission_refuse(why, ADMISSION_TENANT, tmax, tcount, SP_ELIMIT);
-	}
+	if (admission_tenant_full(a, tenant, why, err, errlen))
+		return SP_ELIMIT;
 	if (local && (a->starting >= a->starts_max || (a->nwait > 0 && !a->waking))) {
 		admission_err(err, errlen, "max_starts is %u: %u starts in progress, %zu waiting",
 			      a->starts_max, a->starting, a->nwait);
@@ -364,7 +373,6 @@ admission_transfer(struct admission *a, struct admission_ticket *t, const char *
 		   struct admission_refusal *why, char *err, size_t errlen)
 {
 	struct admission_tenant *from, *to;
-	unsigned tmax, tcount;
 
 	if (!admission_tenant_valid(tenant) || t->hold == ADMISSION_NONE) {
 		admission_err(err, errlen, t->hold == ADMISSION_NONE ? "ticket holds nothing" :
@@ -373,15 +381,8 @@ admission_transfer(struct admission *a, struct admission_ticket *t, const char *
 	}
 	if (strcmp(t->tenant, tenant) == 0)
 		return 0;
-	to = admission_tenant_find(a, tenant);
-	tcount = to ? to->starting + to->running : 0;
-	tmax = admission_tenant_limit(a, tenant);
-	if (tcount >= tmax) {
-		admission_err(err, errlen, "tenant_max_sandboxes is %u for tenant '%s': %u "
-			      "starting or running (%u starting)", tmax, tenant, tcount,
-			      to ? to->starting : 0);
-		return admission_refuse(why, ADMISSION_TENANT, tmax, tcount, SP_ELIMIT);
-	}
+	if (admission_tenant_full(a, tenant, why, err, errlen))
+		return SP_ELIMIT;
 	/* get() may grow the table: find the old tenant after it. */
 	to = admission_tenant_get(a, tenant);
 	from = admission_tenant_find(a, t->tenant);
