@@ -32,8 +32,8 @@ static int sw_wait_id(struct cli *cli, const char *id, int64_t timeout_ms, bool 
 static int
 sw_create(struct cli *cli, int argc, char **argv)
 {
-	static const char usage[] = "--agents N [--topology T] [--placement P] [--untrusted] [--image I] "
-		"[--cpus X] [--memory SIZE] [--pids N] [--task-timeout D] [--retries N] [--ttl D] "
+	static const char usage[] = "--agents N [--topology T] [--placement P] [--untrusted] "
+		"[--image I] [--cpus X] [--memory SIZE] [--pids N] [--task-timeout D] [--retries N] [--ttl D] "
 		"[--idle-timeout D] [--task CMD]… [--wait]";
 	json_t *body = json_object(), *tmpl = json_object(), *tasks = json_array(), *ret = NULL;
 	bool wait = false;

@@ -378,7 +378,8 @@ config_core_set(struct config_parse *p, const struct config_directive *d, const 
 				if (strcmp((*pp)->name, v) == 0)
 					break;
 			if (*pp == NULL)
-				return config_error(p, p->line, "%s: '%s' is not built in (or auto)",
+				return config_error(p, p->line, "%s: '%s' is not a built provider, "
+						    "auto or local",
 						    d->name, v);
 		}
 		config_set_str(c, d->off, v);

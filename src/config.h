@@ -55,10 +55,10 @@ struct config {
 	size_t max_header;		/* max_header: request head bytes */
 	int log_level;			/* log_level: err | warning | info | debug (LOG_*) */
 
-	char *default_provider;		/* provider: placement policy of new sandboxes ("auto" or a name) */
+	char *default_provider;		/* provider: placement policy ("auto", "local", a name) */
 	unsigned max_sandboxes;		/* max_sandboxes: per host, starting + running */
 	unsigned tenant_max_sandboxes;	/* tenant_max_sandboxes: per tenant, starting + running (swarms) */
-	unsigned max_starts;		/* max_starts: sandboxes being created at once on this host */
+	unsigned max_starts;		/* max_starts: sandboxes created at once on this host */
 	unsigned burst_max_sandboxes;	/* burst_max_sandboxes: per non-local provider */
 	char *untrusted_placement;	/* untrusted_placement: policy of untrusted swarms */
 	uint64_t reconcile_interval_ms;	/* reconcile_interval */

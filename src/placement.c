@@ -197,7 +197,8 @@ bool
 placement_policy_valid(const struct placement *p, const char *policy)
 {
 	return policy != NULL && (strcmp(policy, PLACEMENT_AUTO) == 0 ||
-				  strcmp(policy, PLACEMENT_LOCAL) == 0 || placement_find(p, policy) != NULL);
+				  strcmp(policy, PLACEMENT_LOCAL) == 0 ||
+				  placement_find(p, policy) != NULL);
 }
 
 void

@@ -258,7 +258,8 @@ emit_members(struct swarm *sw, const char *members, size_t mlen)
 	size_t tlen;
 	bool final;
 
-	tlen = (size_t)snprintf(tail, sizeof(tail), ",\"seq\":%llu,\"time_ms\":%lld,\"swarm\":\"%s\"}\n",
+	tlen = (size_t)snprintf(tail, sizeof(tail),
+				",\"seq\":%llu,\"time_ms\":%lld,\"swarm\":\"%s\"}\n",
 				(unsigned long long)sw->nev, (long long)now_ms(), sw->id);
 	if (e->cap < mlen + tlen + 2) {
 		free(e->line);

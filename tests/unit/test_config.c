@@ -288,7 +288,7 @@ test_errors(void **state)
 		{ "prices \"docker 0.1 0.2; docker\"\n", "1: prices: " },
 		{ "socket /tmp/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.sock\n",
 		  "1: socket path '/tmp/aaa" },
-		{ "provider docker\n", "1: provider: 'docker' is not built in" },
+		{ "provider docker\n", "1: provider: 'docker' is not a built provider, auto or local" },
 		{ "fake.retries many\n", "1: fake.retries: 'many' is not an integer" },
 		{ "fake.strict maybe\n", "1: fake.strict: 'maybe' is not a boolean" },
 		{ "fake.cache 1x\n", "1: fake.cache: '1x' is not a size" },
