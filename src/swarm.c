@@ -90,6 +90,7 @@ struct swarm {
 	char *last_failure;
 	int64_t retry_at;		/* loop ms: next spawn attempt after a refusal */
 	int64_t stalled_since;		/* loop ms: work pending and no live agent, or 0 */
+	int64_t rows_checked;		/* loop ms: agents' sandbox rows last read by progress() */
 	struct event ev[SWARM_EVENTS_KEPT];
 	uint64_t nev;			/* events ever (ev is a ring) */
 	struct swarm_watch *watches;
@@ -680,7 +681,7 @@ progress(struct swarm *sw)
 	struct queue_counts c;
 	int64_t open, total = 0, now = (int64_t)uv_now(m->loop);
 	struct sandbox_row row;
-	bool all_ready = true;
+	bool all_ready = true, recheck;
 
 	for (size_t i = 0; i < sw->nagents; i++)
 		if (sw->agents[i].reap) {
@@ -694,13 +695,20 @@ progress(struct swarm *sw)
 		     sw->last_failure ? sw->last_failure : "?");
 		return;
 	}
-	/* Agents whose sandbox left running without a hook (reconcile after a restart). */
+	/*
+	 * Agents whose sandbox left running without a hook (reconcile after a
+	 * restart): a store read per agent, so once per tick, not at every kick
+	 * (a kick follows every finished task).
+	 */
+	recheck = now - sw->rows_checked >= SWARM_TICK_MS;
+	if (recheck)
+		sw->rows_checked = now;
 	for (size_t i = 0; i < sw->nagents; i++) {
 		struct agent *a = &sw->agents[i];
 
 		if (!a->live)
 			continue;
-		if (sandbox_get(m->mgr, sw->tenant, a->sandbox, &row) == 0) {
+		if (recheck && sandbox_get(m->mgr, sw->tenant, a->sandbox, &row) == 0) {
 			bool gone = strcmp(row.state, "creating") != 0 &&
 				    strcmp(row.state, "starting") != 0 &&
 				    strcmp(row.state, "running") != 0;
@@ -1889,7 +1897,8 @@ swarm_json(struct swarm *sw, bool full)
 		if (!a->live)
 			continue;
 		json_array_append_new(sbs, json_string(a->sandbox));
-		if (sandbox_get(sw->m->mgr, sw->tenant, a->sandbox, &row) < 0)
+		/* A store read per agent: the full view only (not every list entry). */
+		if (!full || sandbox_get(sw->m->mgr, sw->tenant, a->sandbox, &row) < 0)
 			continue;
 		/* Where each agent runs: a burst swarm spans providers. */
 		n = json_object_get(where, row.provider);
