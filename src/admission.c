@@ -5,7 +5,6 @@
  * start anything, does not touch the store, and never logs.
  */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,21 +55,6 @@ admission_limit_name(enum admission_limit l)
 	return admission_limit_names[l];
 }
 
-static void
-admission_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static void
-admission_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 static bool
 admission_tenant_valid(const char *s)
 {
@@ -102,31 +86,31 @@ admission_limits_check(const struct admission_limits *lim, char *err, size_t err
 
 	for (i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
 		if (v[i].v < 1 || v[i].v > ADMISSION_LIMIT_MAX) {
-			admission_err(err, errlen, "%s %u is outside 1..%u", v[i].name, v[i].v,
+			sp_errf(err, errlen, "%s %u is outside 1..%u", v[i].name, v[i].v,
 				      ADMISSION_LIMIT_MAX);
 			return SP_EINVAL;
 		}
 	}
 	if (lim->noverrides > ADMISSION_OVERRIDES_MAX ||
 	    (lim->noverrides > 0 && lim->overrides == NULL)) {
-		admission_err(err, errlen, "more than %d tenant overrides", ADMISSION_OVERRIDES_MAX);
+		sp_errf(err, errlen, "more than %d tenant overrides", ADMISSION_OVERRIDES_MAX);
 		return SP_EINVAL;
 	}
 	for (i = 0; i < lim->noverrides; i++) {
 		const struct admission_override *o = &lim->overrides[i];
 
 		if (!admission_tenant_valid(o->tenant)) {
-			admission_err(err, errlen, "override %zu: invalid tenant name", i);
+			sp_errf(err, errlen, "override %zu: invalid tenant name", i);
 			return SP_EINVAL;
 		}
 		if (o->max < 1 || o->max > ADMISSION_LIMIT_MAX) {
-			admission_err(err, errlen, "tenant '%s': limit %u is outside 1..%u",
+			sp_errf(err, errlen, "tenant '%s': limit %u is outside 1..%u",
 				      o->tenant, o->max, ADMISSION_LIMIT_MAX);
 			return SP_EINVAL;
 		}
 		for (j = 0; j < i; j++) {
 			if (strcmp(lim->overrides[j].tenant, o->tenant) == 0) {
-				admission_err(err, errlen, "tenant '%s' has two overrides", o->tenant);
+				sp_errf(err, errlen, "tenant '%s' has two overrides", o->tenant);
 				return SP_EINVAL;
 			}
 		}
@@ -272,7 +256,7 @@ admission_tenant_full(struct admission *a, const char *tenant, struct admission_
 
 	if (tcount < tmax)
 		return false;
-	admission_err(err, errlen, "tenant_max_sandboxes is %u for tenant '%s': %u starting or "
+	sp_errf(err, errlen, "tenant_max_sandboxes is %u for tenant '%s': %u starting or "
 		      "running (%u starting)", tmax, tenant, tcount, tc ? tc->starting : 0);
 	(void)admission_refuse(why, ADMISSION_TENANT, tmax, tcount, SP_ELIMIT);
 	return true;
@@ -285,16 +269,16 @@ admission_take(struct admission *a, const char *tenant, bool local, struct admis
 	struct admission_tenant *tc;
 
 	if (!admission_tenant_valid(tenant)) {
-		admission_err(err, errlen, "invalid tenant name");
+		sp_errf(err, errlen, "invalid tenant name");
 		return SP_EINVAL;
 	}
 	if (t->hold != ADMISSION_NONE) {
-		admission_err(err, errlen, "ticket already holds a sandbox");
+		sp_errf(err, errlen, "ticket already holds a sandbox");
 		return SP_EINVAL;
 	}
 	/* Hard caps first: waiting for a start slot would not help them. */
 	if (local && a->starting + a->running >= a->host_max) {
-		admission_err(err, errlen, "max_sandboxes is %u: %u sandboxes starting or running "
+		sp_errf(err, errlen, "max_sandboxes is %u: %u sandboxes starting or running "
 			      "on this host", a->host_max, a->starting + a->running);
 		return admission_refuse(why, ADMISSION_HOST, a->host_max,
 					a->starting + a->running, SP_ELIMIT);
@@ -302,7 +286,7 @@ admission_take(struct admission *a, const char *tenant, bool local, struct admis
 	if (admission_tenant_full(a, tenant, why, err, errlen))
 		return SP_ELIMIT;
 	if (local && (a->starting >= a->starts_max || (a->nwait > 0 && !a->waking))) {
-		admission_err(err, errlen, "max_starts is %u: %u starts in progress, %zu waiting",
+		sp_errf(err, errlen, "max_starts is %u: %u starts in progress, %zu waiting",
 			      a->starts_max, a->starting, a->nwait);
 		return admission_refuse(why, ADMISSION_STARTS, a->starts_max, a->starting,
 					-EAGAIN);
@@ -375,7 +359,7 @@ admission_transfer(struct admission *a, struct admission_ticket *t, const char *
 	struct admission_tenant *from, *to;
 
 	if (!admission_tenant_valid(tenant) || t->hold == ADMISSION_NONE) {
-		admission_err(err, errlen, t->hold == ADMISSION_NONE ? "ticket holds nothing" :
+		sp_errf(err, errlen, t->hold == ADMISSION_NONE ? "ticket holds nothing" :
 			      "invalid tenant name");
 		return SP_EINVAL;
 	}

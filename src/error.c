@@ -1,7 +1,10 @@
 /*
- * sp_strerror(): names for negative errnos and the project's own codes. It
- * owns only static strings.
+ * sp_strerror(): names for negative errnos and the project's own codes, and
+ * sp_errf(), the one way the core formats a detail into a caller's buffer.
+ * It owns only static strings.
  */
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <sandpit/error.h>
@@ -26,4 +29,16 @@ sp_strerror(int err)
 	if (err < 0 && err > -SP_E_FIRST)
 		return strerror(-err);
 	return "unknown error";
+}
+
+void
+sp_errf(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err == NULL || errlen == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
 }

@@ -43,21 +43,6 @@ struct placement {
 	struct placement_breaker_conf breaker;
 };
 
-static void
-placement_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static void
-placement_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 /* Append to err, keeping it terminated when it runs out of room. */
 static void
 placement_errcat(char *err, size_t errlen, const char *fmt, ...)
@@ -102,23 +87,23 @@ placement_check(const struct placement_provider *list, size_t n, char *err, size
 	size_t i, j;
 
 	if (n < 1 || n > PLACEMENT_PROVIDERS_MAX || list == NULL) {
-		placement_err(err, errlen, "%zu providers: placement needs 1..%d", n,
+		sp_errf(err, errlen, "%zu providers: placement needs 1..%d", n,
 			      PLACEMENT_PROVIDERS_MAX);
 		return SP_EINVAL;
 	}
 	for (i = 0; i < n; i++) {
 		if (!placement_name_valid(list[i].name)) {
-			placement_err(err, errlen, "provider %zu: invalid name", i);
+			sp_errf(err, errlen, "provider %zu: invalid name", i);
 			return SP_EINVAL;
 		}
 		if (list[i].capacity < 1 || list[i].capacity > PLACEMENT_CAPACITY_MAX) {
-			placement_err(err, errlen, "provider '%s': capacity %u is outside 1..%u",
+			sp_errf(err, errlen, "provider '%s': capacity %u is outside 1..%u",
 				      list[i].name, list[i].capacity, PLACEMENT_CAPACITY_MAX);
 			return SP_EINVAL;
 		}
 		for (j = 0; j < i; j++) {
 			if (strcmp(list[i].name, list[j].name) == 0) {
-				placement_err(err, errlen, "provider '%s' is listed twice", list[i].name);
+				sp_errf(err, errlen, "provider '%s' is listed twice", list[i].name);
 				return SP_EINVAL;
 			}
 		}
@@ -351,16 +336,16 @@ placement_take(struct placement *p, const char *policy, int64_t now_ms,
 	if (err != NULL && errlen > 0)
 		err[0] = '\0';
 	if (policy == NULL) {
-		placement_err(err, errlen, "no placement policy");
+		sp_errf(err, errlen, "no placement policy");
 		return SP_EINVAL;
 	}
 	single = strcmp(policy, PLACEMENT_AUTO) != 0 && strcmp(policy, PLACEMENT_LOCAL) != 0;
 	if ((n = placement_candidates(p, policy, order)) == 0 && placement_policy_valid(p, policy)) {
-		placement_err(err, errlen, "no provider runs sandboxes on this host");
+		sp_errf(err, errlen, "no provider runs sandboxes on this host");
 		return SP_EUNAVAIL;
 	}
 	if (n == 0) {
-		placement_err(err, errlen, "unknown placement '%.32s': use auto", policy);
+		sp_errf(err, errlen, "unknown placement '%.32s': use auto", policy);
 		for (i = 0; i < p->n; i++)
 			placement_errcat(err, errlen, ", %s", p->s[i].name);
 		return SP_EINVAL;

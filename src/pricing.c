@@ -5,7 +5,6 @@
  * never names a provider.
  */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -130,21 +129,6 @@ pricing_name_valid(const char *s)
 	return true;
 }
 
-static void
-pricing_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static void
-pricing_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 int
 pricing_parse_directive(const char *value, char **ret_provider, struct pricing_price *ret,
 			char *err, size_t errlen)
@@ -154,24 +138,24 @@ pricing_parse_directive(const char *value, char **ret_provider, struct pricing_p
 	int n = 0;
 
 	if (value == NULL || strlen(value) >= sizeof(buf)) {
-		pricing_err(err, errlen, "price: expected \"PROVIDER CPU_SECOND GIB_SECOND\"");
+		sp_errf(err, errlen, "price: expected \"PROVIDER CPU_SECOND GIB_SECOND\"");
 		return SP_EINVAL;
 	}
 	strcpy(buf, value);
 	for (p = strtok_r(buf, " \t", &save); p != NULL && n < 4; p = strtok_r(NULL, " \t", &save))
 		tok[n++] = p;
 	if (n != 3) {
-		pricing_err(err, errlen, "price: expected \"PROVIDER CPU_SECOND GIB_SECOND\", "
+		sp_errf(err, errlen, "price: expected \"PROVIDER CPU_SECOND GIB_SECOND\", "
 			    "got %d word%s", n, n == 1 ? "" : "s");
 		return SP_EINVAL;
 	}
 	if (!pricing_name_valid(tok[0])) {
-		pricing_err(err, errlen, "price: invalid provider name '%.32s'", tok[0]);
+		sp_errf(err, errlen, "price: invalid provider name '%.32s'", tok[0]);
 		return SP_EINVAL;
 	}
 	if (pricing_parse_amount(tok[1], &pr.cpu_second) < 0 ||
 	    pricing_parse_amount(tok[2], &pr.gib_second) < 0) {
-		pricing_err(err, errlen, "price %s: amounts are decimals from 0 to 1000 with at "
+		sp_errf(err, errlen, "price %s: amounts are decimals from 0 to 1000 with at "
 			    "most 9 decimal places", tok[0]);
 		return SP_EINVAL;
 	}

@@ -11,7 +11,6 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,18 +125,6 @@ now_ms(void)
 
 	clock_gettime(CLOCK_REALTIME, &t);
 	return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
-static void
-errf(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
 }
 
 bool
@@ -901,11 +888,11 @@ spec_int(json_t *v, const char *name, int64_t min, int64_t max, int64_t *ret,
 	 char *err, size_t errlen)
 {
 	if (!json_is_integer(v)) {
-		errf(err, errlen, "%s: must be an integer", name);
+		sp_errf(err, errlen, "%s: must be an integer", name);
 		return SP_EINVAL;
 	}
 	if (json_integer_value(v) < min || json_integer_value(v) > max) {
-		errf(err, errlen, "%s: must be between %" PRId64 " and %" PRId64, name, min, max);
+		sp_errf(err, errlen, "%s: must be between %" PRId64 " and %" PRId64, name, min, max);
 		return SP_EINVAL;
 	}
 	*ret = json_integer_value(v);
@@ -920,17 +907,17 @@ spec_size(json_t *v, const char *name, int64_t min, int64_t max, int64_t *ret,
 
 	if (json_is_string(v)) {
 		if (config_parse_size(json_string_value(v), &n) < 0) {
-			errf(err, errlen, "%s: not a size (like \"512m\" or bytes)", name);
+			sp_errf(err, errlen, "%s: not a size (like \"512m\" or bytes)", name);
 			return SP_EINVAL;
 		}
 	} else if (json_is_integer(v)) {
 		n = json_integer_value(v);
 	} else {
-		errf(err, errlen, "%s: must be a size string or a number of bytes", name);
+		sp_errf(err, errlen, "%s: must be a size string or a number of bytes", name);
 		return SP_EINVAL;
 	}
 	if (n < min || n > max) {
-		errf(err, errlen, "%s: must be between %" PRId64 " and %" PRId64 " bytes",
+		sp_errf(err, errlen, "%s: must be between %" PRId64 " and %" PRId64 " bytes",
 		     name, min, max);
 		return SP_EINVAL;
 	}
@@ -967,20 +954,20 @@ spec_normalise(struct sandbox_mgr *mgr, json_t *spec, json_t **ret, char *err, s
 	int r = 0;
 
 	if (spec != NULL && !json_is_object(spec)) {
-		errf(err, errlen, "the body must be a JSON object");
+		sp_errf(err, errlen, "the body must be a JSON object");
 		return SP_EINVAL;
 	}
 	json_object_foreach(spec, key, v) {
 		if (strcmp(key, "provider") == 0) {
 			if (!json_is_string(v) || !placement_policy_valid(mgr->pl,
 									   json_string_value(v))) {
-				errf(err, errlen, "provider: \"auto\", \"local\" or a built provider's name");
+				sp_errf(err, errlen, "provider: \"auto\", \"local\" or a built provider's name");
 				return SP_EINVAL;
 			}
 			provider = json_string_value(v);
 		} else if (strcmp(key, "image") == 0) {
 			if (!json_is_string(v) || !image_name_valid(json_string_value(v))) {
-				errf(err, errlen, "image: not a valid image reference");
+				sp_errf(err, errlen, "image: not a valid image reference");
 				return SP_EINVAL;
 			}
 			image = json_string_value(v);
@@ -988,12 +975,12 @@ spec_normalise(struct sandbox_mgr *mgr, json_t *spec, json_t **ret, char *err, s
 			double cpus;
 
 			if (!json_is_number(v)) {
-				errf(err, errlen, "cpus: must be a number");
+				sp_errf(err, errlen, "cpus: must be a number");
 				return SP_EINVAL;
 			}
 			cpus = json_number_value(v);
 			if (!(cpus >= 0.01) || cpus * 1e9 > (double)c->sandbox_cpus_max) {
-				errf(err, errlen, "cpus: must be between 0.01 and %g",
+				sp_errf(err, errlen, "cpus: must be between 0.01 and %g",
 				     (double)c->sandbox_cpus_max / 1e9);
 				return SP_EINVAL;
 			}
@@ -1009,7 +996,7 @@ spec_normalise(struct sandbox_mgr *mgr, json_t *spec, json_t **ret, char *err, s
 		} else if (strcmp(key, "work") == 0) {
 			r = spec_size(v, key, 1 << 20, c->sandbox_memory_max, &work, err, errlen);
 		} else {
-			errf(err, errlen, "%s: unknown field", key);
+			sp_errf(err, errlen, "%s: unknown field", key);
 			return SP_EINVAL;
 		}
 		if (r < 0)
@@ -1136,11 +1123,11 @@ mgr_ready_provider(struct sandbox_mgr *mgr, const char *name, char *err, size_t 
 	struct mgr_provider *mp = mgr_provider_by_name(mgr, name);
 
 	if (mp == NULL) {
-		errf(err, errlen, "provider '%s' is not built into this daemon", name);
+		sp_errf(err, errlen, "provider '%s' is not built into this daemon", name);
 		return NULL;
 	}
 	if (mp->state != PROV_READY) {
-		errf(err, errlen, "provider '%s' is not available: %s", name,
+		sp_errf(err, errlen, "provider '%s' is not available: %s", name,
 		     mp->detail ? mp->detail : "starting up");
 		return NULL;
 	}
@@ -1167,7 +1154,7 @@ create_place(struct sandbox_mgr *mgr, const char *policy, const char *tenant, st
 		char why[256];
 
 		snprintf(why, sizeof(why), "%s", err);
-		errf(err, errlen, "placement '%s': %s; retry in %lld ms", policy, why,
+		sp_errf(err, errlen, "placement '%s': %s; retry in %lld ms", policy, why,
 		     (long long)(ch.retry_at_ms - (int64_t)uv_now(mgr->loop)));
 		return SP_ELIMIT;
 	}
@@ -1176,7 +1163,7 @@ create_place(struct sandbox_mgr *mgr, const char *policy, const char *tenant, st
 		char why[256];
 
 		snprintf(why, sizeof(why), "%s", err);
-		errf(err, errlen, "placement '%s': %s%s", policy,
+		sp_errf(err, errlen, "placement '%s': %s%s", policy,
 		     r == SP_EUNAVAIL ? "not available: " : "", why);
 		return r;
 	}
@@ -1247,7 +1234,7 @@ sandbox_create(struct sandbox_mgr *mgr, const char *tenant, json_t *spec,
 	int r;
 
 	if (mgr->stopping) {
-		errf(err, errlen, "the daemon is shutting down");
+		sp_errf(err, errlen, "the daemon is shutting down");
 		return SP_EUNAVAIL;
 	}
 	r = spec_normalise(mgr, spec, &norm, err, errlen);
@@ -1283,7 +1270,7 @@ sandbox_create(struct sandbox_mgr *mgr, const char *tenant, json_t *spec,
 	/* Recorded before the provider is asked, so a crash leaves a trace. */
 	r = store_sandbox_insert(mgr->store, &op->row);
 	if (r < 0) {
-		errf(err, errlen, "database: %s", store_errmsg(mgr->store));
+		sp_errf(err, errlen, "database: %s", store_errmsg(mgr->store));
 		free(op->row.state);
 		op->row.state = xstrdup("failed");
 		hold_sync(mgr, &op->row);	/* never recorded: give back what it holds */
@@ -1311,7 +1298,7 @@ sandbox_create(struct sandbox_mgr *mgr, const char *tenant, json_t *spec,
 				       &op->files_dir);
 		if (r < 0) {
 			row_set(mgr, &op->row, "failed", sp_strerror(r));
-			errf(err, errlen, "preparing the worker's files: %s", sp_strerror(r));
+			sp_errf(err, errlen, "preparing the worker's files: %s", sp_strerror(r));
 			op_free(op);
 			return r;
 		}
@@ -1336,7 +1323,7 @@ sandbox_create(struct sandbox_mgr *mgr, const char *tenant, json_t *spec,
 	r = provider_create(op->mp->p, &op->spec, create_created, op);
 	if (r < 0) {
 		row_set(mgr, &op->row, "failed", sp_strerror(r));
-		errf(err, errlen, "%s", sp_strerror(r));
+		sp_errf(err, errlen, "%s", sp_strerror(r));
 		mgr_released(mgr, op->row.id);
 		op_unlink(op);
 		op_free(op);
@@ -1376,16 +1363,16 @@ sandbox_destroy(struct sandbox_mgr *mgr, const char *tenant, const char *id,
 	int r;
 
 	if (mgr->stopping) {
-		errf(err, errlen, "the daemon is shutting down");
+		sp_errf(err, errlen, "the daemon is shutting down");
 		return SP_EUNAVAIL;
 	}
 	r = sandbox_get(mgr, tenant, id, &row);
 	if (r < 0) {
-		errf(err, errlen, "no sandbox '%s'", id);
+		sp_errf(err, errlen, "no sandbox '%s'", id);
 		return r;
 	}
 	if (op_holds(mgr, id)) {
-		errf(err, errlen, "sandbox '%s' is busy (%s); try again", id, row.state);
+		sp_errf(err, errlen, "sandbox '%s' is busy (%s); try again", id, row.state);
 		store_sandbox_row_done(&row);
 		return SP_ECONFLICT;
 	}
@@ -1411,7 +1398,7 @@ sandbox_destroy(struct sandbox_mgr *mgr, const char *tenant, const char *id,
 	op_link(mgr, op);
 	r = provider_destroy(mp->p, op->row.ref, destroy_done, op);
 	if (r < 0) {
-		errf(err, errlen, "%s", sp_strerror(r));
+		sp_errf(err, errlen, "%s", sp_strerror(r));
 		op_unlink(op);
 		op_free(op);
 		return r;
@@ -1518,7 +1505,7 @@ exec_parse(struct sandbox_mgr *mgr, struct sandbox_exec *ex, json_t *body, uint6
 			json_t *ev;
 
 			if (!json_is_object(v) || json_object_size(v) > SANDBOX_MAX_ENV) {
-				errf(err, errlen, "env: must be an object of at most %d strings",
+				sp_errf(err, errlen, "env: must be an object of at most %d strings",
 				     SANDBOX_MAX_ENV);
 				return SP_EINVAL;
 			}
@@ -1528,7 +1515,7 @@ exec_parse(struct sandbox_mgr *mgr, struct sandbox_exec *ex, json_t *body, uint6
 				if (!env_name_valid(k) || strlen(k) > 256 || !json_is_string(ev) ||
 				    json_string_length(ev) > SANDBOX_MAX_ARG ||
 				    memchr(json_string_value(ev), '\0', json_string_length(ev))) {
-					errf(err, errlen, "env: '%.64s' is not a valid NAME: string", k);
+					sp_errf(err, errlen, "env: '%.64s' is not a valid NAME: string", k);
 					return SP_EINVAL;
 				}
 				xasprintf(&ex->env[n++], "%s=%s", k, json_string_value(ev));
@@ -1536,7 +1523,7 @@ exec_parse(struct sandbox_mgr *mgr, struct sandbox_exec *ex, json_t *body, uint6
 		} else if (strcmp(key, "timeout_ms") == 0) {
 			if (!json_is_integer(v) || json_integer_value(v) < 1 ||
 			    (uint64_t)json_integer_value(v) > mgr->cfg->exec_timeout_max_ms) {
-				errf(err, errlen, "timeout_ms: must be between 1 and %" PRIu64,
+				sp_errf(err, errlen, "timeout_ms: must be between 1 and %" PRIu64,
 				     mgr->cfg->exec_timeout_max_ms);
 				return SP_EINVAL;
 			}
@@ -1545,17 +1532,17 @@ exec_parse(struct sandbox_mgr *mgr, struct sandbox_exec *ex, json_t *body, uint6
 			if (!json_is_string(v) || json_string_value(v)[0] != '/' ||
 			    json_string_length(v) > SANDBOX_MAX_PATH ||
 			    memchr(json_string_value(v), '\0', json_string_length(v))) {
-				errf(err, errlen, "workdir: must be an absolute path");
+				sp_errf(err, errlen, "workdir: must be an absolute path");
 				return SP_EINVAL;
 			}
 			ex->workdir = xstrdup(json_string_value(v));
 		} else {
-			errf(err, errlen, "%s: unknown field", key);
+			sp_errf(err, errlen, "%s: unknown field", key);
 			return SP_EINVAL;
 		}
 	}
 	if (!json_is_array(cmd) || (n = json_array_size(cmd)) == 0 || n > SANDBOX_MAX_ARGV) {
-		errf(err, errlen, "cmd: must be an array of 1 to %d strings", SANDBOX_MAX_ARGV);
+		sp_errf(err, errlen, "cmd: must be an array of 1 to %d strings", SANDBOX_MAX_ARGV);
 		return SP_EINVAL;
 	}
 	ex->argv = xcalloc(n + 1, sizeof(char *));
@@ -1565,7 +1552,7 @@ exec_parse(struct sandbox_mgr *mgr, struct sandbox_exec *ex, json_t *body, uint6
 		if (!json_is_string(a) || json_string_length(a) > SANDBOX_MAX_ARG ||
 		    memchr(json_string_value(a), '\0', json_string_length(a)) ||
 		    (i == 0 && json_string_length(a) == 0)) {
-			errf(err, errlen, "cmd[%zu]: must be a non-empty string without NUL", i);
+			sp_errf(err, errlen, "cmd[%zu]: must be a non-empty string without NUL", i);
 			return SP_EINVAL;
 		}
 		ex->argv[i] = xstrdup(json_string_value(a));
@@ -1584,7 +1571,7 @@ sandbox_exec(struct sandbox_mgr *mgr, const char *tenant, const char *id, json_t
 	int r;
 
 	if (mgr->stopping) {
-		errf(err, errlen, "the daemon is shutting down");
+		sp_errf(err, errlen, "the daemon is shutting down");
 		return SP_EUNAVAIL;
 	}
 	ex = xcalloc(1, sizeof(*ex));
@@ -1594,7 +1581,7 @@ sandbox_exec(struct sandbox_mgr *mgr, const char *tenant, const char *id, json_t
 	ex->done = done;
 	r = sandbox_get(mgr, tenant, id, &ex->op.row);
 	if (r < 0) {
-		errf(err, errlen, r == SP_EINVAL ? "invalid sandbox id" : "no sandbox '%s'", id);
+		sp_errf(err, errlen, r == SP_EINVAL ? "invalid sandbox id" : "no sandbox '%s'", id);
 		free(ex);
 		return r;
 	}
@@ -1602,7 +1589,7 @@ sandbox_exec(struct sandbox_mgr *mgr, const char *tenant, const char *id, json_t
 	if (r < 0)
 		goto out_free;
 	if (!state_is(&ex->op.row, "running") || ex->op.row.ref == NULL) {
-		errf(err, errlen, "sandbox '%s' is %s, not running", id, ex->op.row.state);
+		sp_errf(err, errlen, "sandbox '%s' is %s, not running", id, ex->op.row.state);
 		r = SP_ECONFLICT;
 		goto out_free;
 	}
@@ -1621,7 +1608,7 @@ sandbox_exec(struct sandbox_mgr *mgr, const char *tenant, const char *id, json_t
 	op_link(mgr, &ex->op);
 	r = provider_exec(ex->op.mp->p, ex->op.row.ref, &spec, exec_output, exec_done, ex, &ex->pex);
 	if (r < 0) {
-		errf(err, errlen, "%s", sp_strerror(r));
+		sp_errf(err, errlen, "%s", sp_strerror(r));
 		op_unlink(&ex->op);
 		goto out_free;
 	}
@@ -1663,7 +1650,7 @@ sandbox_build_image(struct sandbox_mgr *mgr, sp_done_cb cb, void *arg, char *err
 	int r;
 
 	if (mgr->stopping) {
-		errf(err, errlen, "the daemon is shutting down");
+		sp_errf(err, errlen, "the daemon is shutting down");
 		return SP_EUNAVAIL;
 	}
 	/* The default provider, or with "auto" the first that builds images. */
@@ -1674,7 +1661,7 @@ sandbox_build_image(struct sandbox_mgr *mgr, sp_done_cb cb, void *arg, char *err
 	mp = mp != NULL ? mgr_ready_provider(mgr, provider_name(mp->p), err, errlen) : NULL;
 	if (mp == NULL) {
 		if (err != NULL && errlen > 0 && err[0] == '\0')
-			errf(err, errlen, "no provider builds images");
+			sp_errf(err, errlen, "no provider builds images");
 		return SP_EUNAVAIL;
 	}
 	op = xcalloc(1, sizeof(*op));
@@ -1685,7 +1672,7 @@ sandbox_build_image(struct sandbox_mgr *mgr, sp_done_cb cb, void *arg, char *err
 	op_link(mgr, op);
 	r = provider_build_image(mp->p, build_done, op);
 	if (r < 0) {
-		errf(err, errlen, r == -ENOTSUP ? "provider '%s' builds no image" : "%s: %s",
+		sp_errf(err, errlen, r == -ENOTSUP ? "provider '%s' builds no image" : "%s: %s",
 		     provider_name(mp->p), sp_strerror(r));
 		op_unlink(op);
 		op_free(op);
@@ -1703,20 +1690,20 @@ sandbox_mgr_room(struct sandbox_mgr *mgr, const char *tenant, const char *policy
 	unsigned room, tmax, local = 0;
 
 	if (placement_room(mgr->pl, policy, &room) < 0) {
-		errf(err, errlen, "unknown placement '%s'", policy);
+		sp_errf(err, errlen, "unknown placement '%s'", policy);
 		return SP_EINVAL;
 	}
 	admission_counts(mgr->adm, NULL, &host);
 	if (host.starting + host.running < c->max_sandboxes)
 		local = c->max_sandboxes - (host.starting + host.running);
 	if (mp != NULL && !provider_has(mp->p, SP_CAP_LOCAL))
-		errf(err, errlen, "burst_max_sandboxes: room for %u more on '%s' (%u each)", room,
+		sp_errf(err, errlen, "burst_max_sandboxes: room for %u more on '%s' (%u each)", room,
 		     policy, c->burst_max_sandboxes);
 	else if (mp != NULL || room <= local)
-		errf(err, errlen, "max_sandboxes: %u of %u starting or running on this host",
+		sp_errf(err, errlen, "max_sandboxes: %u of %u starting or running on this host",
 		     host.starting + host.running, c->max_sandboxes);
 	else
-		errf(err, errlen, "max_sandboxes: %u of %u starting or running on this host, "
+		sp_errf(err, errlen, "max_sandboxes: %u of %u starting or running on this host, "
 		     "room for %u more on burst providers (burst_max_sandboxes %u each)",
 		     host.starting + host.running, c->max_sandboxes, room - local,
 		     c->burst_max_sandboxes);
@@ -1724,7 +1711,7 @@ sandbox_mgr_room(struct sandbox_mgr *mgr, const char *tenant, const char *policy
 	tmax = admission_tenant_limit(mgr->adm, tenant);
 	if (tc.starting + tc.running >= tmax || tmax - (tc.starting + tc.running) < room) {
 		room = tc.starting + tc.running >= tmax ? 0 : tmax - (tc.starting + tc.running);
-		errf(err, errlen, "tenant_max_sandboxes: %u of %u starting or running for tenant "
+		sp_errf(err, errlen, "tenant_max_sandboxes: %u of %u starting or running for tenant "
 		     "'%s'", tc.starting + tc.running, tmax, tenant);
 	}
 	*ret = room;
@@ -1739,14 +1726,14 @@ sandbox_rebind(struct sandbox_mgr *mgr, const char *id, const char *from, const 
 	int r;
 
 	if (h == NULL || strcmp(h->t.tenant, from) != 0) {
-		errf(err, errlen, "sandbox '%s' is not a live sandbox of tenant '%s'", id, from);
+		sp_errf(err, errlen, "sandbox '%s' is not a live sandbox of tenant '%s'", id, from);
 		return SP_ENOTFOUND;
 	}
 	r = admission_transfer(mgr->adm, &h->t, to, NULL, err, errlen);
 	if (r < 0)
 		return r;
 	if (store_sandbox_set_tenant(mgr->store, id, from, to) < 0) {
-		errf(err, errlen, "database: %s", store_errmsg(mgr->store));
+		sp_errf(err, errlen, "database: %s", store_errmsg(mgr->store));
 		(void)admission_transfer(mgr->adm, &h->t, from, NULL, NULL, 0);
 		return SP_EDB;
 	}

@@ -138,21 +138,6 @@ now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void
-errf(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 static bool
 terminal(const struct swarm *sw)
 {
@@ -1009,7 +994,7 @@ msg_end(struct swarm_mgr *m, int r, char *err, size_t errlen)
 	if (r == 0 && (r = msg_exec(m, "COMMIT")) == 0)
 		return 0;
 	if (r == SP_EDB)
-		errf(err, errlen, "database: %s", sqlite3_errmsg(store_db(m->store)));
+		sp_errf(err, errlen, "database: %s", sqlite3_errmsg(store_db(m->store)));
 	(void)msg_exec(m, "ROLLBACK");
 	return r;
 }
@@ -1025,7 +1010,7 @@ msg_store(struct swarm *sw, unsigned from, const size_t *targets, size_t n, cons
 	int r;
 
 	if ((r = msg_begin(sw->m)) < 0) {
-		errf(err, errlen, "database: %s", sqlite3_errmsg(db));
+		sp_errf(err, errlen, "database: %s", sqlite3_errmsg(db));
 		return r;
 	}
 	if (sqlite3_prepare_v2(db, "SELECT count(*) FROM swarm_messages WHERE swarm = ? AND"
@@ -1041,7 +1026,7 @@ msg_store(struct swarm *sw, unsigned from, const size_t *targets, size_t n, cons
 		if (sqlite3_step(count) != SQLITE_ROW)
 			r = SP_EDB;
 		else if (sqlite3_column_int64(count, 0) >= SWARM_INBOX_MAX) {
-			errf(err, errlen, "agent %zu's inbox is full (%d messages waiting)",
+			sp_errf(err, errlen, "agent %zu's inbox is full (%d messages waiting)",
 			     targets[i], SWARM_INBOX_MAX);
 			r = SP_ELIMIT;
 		}
@@ -1075,16 +1060,16 @@ swarm_send(struct swarm_mgr *m, const char *sandbox, json_t *to, json_t *body,
 	int r;
 
 	if (a == NULL || !a->live || terminal(sw)) {
-		errf(err, errlen, "this sandbox is not an agent of a swarm");
+		sp_errf(err, errlen, "this sandbox is not an agent of a swarm");
 		return SP_ENOTFOUND;
 	}
 	if (body == NULL || (text = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY)) == NULL) {
-		errf(err, errlen, "body: any JSON value is required");
+		sp_errf(err, errlen, "body: any JSON value is required");
 		return SP_EINVAL;
 	}
 	if ((len = strlen(text)) > SWARM_MESSAGE_MAX) {
 		free(text);
-		errf(err, errlen, "a message body is at most %d bytes as JSON, this one is %zu",
+		sp_errf(err, errlen, "a message body is at most %d bytes as JSON, this one is %zu",
 		     SWARM_MESSAGE_MAX, len);
 		return -E2BIG;
 	}
@@ -1097,7 +1082,7 @@ swarm_send(struct swarm_mgr *m, const char *sandbox, json_t *to, json_t *body,
 		n = 1;
 		r = topology_may_send(&t, a->slot, targets[0], err, errlen);
 	} else {
-		errf(err, errlen, "to: an agent number 0..%u or \"*\"", sw->want - 1);
+		sp_errf(err, errlen, "to: an agent number 0..%u or \"*\"", sw->want - 1);
 		r = SP_EINVAL;
 	}
 	/*
@@ -1125,12 +1110,12 @@ swarm_receive(struct swarm_mgr *m, const char *sandbox, json_t **ret, char *err,
 	int r;
 
 	if (a == NULL || !a->live || terminal(sw)) {
-		errf(err, errlen, "this sandbox is not an agent of a swarm");
+		sp_errf(err, errlen, "this sandbox is not an agent of a swarm");
 		return SP_ENOTFOUND;
 	}
 	/* Read and delete in one transaction: each message is received once. */
 	if ((r = msg_begin(m)) < 0) {
-		errf(err, errlen, "database: %s", sqlite3_errmsg(db));
+		sp_errf(err, errlen, "database: %s", sqlite3_errmsg(db));
 		return r;
 	}
 	msgs = json_array();
@@ -1239,7 +1224,7 @@ swarm_mgr_new(const struct swarm_options *o, struct swarm_mgr **ret, char *err, 
 	    (r = store_migrate(m->store, "swarm", swarm_migrations,
 			       sizeof(swarm_migrations) / sizeof(swarm_migrations[0]))) < 0 ||
 	    (r = load(m)) < 0) {
-		errf(err, errlen, "swarms: %s", store_errmsg(m->store));
+		sp_errf(err, errlen, "swarms: %s", store_errmsg(m->store));
 		for (struct swarm *sw = m->swarms, *next; sw != NULL; sw = next) {
 			next = sw->next;
 			swarm_free(sw);
@@ -1332,17 +1317,17 @@ get_ms(json_t *o, const char *name, uint64_t min, uint64_t max, uint64_t def, ui
 	if (json_is_integer(v) && json_integer_value(v) >= 0) {
 		ms = (uint64_t)json_integer_value(v);
 	} else if (!json_is_string(v) || config_parse_duration(json_string_value(v), &ms) < 0) {
-		errf(err, errlen, "%s: milliseconds or a duration (\"30s\", \"5m\") is required",
+		sp_errf(err, errlen, "%s: milliseconds or a duration (\"30s\", \"5m\") is required",
 		     name);
 		return SP_EINVAL;
 	}
 	if (ms != 0 && (ms < min || ms > max)) {
-		errf(err, errlen, "%s: %llu ms is out of range (%llu..%llu, or 0)", name,
+		sp_errf(err, errlen, "%s: %llu ms is out of range (%llu..%llu, or 0)", name,
 		     (unsigned long long)ms, (unsigned long long)min, (unsigned long long)max);
 		return SP_EINVAL;
 	}
 	if (ms == 0 && min > 0 && def != 0 && strcmp(name, "task_timeout_ms") == 0) {
-		errf(err, errlen, "%s: must be positive", name);
+		sp_errf(err, errlen, "%s: must be positive", name);
 		return SP_EINVAL;
 	}
 	*ret = ms;
@@ -1364,7 +1349,7 @@ task_spec(const struct swarm *sw, json_t *t, size_t i, char **ret_body, int *ret
 	} else if (json_is_object(t)) {
 		body = json_deep_copy(t);
 	} else {
-		errf(err, errlen, "tasks[%zu]: an object or a shell command string is required", i);
+		sp_errf(err, errlen, "tasks[%zu]: an object or a shell command string is required", i);
 		return SP_EINVAL;
 	}
 	*ret_prio = 0;
@@ -1373,7 +1358,7 @@ task_spec(const struct swarm *sw, json_t *t, size_t i, char **ret_body, int *ret
 		if (!json_is_integer(prio) || json_integer_value(prio) < QUEUE_PRIORITY_MIN ||
 		    json_integer_value(prio) > QUEUE_PRIORITY_MAX) {
 			json_decref(body);
-			errf(err, errlen, "tasks[%zu]: priority: an integer %d..%d", i,
+			sp_errf(err, errlen, "tasks[%zu]: priority: an integer %d..%d", i,
 			     QUEUE_PRIORITY_MIN, QUEUE_PRIORITY_MAX);
 			return SP_EINVAL;
 		}
@@ -1384,7 +1369,7 @@ task_spec(const struct swarm *sw, json_t *t, size_t i, char **ret_body, int *ret
 				ret_timeout, e, sizeof(e));
 	json_decref(body);
 	if (r < 0) {
-		errf(err, errlen, "tasks[%zu]: %s", i, e);
+		sp_errf(err, errlen, "tasks[%zu]: %s", i, e);
 		return r;
 	}
 	*ret_body = json_dumps(norm, JSON_COMPACT);
@@ -1405,7 +1390,7 @@ enqueue(struct swarm *sw, json_t *tasks, json_t **ret_ids, char *err, size_t err
 	int r = 0;
 
 	if (n == 0 || n > SWARM_TASKS_MAX) {
-		errf(err, errlen, "tasks: 1..%d per request", SWARM_TASKS_MAX);
+		sp_errf(err, errlen, "tasks: 1..%d per request", SWARM_TASKS_MAX);
 		return SP_EINVAL;
 	}
 	specs = xcalloc(n, sizeof(*specs));
@@ -1495,22 +1480,22 @@ swarm_create(struct swarm_mgr *m, const char *tenant, json_t *body, json_t **ret
 	int r;
 
 	if (m->stopping) {
-		errf(err, errlen, "the daemon is shutting down");
+		sp_errf(err, errlen, "the daemon is shutting down");
 		return SP_EUNAVAIL;
 	}
 	if (!json_is_object(body)) {
-		errf(err, errlen, "a JSON object is required");
+		sp_errf(err, errlen, "a JSON object is required");
 		return SP_EINVAL;
 	}
 	json_object_foreach(body, key, v)
 		if (!key_known(create_keys, key)) {
-			errf(err, errlen, "unknown field '%.64s'", key);
+			sp_errf(err, errlen, "unknown field '%.64s'", key);
 			return SP_EINVAL;
 		}
 	v = json_object_get(body, "agents");
 	if (!json_is_integer(v) || json_integer_value(v) < 1 ||
 	    json_integer_value(v) > SWARM_AGENTS_MAX) {
-		errf(err, errlen, "agents: an integer 1..%d is required", SWARM_AGENTS_MAX);
+		sp_errf(err, errlen, "agents: an integer 1..%d is required", SWARM_AGENTS_MAX);
 		return SP_EINVAL;
 	}
 	agents = json_integer_value(v);
@@ -1521,13 +1506,13 @@ swarm_create(struct swarm_mgr *m, const char *tenant, json_t *body, json_t **ret
 		for (int i = 0; topo != NULL && i < TOPOLOGY__COUNT; i++)
 			ok |= strcmp(topo, topo_names[i]) == 0;
 		if (!ok) {
-			errf(err, errlen, "topology: one of hierarchical, mesh, ring, star");
+			sp_errf(err, errlen, "topology: one of hierarchical, mesh, ring, star");
 			return SP_EINVAL;
 		}
 	}
 	if ((v = json_object_get(body, "untrusted")) != NULL) {
 		if (!json_is_boolean(v)) {
-			errf(err, errlen, "untrusted: true or false");
+			sp_errf(err, errlen, "untrusted: true or false");
 			return SP_EINVAL;
 		}
 		untrusted = json_is_true(v);
@@ -1538,11 +1523,11 @@ swarm_create(struct swarm_mgr *m, const char *tenant, json_t *body, json_t **ret
 		const char *asked = json_string_value(v);
 
 		if (asked == NULL || !placement_known(m, asked)) {
-			errf(err, errlen, "placement: \"auto\", \"local\" or a configured provider's name");
+			sp_errf(err, errlen, "placement: \"auto\", \"local\" or a configured provider's name");
 			return SP_EINVAL;
 		}
 		if (untrusted && strcmp(asked, placement) != 0) {
-			errf(err, errlen, "placement: untrusted swarms are placed by "
+			sp_errf(err, errlen, "placement: untrusted swarms are placed by "
 			     "untrusted_placement (%s), not '%s'", placement, asked);
 			return SP_EINVAL;
 		}
@@ -1550,19 +1535,19 @@ swarm_create(struct swarm_mgr *m, const char *tenant, json_t *body, json_t **ret
 	}
 	if ((v = json_object_get(body, "template")) != NULL) {
 		if (!json_is_object(v)) {
-			errf(err, errlen, "template: an object is required");
+			sp_errf(err, errlen, "template: an object is required");
 			return SP_EINVAL;
 		}
 		json_object_foreach(v, key, spec)
 			if (!key_known(template_keys, key)) {
-				errf(err, errlen, "template: unknown field '%.64s'", key);
+				sp_errf(err, errlen, "template: unknown field '%.64s'", key);
 				return SP_EINVAL;
 			}
 	}
 	if ((v = json_object_get(body, "retry_limit")) != NULL) {
 		if (!json_is_integer(v) || json_integer_value(v) < 0 ||
 		    json_integer_value(v) > QUEUE_RETRIES_MAX) {
-			errf(err, errlen, "retry_limit: an integer 0..%u", QUEUE_RETRIES_MAX);
+			sp_errf(err, errlen, "retry_limit: an integer 0..%u", QUEUE_RETRIES_MAX);
 			return SP_EINVAL;
 		}
 		retries = json_integer_value(v);
@@ -1577,7 +1562,7 @@ swarm_create(struct swarm_mgr *m, const char *tenant, json_t *body, json_t **ret
 		task_timeout = c->exec_timeout_ms;
 	tasks = json_object_get(body, "tasks");
 	if (tasks != NULL && (!json_is_array(tasks) || json_array_size(tasks) > SWARM_TASKS_MAX)) {
-		errf(err, errlen, "tasks: an array of at most %d", SWARM_TASKS_MAX);
+		sp_errf(err, errlen, "tasks: an array of at most %d", SWARM_TASKS_MAX);
 		return SP_EINVAL;
 	}
 	/* Admission, before anything is written: the swarm's placement must hold every agent. */
@@ -1631,7 +1616,7 @@ swarm_create(struct swarm_mgr *m, const char *tenant, json_t *body, json_t **ret
 		    sw->created_ms, sw->updated_ms);
 	free(text);
 	if (r < 0) {
-		errf(err, errlen, "database: %s", store_errmsg(m->store));
+		sp_errf(err, errlen, "database: %s", store_errmsg(m->store));
 		swarm_free(sw);
 		return SP_EDB;
 	}
@@ -1684,22 +1669,22 @@ swarm_add_tasks(struct swarm_mgr *m, const char *tenant, const char *id, json_t 
 	int r;
 
 	if (sw == NULL) {
-		errf(err, errlen, "no such swarm");
+		sp_errf(err, errlen, "no such swarm");
 		return SP_ENOTFOUND;
 	}
 	if (terminal(sw)) {
-		errf(err, errlen, "the swarm is %s", sw->state);
+		sp_errf(err, errlen, "the swarm is %s", sw->state);
 		return SP_ECONFLICT;
 	}
 	if (json_is_object(body) && json_object_get(body, "tasks") != NULL) {
 		if (json_object_size(body) != 1) {
-			errf(err, errlen, "a task, or {\"tasks\":[…]} alone");
+			sp_errf(err, errlen, "a task, or {\"tasks\":[…]} alone");
 			return SP_EINVAL;
 		}
 		tasks = json_incref(json_object_get(body, "tasks"));
 		if (!json_is_array(tasks)) {
 			json_decref(tasks);
-			errf(err, errlen, "tasks: an array is required");
+			sp_errf(err, errlen, "tasks: an array is required");
 			return SP_EINVAL;
 		}
 	} else {

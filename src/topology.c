@@ -4,7 +4,6 @@
  * the coordinator asks before it relays and answers the refusal itself.
  */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -42,21 +41,6 @@ topology_name(enum topology_kind k)
 	if ((unsigned)k >= TOPOLOGY__COUNT)
 		return "?";
 	return topology_names[k];
-}
-
-static void
-topology_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static void
-topology_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
 }
 
 /* The default tree of topology.h: agent i's lead among n agents. */
@@ -101,19 +85,19 @@ static int
 topology_check_shape(const struct topology *t, char *err, size_t errlen)
 {
 	if (t == NULL) {
-		topology_err(err, errlen, "no topology");
+		sp_errf(err, errlen, "no topology");
 		return SP_EINVAL;
 	}
 	if ((unsigned)t->kind >= TOPOLOGY__COUNT) {
-		topology_err(err, errlen, "unknown topology %d", (int)t->kind);
+		sp_errf(err, errlen, "unknown topology %d", (int)t->kind);
 		return SP_EINVAL;
 	}
 	if (t->n < 1 || t->n > TOPOLOGY_AGENTS_MAX) {
-		topology_err(err, errlen, "%zu agents is outside 1..%d", t->n, TOPOLOGY_AGENTS_MAX);
+		sp_errf(err, errlen, "%zu agents is outside 1..%d", t->n, TOPOLOGY_AGENTS_MAX);
 		return SP_EINVAL;
 	}
 	if (t->kind == TOPOLOGY_STAR && t->hub >= t->n) {
-		topology_err(err, errlen, "star: hub %zu is not one of the %zu agents", t->hub, t->n);
+		sp_errf(err, errlen, "star: hub %zu is not one of the %zu agents", t->hub, t->n);
 		return SP_EINVAL;
 	}
 	return 0;
@@ -131,7 +115,7 @@ topology_check(const struct topology *t, char *err, size_t errlen)
 		return 0;
 	for (i = 0; i < t->n; i++) {
 		if (t->lead_of[i] >= t->n) {
-			topology_err(err, errlen, "hierarchical: agent %zu's lead %zu is not one of "
+			sp_errf(err, errlen, "hierarchical: agent %zu's lead %zu is not one of "
 				     "the %zu agents", i, t->lead_of[i], t->n);
 			return SP_EINVAL;
 		}
@@ -139,7 +123,7 @@ topology_check(const struct topology *t, char *err, size_t errlen)
 			root = i;
 	}
 	if (roots != 1) {
-		topology_err(err, errlen, "hierarchical: %zu agents lead themselves, the tree "
+		sp_errf(err, errlen, "hierarchical: %zu agents lead themselves, the tree "
 			     "needs exactly one root", roots);
 		return SP_EINVAL;
 	}
@@ -148,7 +132,7 @@ topology_check(const struct topology *t, char *err, size_t errlen)
 		for (j = i, k = 0; j != root && k < t->n; k++)
 			j = t->lead_of[j];
 		if (j != root) {
-			topology_err(err, errlen, "hierarchical: agent %zu's leads go round in a "
+			sp_errf(err, errlen, "hierarchical: agent %zu's leads go round in a "
 				     "loop and never reach the root, agent %zu", i, root);
 			return SP_EINVAL;
 		}
@@ -180,12 +164,12 @@ topology_may_send(const struct topology *t, size_t from, size_t to, char *err, s
 	if ((r = topology_check_shape(t, err, errlen)) < 0)
 		return r;
 	if (from >= t->n || to >= t->n) {
-		topology_err(err, errlen, "agent %zu is not one of the %zu agents",
+		sp_errf(err, errlen, "agent %zu is not one of the %zu agents",
 			     from >= t->n ? from : to, t->n);
 		return SP_EINVAL;
 	}
 	if (from == to) {
-		topology_err(err, errlen, "agent %zu cannot address itself", from);
+		sp_errf(err, errlen, "agent %zu cannot address itself", from);
 		return SP_EINVAL;
 	}
 	switch (t->kind) {
@@ -194,7 +178,7 @@ topology_may_send(const struct topology *t, size_t from, size_t to, char *err, s
 	case TOPOLOGY_HIERARCHICAL:
 		lead = topology_parent(t, from);
 		if (lead == t->n || topology_parent(t, to) == t->n) {
-			topology_err(err, errlen, "hierarchical: broken lead of agent %zu",
+			sp_errf(err, errlen, "hierarchical: broken lead of agent %zu",
 				     lead == t->n ? from : to);
 			return SP_EINVAL;
 		}
@@ -202,25 +186,25 @@ topology_may_send(const struct topology *t, size_t from, size_t to, char *err, s
 		if (lead == to || topology_parent(t, to) == from)
 			return 0;
 		if (lead == from)
-			topology_err(err, errlen, "hierarchical: agent %zu may address only the "
+			sp_errf(err, errlen, "hierarchical: agent %zu may address only the "
 				     "agents it leads", from);
 		else if (err != NULL && errlen > 0 && topology_leads_some(t, from))
-			topology_err(err, errlen, "hierarchical: agent %zu may address only its "
+			sp_errf(err, errlen, "hierarchical: agent %zu may address only its "
 				     "lead, agent %zu, and the agents it leads", from, lead);
 		else
-			topology_err(err, errlen, "hierarchical: agent %zu may address only its "
+			sp_errf(err, errlen, "hierarchical: agent %zu may address only its "
 				     "lead, agent %zu", from, lead);
 		return -EACCES;
 	case TOPOLOGY_RING:
 		next = (from + 1) % t->n;
 		if (to == next)
 			return 0;
-		topology_err(err, errlen, "ring: agent %zu may address only agent %zu", from, next);
+		sp_errf(err, errlen, "ring: agent %zu may address only agent %zu", from, next);
 		return -EACCES;
 	case TOPOLOGY_STAR:
 		if (from == t->hub || to == t->hub)
 			return 0;
-		topology_err(err, errlen, "star: agent %zu may address only the hub, agent %zu",
+		sp_errf(err, errlen, "star: agent %zu may address only the hub, agent %zu",
 			     from, t->hub);
 		return -EACCES;
 	case TOPOLOGY__COUNT:

@@ -13,7 +13,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -129,21 +128,6 @@ now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void
-errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static void
-errf(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 /* --- decoding (pure; unit-tested) --- */
 
 static int
@@ -155,7 +139,7 @@ get_int(json_t *o, const char *name, int64_t min, int64_t max, int64_t *ret, boo
 	if (v == NULL && !required)
 		return 0;
 	if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max) {
-		errf(err, errlen, "%s: an integer in %lld..%lld is required", name,
+		sp_errf(err, errlen, "%s: an integer in %lld..%lld is required", name,
 		     (long long)min, (long long)max);
 		return SP_EINVAL;
 	}
@@ -188,7 +172,7 @@ workers_decode_chunk(json_t *o, struct workers_chunk *ret, char *err, size_t err
 	int dec;
 
 	if (!json_is_object(o)) {
-		errf(err, errlen, "a JSON object is required");
+		sp_errf(err, errlen, "a JSON object is required");
 		return SP_EINVAL;
 	}
 	if (get_int(o, "attempt", 1, UINT32_MAX, &attempt, true, err, errlen) < 0 ||
@@ -198,12 +182,12 @@ workers_decode_chunk(json_t *o, struct workers_chunk *ret, char *err, size_t err
 		return SP_EINVAL;
 	b64 = json_string_value(json_object_get(o, "b64"));
 	if (b64 == NULL) {
-		errf(err, errlen, "b64: a base64 string is required");
+		sp_errf(err, errlen, "b64: a base64 string is required");
 		return SP_EINVAL;
 	}
 	n = json_string_length(json_object_get(o, "b64"));
 	if (n % 4 != 0 || n / 4 * 3 > WORKERS_CHUNK_MAX) {
-		errf(err, errlen, "b64: padded base64 of at most %u bytes is required",
+		sp_errf(err, errlen, "b64: padded base64 of at most %u bytes is required",
 		     WORKERS_CHUNK_MAX);
 		return SP_EINVAL;
 	}
@@ -211,7 +195,7 @@ workers_decode_chunk(json_t *o, struct workers_chunk *ret, char *err, size_t err
 	dec = n == 0 ? 0 : EVP_DecodeBlock(data, (const unsigned char *)b64, (int)n);
 	if (dec < 0) {
 		free(data);
-		errf(err, errlen, "b64: not base64");
+		sp_errf(err, errlen, "b64: not base64");
 		return SP_EINVAL;
 	}
 	/* EVP_DecodeBlock counts the padding as zero bytes. */
@@ -235,7 +219,7 @@ workers_decode_result(json_t *o, struct workers_result *ret, char *err, size_t e
 	json_t *to;
 
 	if (!json_is_object(o)) {
-		errf(err, errlen, "a JSON object is required");
+		sp_errf(err, errlen, "a JSON object is required");
 		return SP_EINVAL;
 	}
 	if (get_int(o, "attempt", 1, UINT32_MAX, &attempt, true, err, errlen) < 0 ||
@@ -246,7 +230,7 @@ workers_decode_result(json_t *o, struct workers_result *ret, char *err, size_t e
 		return SP_EINVAL;
 	to = json_object_get(o, "timed_out");
 	if (to != NULL && !json_is_boolean(to)) {
-		errf(err, errlen, "timed_out: a boolean is required");
+		sp_errf(err, errlen, "timed_out: a boolean is required");
 		return SP_EINVAL;
 	}
 	*ret = (struct workers_result){
@@ -288,7 +272,7 @@ workers_decode_max(const char *path, unsigned *ret, char *err, size_t errlen)
 	*ret = v;
 	return 0;
 bad:
-	errf(err, errlen, "max: an integer in 1..%u is required", WORKERS_BATCH_MAX);
+	sp_errf(err, errlen, "max: an integer in 1..%u is required", WORKERS_BATCH_MAX);
 	return SP_EINVAL;
 }
 
@@ -302,14 +286,14 @@ workers_decode_results(json_t *o, int64_t *ids, struct workers_result *res, size
 
 	if (!json_is_array(a) || json_array_size(a) < 1 ||
 	    json_array_size(a) > WORKERS_BATCH_MAX) {
-		errf(err, errlen, "results: an array of 1..%u results is required",
+		sp_errf(err, errlen, "results: an array of 1..%u results is required",
 		     WORKERS_BATCH_MAX);
 		return SP_EINVAL;
 	}
 	json_array_foreach(a, i, e) {
 		if (get_int(e, "task", 1, INT64_MAX, &ids[i], true, sub, sizeof(sub)) < 0 ||
 		    workers_decode_result(e, &res[i], sub, sizeof(sub)) < 0) {
-			errf(err, errlen, "results[%zu]: %s", i, sub);
+			sp_errf(err, errlen, "results[%zu]: %s", i, sub);
 			return SP_EINVAL;
 		}
 	}
@@ -339,34 +323,34 @@ workers_decode_exec(json_t *body, uint64_t def_ms, uint64_t max_ms, json_t **ret
 	size_t i;
 
 	if (!json_is_object(body)) {
-		errf(err, errlen, "a JSON object is required");
+		sp_errf(err, errlen, "a JSON object is required");
 		return SP_EINVAL;
 	}
 	cmd = json_object_get(body, "cmd");
 	if (!json_is_array(cmd) || json_array_size(cmd) == 0 ||
 	    json_array_size(cmd) > WORKERS_ARGV_MAX) {
-		errf(err, errlen, "cmd: an array of 1..%d strings is required", WORKERS_ARGV_MAX);
+		sp_errf(err, errlen, "cmd: an array of 1..%d strings is required", WORKERS_ARGV_MAX);
 		return SP_EINVAL;
 	}
 	json_array_foreach(cmd, i, v) {
 		if (!json_is_string(v) || json_string_length(v) > 65536 ||
 		    strlen(json_string_value(v)) != json_string_length(v) ||
 		    (i == 0 && json_string_length(v) == 0)) {
-			errf(err, errlen, "cmd[%zu]: a string without NUL bytes is required", i);
+			sp_errf(err, errlen, "cmd[%zu]: a string without NUL bytes is required", i);
 			return SP_EINVAL;
 		}
 	}
 	env = json_object_get(body, "env");
 	if (env != NULL) {
 		if (!json_is_object(env) || json_object_size(env) > WORKERS_ENV_MAX) {
-			errf(err, errlen, "env: an object of at most %d strings is required",
+			sp_errf(err, errlen, "env: an object of at most %d strings is required",
 			     WORKERS_ENV_MAX);
 			return SP_EINVAL;
 		}
 		json_object_foreach(env, key, v) {
 			if (!env_name_ok(key) || !json_is_string(v) ||
 			    strlen(json_string_value(v)) != json_string_length(v)) {
-				errf(err, errlen, "env: '%.64s' is not NAME=string", key);
+				sp_errf(err, errlen, "env: '%.64s' is not NAME=string", key);
 				return SP_EINVAL;
 			}
 		}
@@ -374,7 +358,7 @@ workers_decode_exec(json_t *body, uint64_t def_ms, uint64_t max_ms, json_t **ret
 	wd = json_string_value(json_object_get(body, "workdir"));
 	if (json_object_get(body, "workdir") != NULL &&
 	    (wd == NULL || wd[0] != '/' || strlen(wd) > 1024)) {
-		errf(err, errlen, "workdir: an absolute path is required");
+		sp_errf(err, errlen, "workdir: an absolute path is required");
 		return SP_EINVAL;
 	}
 	if (get_int(body, "timeout_ms", 1, (int64_t)max_ms, &t, false, err, errlen) < 0)
@@ -1206,7 +1190,7 @@ server_bind(struct workers *w, const char *addr, char *err, size_t errlen)
 	int r;
 
 	if (w->nservers >= WORKERS_MAX_SERVERS) {
-		errf(err, errlen, "worker_listen: at most %d addresses", WORKERS_MAX_SERVERS);
+		sp_errf(err, errlen, "worker_listen: at most %d addresses", WORKERS_MAX_SERVERS);
 		return SP_ECONFIG;
 	}
 	snprintf(cert, sizeof(cert), "%s/%s", w->tls_dir, CERT_SERVER_FILE);
@@ -1219,7 +1203,7 @@ server_bind(struct workers *w, const char *addr, char *err, size_t errlen)
 	};
 	r = quic_server_new(w->loop, &qc, w->rpc, &w->servers[w->nservers]);
 	if (r < 0) {
-		errf(err, errlen, "worker channel on %s:%u: %s", addr, (unsigned)c->worker_port,
+		sp_errf(err, errlen, "worker channel on %s:%u: %s", addr, (unsigned)c->worker_port,
 		     r == -EINVAL ? "not an address literal (or a wildcard)" : sp_strerror(r));
 		return r;
 	}
@@ -1243,7 +1227,7 @@ certs_ensure(struct workers *w, char *err, size_t errlen)
 	r = cert_ensure(&(struct cert_options){ .dir = w->tls_dir, .ips = ips, .nips = nips },
 	    &done);
 	if (r < 0) {
-		errf(err, errlen, "certificates in %s: %s", w->tls_dir, sp_strerror(r));
+		sp_errf(err, errlen, "certificates in %s: %s", w->tls_dir, sp_strerror(r));
 		return r;
 	}
 	if (done & CERT_DID_CA)
@@ -1506,7 +1490,7 @@ workers_new(const struct workers_options *opt, struct workers **ret, char *err, 
 	if ((mkdir(w->tls_dir, 0700) < 0 && errno != EEXIST) ||
 	    (mkdir(w->files_root, 0700) < 0 && errno != EEXIST)) {
 		r = -errno;
-		errf(err, errlen, "worker channel: cannot make its directories: %s", strerror(errno));
+		sp_errf(err, errlen, "worker channel: cannot make its directories: %s", strerror(errno));
 		return r;
 	}
 	/* Docker (root) resolves the bind source; no sandbox user needs to traverse this. */
@@ -1515,13 +1499,13 @@ workers_new(const struct workers_options *opt, struct workers **ret, char *err, 
 		return r;
 	snprintf(path, sizeof(path), "%s/worker.key", c->state_dir);
 	if ((r = auth_new(path, &w->auth)) < 0) {
-		errf(err, errlen, "worker token key %s: %s", path, sp_strerror(r));
+		sp_errf(err, errlen, "worker token key %s: %s", path, sp_strerror(r));
 		return r;
 	}
 	revoked_load(w);
 	snprintf(path, sizeof(path), "%s/quic-reset.key", c->state_dir);
 	if ((r = reset_secret(path, w->reset)) < 0) {
-		errf(err, errlen, "%s: %s", path, sp_strerror(r));
+		sp_errf(err, errlen, "%s: %s", path, sp_strerror(r));
 		return r;
 	}
 	w->rpc = rpc_new(w->auth);
@@ -1534,7 +1518,7 @@ workers_new(const struct workers_options *opt, struct workers **ret, char *err, 
 	rpc_add(w->rpc, "POST", "/v1/worker/token", "worker", 0, r_token, w);
 
 	if ((r = queue_recover(w->queue, holder_alive, w, NULL)) < 0) {
-		errf(err, errlen, "task queue: %s", queue_errmsg(w->queue));
+		sp_errf(err, errlen, "task queue: %s", queue_errmsg(w->queue));
 		return r;
 	}
 	list = xstrdup(c->worker_listen);
@@ -1655,23 +1639,23 @@ workers_exec(struct workers *w, const char *tenant, const char *id, json_t *body
 	int r;
 
 	if (w->stopping) {
-		errf(err, errlen, "the daemon is shutting down");
+		sp_errf(err, errlen, "the daemon is shutting down");
 		return SP_EUNAVAIL;
 	}
 	r = sandbox_get(w->mgr, tenant, id, &row);
 	if (r < 0) {
-		errf(err, errlen, "no sandbox '%s'", id);
+		sp_errf(err, errlen, "no sandbox '%s'", id);
 		return r;
 	}
 	r = strcmp(row.state, "running") == 0 ? 0 : SP_ECONFLICT;
 	if (r < 0)
-		errf(err, errlen, "sandbox '%s' is %s, not running", id, row.state);
+		sp_errf(err, errlen, "sandbox '%s' is %s, not running", id, row.state);
 	store_sandbox_row_done(&row);
 	if (r < 0)
 		return r;
 	s = sb_find(w, id);
 	if (!sb_connected(s)) {
-		errf(err, errlen, "the worker of sandbox '%s' has not registered", id);
+		sp_errf(err, errlen, "the worker of sandbox '%s' has not registered", id);
 		return SP_EUNAVAIL;
 	}
 	r = workers_decode_exec(body, c->exec_timeout_ms, c->exec_timeout_max_ms, &task, &timeout,

@@ -8,6 +8,8 @@
 #ifndef SANDPIT_ERROR_H
 #define SANDPIT_ERROR_H
 
+#include <stddef.h>
+
 enum sp_error {
 	SP_E_FIRST = 10000,
 	SP_EPROTO = -10001,	/* a peer answered something we cannot parse */
@@ -26,5 +28,12 @@ enum sp_error {
 
 /* A static description of err (a negative errno or an sp_error); never NULL. */
 const char *sp_strerror(int err);
+
+/*
+ * Format a detail message into the caller's buffer err (errlen bytes, always
+ * terminated); err may be NULL or errlen 0, then nothing is written.
+ */
+void sp_errf(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 
 #endif
