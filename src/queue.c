@@ -977,6 +977,22 @@ queue_holds(const struct queue_held *h, uint32_t attempt, int64_t lease, const c
 	       strcmp(h->worker, worker) == 0 && now < h->lease_expires;
 }
 
+/*
+ * Read task's holder into h and judge worker's claim (attempt, lease):
+ * *ret is QUEUE_ACCEPTED or QUEUE_STALE; 0, or a negative error.
+ */
+static int
+queue_held_by(struct queue *q, int64_t task, uint32_t attempt, int64_t lease,
+	      const char *worker, int64_t now, struct queue_held *h, enum queue_verdict *ret)
+{
+	int r = queue_held_get(q, task, h);
+
+	if (r < 0)
+		return r;
+	*ret = queue_holds(h, attempt, lease, worker, now) ? QUEUE_ACCEPTED : QUEUE_STALE;
+	return 0;
+}
+
 int
 queue_start(struct queue *q, int64_t task, uint32_t attempt, int64_t lease,
 	    const char *worker, enum queue_verdict *ret)
@@ -991,13 +1007,9 @@ queue_start(struct queue *q, int64_t task, uint32_t attempt, int64_t lease,
 	if ((r = queue_op_begin(q)) < 0)
 		return r;
 	now = queue_now(q);
-	if ((r = queue_held_get(q, task, &h)) < 0)
+	if ((r = queue_held_by(q, task, attempt, lease, worker, now, &h, ret)) < 0 ||
+	    *ret == QUEUE_STALE)
 		goto out;
-	if (!queue_holds(&h, attempt, lease, worker, now)) {
-		*ret = QUEUE_STALE;
-		goto out;
-	}
-	*ret = QUEUE_ACCEPTED;
 	if (h.state == QUEUE_RUNNING)
 		goto out;
 	if ((st = queue_stmt(q, QS_SET_RUNNING)) == NULL) {
@@ -1027,12 +1039,9 @@ queue_heartbeat(struct queue *q, int64_t task, uint32_t attempt, int64_t lease,
 	if ((r = queue_op_begin(q)) < 0)
 		return r;
 	now = queue_now(q);
-	if ((r = queue_held_get(q, task, &h)) < 0)
+	if ((r = queue_held_by(q, task, attempt, lease, worker, now, &h, ret)) < 0 ||
+	    *ret == QUEUE_STALE)
 		goto out;
-	if (!queue_holds(&h, attempt, lease, worker, now)) {
-		*ret = QUEUE_STALE;
-		goto out;
-	}
 	exp = now + (int64_t)q->lim.lease_ms;
 	if (exp > h.deadline)
 		exp = h.deadline;
@@ -1070,13 +1079,9 @@ queue_output(struct queue *q, int64_t task, uint32_t attempt, int64_t lease,
 	if ((r = queue_op_begin(q)) < 0)
 		return r;
 	now = queue_now(q);
-	if ((r = queue_held_get(q, task, &h)) < 0)
+	if ((r = queue_held_by(q, task, attempt, lease, worker, now, &h, ret)) < 0 ||
+	    *ret == QUEUE_STALE)
 		goto out;
-	if (!queue_holds(&h, attempt, lease, worker, now)) {
-		*ret = QUEUE_STALE;
-		goto out;
-	}
-	*ret = QUEUE_ACCEPTED;
 	if ((st = queue_stmt(q, QS_OUTPUT_GET)) == NULL) {
 		r = SP_EDB;
 		goto out;
