@@ -80,6 +80,14 @@ int cli_stream(struct cli *cli, const char *method, const char *path, json_t *bo
 
 /* "/v1/sandboxes/" + %-escaped id + suffix; caller frees. */
 char *cli_path_id(const char *prefix, const char *id, const char *suffix);
+/*
+ * The `show` commands: parse `[--json] ID` (cmd and what name it in usage
+ * errors), GET prefix + ID. With --json the answer is printed and *ret is
+ * NULL; otherwise *ret is the object, the caller's to print and release.
+ * 0 or a CLI exit status.
+ */
+int cli_show(struct cli *cli, int argc, char **argv, const char *cmd, const char *prefix,
+	     const char *what, json_t **ret);
 
 /* --- util.c: the pure parts --- */
 

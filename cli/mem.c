@@ -272,37 +272,19 @@ mem_show(struct cli *cli, int argc, char **argv)
 	static const char *const keys[] = { "id", "title", "description", "content", "tags",
 		"domain", "namespace", "outcome", "confidence", "usage_count", "success_count",
 		"failure_count", "state", "model", "agent_id", "task_id", "created_ms" };
-	const char *id = NULL;
-	json_t *it = NULL;
-	char *path;
+	json_t *it;
 	int r;
 
-	for (int a = 1; a < argc; a++) {
-		if (strcmp(argv[a], "--json") == 0)
-			cli->json = true;
-		else if (id == NULL && argv[a][0] != '-')
-			id = argv[a];
-		else
-			return cli_usage("mem show", "ID", "unexpected argument '%s'", argv[a]);
-	}
-	if (id == NULL)
-		return cli_usage("mem show", "ID", "no memory id given");
-	path = cli_path_id("/v1/memories/", id, "");
-	r = cli_call(cli, "GET", path, NULL, &it);
-	free(path);
-	if (r != 0)
+	if ((r = cli_show(cli, argc, argv, "mem show", "/v1/memories/", "memory", &it)) != 0 ||
+	    it == NULL)
 		return r;
-	if (cli->json) {
-		cli_print_json(it);
-	} else {
-		for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
-			json_t *v = json_object_get(it, keys[i]);
-			char *s = json_is_string(v) ? NULL : json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		json_t *v = json_object_get(it, keys[i]);
+		char *s = json_is_string(v) ? NULL : json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
 
-			printf("%-14s %s\n", keys[i], json_is_string(v) ? json_string_value(v) :
-			       s != NULL ? s : "-");
-			free(s);
-		}
+		printf("%-14s %s\n", keys[i], json_is_string(v) ? json_string_value(v) :
+		       s != NULL ? s : "-");
+		free(s);
 	}
 	json_decref(it);
 	return 0;

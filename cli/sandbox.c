@@ -49,13 +49,6 @@ str(json_t *obj, const char *key)
 	return json_is_string(v) ? json_string_value(v) : NULL;
 }
 
-static void
-print_json(json_t *j)
-{
-	json_dumpf(j, stdout, JSON_INDENT(2));
-	putchar('\n');
-}
-
 /* --- exec streaming ----------------------------------------------------- */
 
 struct exec_state {
@@ -250,7 +243,7 @@ sandbox_create(struct cli *cli, int argc, char **argv)
 	cli->progress = NULL;
 	if (r == 0) {
 		if (cli->json)
-			print_json(sb);
+			cli_print_json(sb);
 		else
 			printf("%s\n", str(sb, "id") != NULL ? str(sb, "id") : "?");
 	}
@@ -284,7 +277,7 @@ sandbox_ls(struct cli *cli, int argc, char **argv)
 	if (r != 0)
 		return r;
 	if (cli->json) {
-		print_json(list);
+		cli_print_json(list);
 		json_decref(list);
 		return 0;
 	}
@@ -349,32 +342,13 @@ sandbox_show(struct cli *cli, int argc, char **argv)
 		"id", "tenant", "provider", "state", "ref", "image", "created_at",
 		"updated_at", "exit_code", "oom_killed", "error", "worker",
 	};
-	const char *id = NULL;
-	json_t *sb = NULL, *lim, *v;
+	json_t *sb, *lim, *v;
 	const char *k;
-	char *path;
 	int r;
 
-	for (int a = 1; a < argc; a++) {
-		if (strcmp(argv[a], "--json") == 0)
-			cli->json = true;
-		else if (id == NULL && argv[a][0] != '-')
-			id = argv[a];
-		else
-			return cli_usage("sandbox show", "ID", "unexpected argument '%s'", argv[a]);
-	}
-	if (id == NULL)
-		return cli_usage("sandbox show", "ID", "no sandbox id given");
-	path = cli_path_id("/v1/sandboxes/", id, "");
-	r = cli_call(cli, "GET", path, NULL, &sb);
-	free(path);
-	if (r != 0)
+	if ((r = cli_show(cli, argc, argv, "sandbox show", "/v1/sandboxes/", "sandbox",
+			  &sb)) != 0 || sb == NULL)
 		return r;
-	if (cli->json) {
-		print_json(sb);
-		json_decref(sb);
-		return 0;
-	}
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
 		char label[32];
 

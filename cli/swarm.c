@@ -143,32 +143,13 @@ sw_ls(struct cli *cli, int argc, char **argv)
 static int
 sw_show(struct cli *cli, int argc, char **argv)
 {
-	const char *id = NULL;
-	json_t *ret = NULL, *t;
-	char *path;
+	json_t *ret, *t;
 	size_t i;
 	int r;
 
-	for (int a = 1; a < argc; a++) {
-		if (strcmp(argv[a], "--json") == 0)
-			cli->json = true;
-		else if (id == NULL)
-			id = argv[a];
-		else
-			return cli_usage("swarm show", "ID", "unexpected argument '%s'", argv[a]);
-	}
-	if (id == NULL)
-		return cli_usage("swarm show", "ID", "a swarm id is required");
-	path = cli_path_id("/v1/swarms/", id, "");
-	r = cli_call(cli, "GET", path, NULL, &ret);
-	free(path);
-	if (r != 0)
+	if ((r = cli_show(cli, argc, argv, "swarm show", "/v1/swarms/", "swarm", &ret)) != 0 ||
+	    ret == NULL)
 		return r;
-	if (cli->json) {
-		cli_print_json(ret);
-		json_decref(ret);
-		return 0;
-	}
 	sw_summary(ret);
 	printf("spawn %lld ms, success rate %.1f%%, %.1f sandbox-seconds\n",
 	       cli_jint(ret, "spawn_ms", NULL),

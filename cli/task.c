@@ -74,40 +74,22 @@ out:
 static int
 task_show(struct cli *cli, int argc, char **argv)
 {
-	const char *id = NULL;
-	json_t *ret = NULL;
-	char *path;
+	json_t *ret;
 	int r;
 
-	for (int a = 1; a < argc; a++) {
-		if (strcmp(argv[a], "--json") == 0)
-			cli->json = true;
-		else if (id == NULL)
-			id = argv[a];
-		else
-			return cli_usage("task show", "ID", "unexpected argument '%s'", argv[a]);
-	}
-	if (id == NULL)
-		return cli_usage("task show", "ID", "a task id is required");
-	path = cli_path_id("/v1/tasks/", id, "");
-	r = cli_call(cli, "GET", path, NULL, &ret);
-	free(path);
-	if (r != 0)
+	if ((r = cli_show(cli, argc, argv, "task show", "/v1/tasks/", "task", &ret)) != 0 ||
+	    ret == NULL)
 		return r;
-	if (cli->json) {
-		cli_print_json(ret);
-	} else {
-		printf("task %lld of %s: %s", cli_jint(ret, "id", NULL), cli_jstr(ret, "swarm"),
-		       cli_jstr(ret, "state"));
-		if (json_is_integer(json_object_get(ret, "exit_code")))
-			printf(", exit %lld", cli_jint(ret, "exit_code", NULL));
-		printf(", %lld attempt(s)", cli_jint(ret, "attempts", NULL));
-		if (json_is_string(json_object_get(ret, "reason")))
-			printf(", %s", cli_jstr(ret, "reason"));
-		putchar('\n');
-		if (json_is_string(json_object_get(ret, "output")))
-			fputs(json_string_value(json_object_get(ret, "output")), stdout);
-	}
+	printf("task %lld of %s: %s", cli_jint(ret, "id", NULL), cli_jstr(ret, "swarm"),
+	       cli_jstr(ret, "state"));
+	if (json_is_integer(json_object_get(ret, "exit_code")))
+		printf(", exit %lld", cli_jint(ret, "exit_code", NULL));
+	printf(", %lld attempt(s)", cli_jint(ret, "attempts", NULL));
+	if (json_is_string(json_object_get(ret, "reason")))
+		printf(", %s", cli_jstr(ret, "reason"));
+	putchar('\n');
+	if (json_is_string(json_object_get(ret, "output")))
+		fputs(json_string_value(json_object_get(ret, "output")), stdout);
 	json_decref(ret);
 	return 0;
 }

@@ -451,6 +451,36 @@ cli_format_age(time_t now, const char *when, char *out, size_t len)
 		snprintf(out, len, "%lldd", d / 86400);
 }
 
+int
+cli_show(struct cli *cli, int argc, char **argv, const char *cmd, const char *prefix,
+	 const char *what, json_t **ret)
+{
+	const char *id = NULL;
+	char *path;
+	int r;
+
+	*ret = NULL;
+	for (int a = 1; a < argc; a++) {
+		if (strcmp(argv[a], "--json") == 0)
+			cli->json = true;
+		else if (id == NULL && argv[a][0] != '-')
+			id = argv[a];
+		else
+			return cli_usage(cmd, "ID", "unexpected argument '%s'", argv[a]);
+	}
+	if (id == NULL)
+		return cli_usage(cmd, "ID", "no %s id given", what);
+	path = cli_path_id(prefix, id, "");
+	r = cli_call(cli, "GET", path, NULL, ret);
+	free(path);
+	if (r == 0 && cli->json) {
+		cli_print_json(*ret);
+		json_decref(*ret);
+		*ret = NULL;
+	}
+	return r;
+}
+
 void
 cli_print_json(json_t *j)
 {
