@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
-#include <time.h>
 
 #include <sqlite3.h>
 
@@ -20,6 +19,7 @@
 #include <sandpit/httpc.h>
 
 #include "arena.h"
+#include "clock.h"
 #include "consolidate.h"
 #include "embed.h"
 #include "memory.h"
@@ -213,22 +213,13 @@ mem_err(char *err, size_t errlen, int code, const char *fmt, ...)
 	return code;
 }
 
-static int64_t
-mem_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* "mem_" + a ULID: 48 bits of milliseconds, 80 random bits, Crockford base32. */
 static void
 mem_new_id(const char *prefix, char *buf, size_t buflen)
 {
 	static const char b32[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 	unsigned char raw[16];
-	uint64_t ms = (uint64_t)mem_now_ms();
+	uint64_t ms = (uint64_t)clock_wall_ms();
 	char id[27];
 	int i, bit;
 
@@ -842,7 +833,7 @@ mem_add(struct memory *m, const char *tenant, json_t *body, bool dry, json_t **r
 	json_t *arr = NULL, *out;
 	size_t n, i, done = 0;
 	struct mem_tenant *t;
-	int64_t now = mem_now_ms();
+	int64_t now = clock_wall_ms();
 	int r = 0;
 
 	if (tenant == NULL || tenant[0] == '\0')
@@ -1001,7 +992,7 @@ mem_cmp_i64(const void *a, const void *b)
 int
 memory_flush_usage(struct memory *m)
 {
-	int64_t now = mem_now_ms();
+	int64_t now = clock_wall_ms();
 	size_t i, j;
 	int r = 0;
 
@@ -1144,7 +1135,7 @@ mem_search(struct memory *m, const char *tenant, json_t *body, bool dry, json_t 
 	unsigned qdims;
 	size_t k = m->cfg.k_default, c, nhits, ncand = 0, i;
 	bool hybrid = false, exact = true;
-	int64_t now = mem_now_ms();
+	int64_t now = clock_wall_ms();
 	int r;
 
 	if (tenant == NULL || tenant[0] == '\0')
@@ -1662,7 +1653,7 @@ memory_feedback(struct memory *m, const char *tenant, json_t *body, json_t **ret
 		sqlite3_bind_double(st, 3, success ? 0.05 : -0.025);
 		sqlite3_bind_int(st, 4, success);
 		sqlite3_bind_int(st, 5, !success);
-		sqlite3_bind_int64(st, 6, mem_now_ms());
+		sqlite3_bind_int64(st, 6, clock_wall_ms());
 		rc = sqlite3_step(st);
 		if (rc == SQLITE_ROW) {
 			struct arena *a = mem_arena(m, tenant,
@@ -1753,7 +1744,7 @@ memory_trajectory_add(struct memory *m, const char *tenant, json_t *body, json_t
 	sqlite3_bind_text(st, 8, outcome, -1, SQLITE_STATIC);
 	if (conf >= 0)
 		sqlite3_bind_double(st, 9, conf);
-	sqlite3_bind_int64(st, 10, mem_now_ms());
+	sqlite3_bind_int64(st, 10, clock_wall_ms());
 	rc = sqlite3_step(st);
 	sqlite3_reset(st);
 	free(text);
@@ -1862,7 +1853,7 @@ memory_consolidate(struct memory *m, const char *tenant, memory_consolidate_cb c
 	w->params.prune_age_ms = (int64_t)(m->cfg.prune_age_days * MEM_DAY_MS);
 	w->params.prune_confidence = m->cfg.prune_confidence;
 	w->params.max_new = m->cfg.consolidate_max_new;
-	w->now_ms = mem_now_ms();
+	w->now_ms = clock_wall_ms();
 	w->cb = cb;
 	w->arg = arg;
 	w->req.data = w;

@@ -11,12 +11,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
-#include <time.h>
 
 #include <sqlite3.h>
 
 #include <sandpit/error.h>
 
+#include "clock.h"
 #include "log.h"
 #include "queue.h"
 #include "xmalloc.h"
@@ -277,11 +277,8 @@ queue_limits_valid(const struct queue_limits *l)
 static int64_t
 queue_clock_real(void *arg)
 {
-	struct timespec ts;
-
 	(void)arg;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return clock_wall_ms();
 }
 
 static int64_t

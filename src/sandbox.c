@@ -15,11 +15,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
-#include <time.h>
 
 #include <openssl/evp.h>
 
 #include "admission.h"
+#include "clock.h"
 #include "log.h"
 #include "placement.h"
 #include "provider.h"
@@ -117,15 +117,6 @@ struct sandbox_mgr {
 static void mgr_reconcile(struct mgr_provider *mp);
 static void mgr_released(struct sandbox_mgr *mgr, const char *id);
 static void create_wait_cancel(struct op *op);
-
-static int64_t
-now_ms(void)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_REALTIME, &t);
-	return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
 
 bool
 sandbox_id_valid(const char *id)
@@ -251,7 +242,7 @@ row_set(struct sandbox_mgr *mgr, struct sandbox_row *row, const char *state, con
 		free(row->error);
 		row->error = error ? xstrndup(error, 1024) : NULL;
 	}
-	row->updated_ms = now_ms();
+	row->updated_ms = clock_wall_ms();
 	r = store_sandbox_update(mgr->store, row);
 	if (r < 0)
 		log_err("sandbox '%s': store update to %s: %s", row->id, state,
@@ -669,7 +660,7 @@ mgr_reconcile(struct mgr_provider *mp)
 	if (mp->reconciling || mp->state != PROV_READY || mp->mgr->stopping)
 		return;
 	mp->reconciling = true;
-	mp->list_started_ms = now_ms();
+	mp->list_started_ms = clock_wall_ms();
 	r = provider_list(mp->p, mgr_reconcile_done, mp);
 	if (r < 0)
 		mp->reconciling = false;
@@ -1264,7 +1255,7 @@ sandbox_create(struct sandbox_mgr *mgr, const char *tenant, json_t *spec,
 	if (op->row.spec_json == NULL)
 		fatalx("json_dumps failed");
 	op->row.spec_hash = spec_hash(op->row.spec_json);
-	op->row.created_ms = op->row.updated_ms = now_ms();
+	op->row.created_ms = op->row.updated_ms = clock_wall_ms();
 	hold_link(mgr, hold, op->row.id);
 
 	/* Recorded before the provider is asked, so a crash leaves a trace. */
@@ -1468,7 +1459,7 @@ static void
 exec_done(void *arg, int status, const struct sp_exec_result *res, const char *detail)
 {
 	struct sandbox_exec *ex = arg;
-	uint64_t took = (uint64_t)(now_ms() - (int64_t)ex->started_ms);
+	uint64_t took = (uint64_t)(clock_wall_ms() - (int64_t)ex->started_ms);
 
 	op_unlink(&ex->op);
 	ex->done(ex->op.arg, status, status == 0 ? res : NULL, took,
@@ -1604,7 +1595,7 @@ sandbox_exec(struct sandbox_mgr *mgr, const char *tenant, const char *id, json_t
 		.workdir = ex->workdir,
 		.timeout_ms = timeout,
 	};
-	ex->started_ms = now_ms();
+	ex->started_ms = clock_wall_ms();
 	op_link(mgr, &ex->op);
 	r = provider_exec(ex->op.mp->p, ex->op.row.ref, &spec, exec_output, exec_done, ex, &ex->pex);
 	if (r < 0) {

@@ -12,17 +12,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
-#include <time.h>
 
 #include <sqlite3.h>
 
 #include <sandpit/error.h>
 
+#include "clock.h"
 #include "log.h"
 #include "pool.h"
-#include "rpc.h"
 #include "pricing.h"
 #include "provider.h"
+#include "rpc.h"
 #include "swarm.h"
 #include "topology.h"
 #include "xmalloc.h"
@@ -129,15 +129,6 @@ struct swarm_mgr {
 	void *close_arg;
 };
 
-static int64_t
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static bool
 terminal(const struct swarm *sw)
 {
@@ -218,7 +209,7 @@ db_exec(struct swarm_mgr *m, const char *sql, const char *fmt, ...)
 static int
 db_save(struct swarm *sw)
 {
-	sw->updated_ms = now_ms();
+	sw->updated_ms = clock_wall_ms();
 	return db_exec(sw->m, "UPDATE swarms SET state = ?, reason = ?, updated_ms = ?,"
 		       " spawned_ms = ?, lost = ? WHERE id = ?", "ssiiis", sw->state, sw->reason,
 		       sw->updated_ms, sw->spawned_ms, (int64_t)sw->lost, sw->id);
@@ -246,7 +237,7 @@ emit_members(struct swarm *sw, const char *members, size_t mlen)
 
 	tlen = (size_t)snprintf(tail, sizeof(tail),
 				",\"seq\":%llu,\"time_ms\":%lld,\"swarm\":\"%s\"}\n",
-				(unsigned long long)sw->nev, (long long)now_ms(), sw->id);
+				(unsigned long long)sw->nev, (long long)clock_wall_ms(), sw->id);
 	if (e->cap < mlen + tlen + 2) {
 		free(e->line);
 		e->cap = mlen + tlen + 64;
@@ -712,7 +703,7 @@ progress(struct swarm *sw)
 				pool_cold(m->pool, sw->tmpl, (uv_now(m->loop) - a->t0) * 1000000);
 		}
 	}
-	if (sw->ttl_ms > 0 && now_ms() - sw->created_ms >= (int64_t)sw->ttl_ms) {
+	if (sw->ttl_ms > 0 && clock_wall_ms() - sw->created_ms >= (int64_t)sw->ttl_ms) {
 		fail(sw, "ttl of %llu ms expired", (unsigned long long)sw->ttl_ms);
 		return;
 	}
@@ -722,7 +713,7 @@ progress(struct swarm *sw)
 		total += c.n[s];
 	open = c.n[QUEUE_QUEUED] + c.n[QUEUE_ASSIGNED] + c.n[QUEUE_RUNNING];
 	if (strcmp(sw->state, "spawning") == 0 && agents_live(sw) >= sw->want && all_ready) {
-		sw->spawned_ms = now_ms() - sw->created_ms;
+		sw->spawned_ms = clock_wall_ms() - sw->created_ms;
 		set_state(sw, "running", NULL);
 	} else if (strcmp(sw->state, "spawning") == 0 && !m->stopping &&
 		   !uv_is_active((uv_handle_t *)&m->kick)) {
@@ -739,9 +730,9 @@ progress(struct swarm *sw)
 		set_state(sw, "running", NULL);
 	}
 	if (strcmp(sw->state, "completed") == 0 && sw->idle_ms > 0 && sw->idle_since_ms == 0 &&
-	    now_ms() - sw->updated_ms >= (int64_t)sw->idle_ms) {
+	    clock_wall_ms() - sw->updated_ms >= (int64_t)sw->idle_ms) {
 		/* Idle past its timeout: the agents go; new tasks bring them back. */
-		sw->idle_since_ms = now_ms();
+		sw->idle_since_ms = clock_wall_ms();
 		teardown(sw);
 	}
 	/* Work pending, and no agent for SWARM_STALL_MS: fail rather than hang. */
@@ -1006,7 +997,7 @@ msg_store(struct swarm *sw, unsigned from, const size_t *targets, size_t n, cons
 {
 	sqlite3 *db = store_db(sw->m->store);
 	sqlite3_stmt *count = NULL, *ins = NULL;
-	int64_t now = now_ms();
+	int64_t now = clock_wall_ms();
 	int r;
 
 	if ((r = msg_begin(sw->m)) < 0) {
@@ -1580,7 +1571,7 @@ swarm_create(struct swarm_mgr *m, const char *tenant, json_t *body, json_t **ret
 	new_id(sw->id);
 	snprintf(sw->tenant, sizeof(sw->tenant), "%s", tenant);
 	snprintf(sw->state, sizeof(sw->state), "spawning");
-	sw->created_ms = sw->updated_ms = now_ms();
+	sw->created_ms = sw->updated_ms = clock_wall_ms();
 	sw->spec = json_pack("{s:I, s:s, s:s, s:b, s:O, s:I, s:I, s:I, s:I}", "agents",
 			     (json_int_t)agents, "topology", topo, "placement", placement,
 			     "untrusted", untrusted,
@@ -1818,7 +1809,7 @@ static json_t *
 usage_json(struct swarm *sw)
 {
 	const struct config *c = *sw->m->cfg;
-	int64_t ms_total = 0, amount = 0, now = now_ms();
+	int64_t ms_total = 0, amount = 0, now = clock_wall_ms();
 	double cpu_s = 0, gib_s = 0;
 	struct pricing *prices = NULL;
 	json_t *unpriced = json_array();

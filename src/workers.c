@@ -25,6 +25,7 @@
 
 #include "auth.h"
 #include "cert.h"
+#include "clock.h"
 #include "log.h"
 #include "provider.h"
 #include "quic.h"
@@ -118,15 +119,6 @@ struct workers {
 	void (*close_cb)(void *arg);
 	void *close_arg;
 };
-
-static int64_t
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* --- decoding (pure; unit-tested) --- */
 
@@ -594,7 +586,7 @@ sb_get(struct workers *w, const struct auth_claims *c)
 		s->next = w->sbs;
 		w->sbs = s;
 	}
-	s->last_seen_ms = now_ms();
+	s->last_seen_ms = clock_wall_ms();
 	return s;
 }
 
@@ -654,7 +646,7 @@ static bool
 sb_connected(const struct wsb *s)
 {
 	return s != NULL && s->registered && (s->npolls > 0 ||
-	    now_ms() - s->last_seen_ms < WORKERS_STALE_MS);
+	    clock_wall_ms() - s->last_seen_ms < WORKERS_STALE_MS);
 }
 
 static void
@@ -878,7 +870,7 @@ r_register(const struct rpc_call *call, struct rpc_response *resp, void *arg)
 	}
 	store_sandbox_row_done(&row);
 	if (!s->registered)
-		s->registered_ms = now_ms();
+		s->registered_ms = clock_wall_ms();
 	s->registered = true;
 	wait_wake(w, s->id);
 	rpc_reply_json(resp, 200, json_pack("{s:s, s:s, s:i, s:I, s:I}", "sandbox", s->id,
