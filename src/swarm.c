@@ -1767,57 +1767,67 @@ counts_json(const struct queue_counts *c, int64_t *total)
 	return o;
 }
 
-/*
- * What the agents' running time costs: each sandbox's life (created to
- * destroyed, or now) priced per provider from the prices directive, on the
- * limits it was given. Providers without a price are listed as unpriced.
- */
-/*
- * A provider's own prices, from its describe() ("price_vcpu_second" and
- * "price_gib_second", in currency units): used when the prices directive
- * names none for it. SP_ENOTFOUND when it states none.
- */
-static int
-provider_price(struct swarm_mgr *m, const char *name, struct pricing_price *ret)
+/* A price a provider's describe() states in currency units, within pricing's bounds. */
+static bool
+price_of(json_t *v, int64_t *ret)
 {
-	struct sp_provider *const *ps;
-	size_t n = sandbox_mgr_providers(m->mgr, &ps);
-	int r = SP_ENOTFOUND;
+	double x = json_number_value(v);
 
-	for (size_t i = 0; i < n; i++) {
-		json_t *d, *cpu, *gib;
-
-		if (strcmp(provider_name(ps[i]), name) != 0 || provider_describe(ps[i]) == NULL)
-			continue;
-		d = json_loads(provider_describe(ps[i]), 0, NULL);
-		cpu = json_object_get(d, "price_vcpu_second");
-		gib = json_object_get(d, "price_gib_second");
-		if (json_is_number(cpu) && json_is_number(gib) && json_number_value(cpu) >= 0 &&
-		    json_number_value(gib) >= 0 &&
-		    json_number_value(cpu) * PRICING_NANO <= (double)PRICING_PRICE_MAX &&
-		    json_number_value(gib) * PRICING_NANO <= (double)PRICING_PRICE_MAX) {
-			ret->cpu_second = llround(json_number_value(cpu) * PRICING_NANO);
-			ret->gib_second = llround(json_number_value(gib) * PRICING_NANO);
-			r = 0;
-		}
-		json_decref(d);
-	}
-	return r;
+	if (!json_is_number(v) || !(x >= 0) || x * PRICING_NANO > (double)PRICING_PRICE_MAX)
+		return false;
+	*ret = llround(x * PRICING_NANO);
+	return true;
 }
 
+/*
+ * The prices in force, read once per cost report: the prices directive, and
+ * for a provider it names none, the provider's own (describe()'s
+ * "price_vcpu_second" and "price_gib_second"). A provider in neither is
+ * unpriced.
+ */
+static struct pricing *
+price_table(struct swarm_mgr *m)
+{
+	const struct config *c = *m->cfg;
+	struct sp_provider *const *ps;
+	size_t n = sandbox_mgr_providers(m->mgr, &ps);
+	struct pricing *t = NULL;
+	struct pricing_price p;
+	char err[256];
+
+	if (c->prices != NULL)
+		(void)config_prices(c->prices, &t, err, sizeof(err));
+	if (t == NULL)
+		t = pricing_new();
+	for (size_t i = 0; i < n; i++) {
+		json_t *d;
+
+		if (pricing_get(t, provider_name(ps[i]), &p) == 0 || provider_describe(ps[i]) == NULL)
+			continue;
+		d = json_loads(provider_describe(ps[i]), 0, NULL);
+		if (price_of(json_object_get(d, "price_vcpu_second"), &p.cpu_second) &&
+		    price_of(json_object_get(d, "price_gib_second"), &p.gib_second))
+			(void)pricing_set(t, provider_name(ps[i]), &p);
+		json_decref(d);
+	}
+	return t;
+}
+
+/*
+ * What the agents' running time costs: each sandbox's life (created to
+ * destroyed, or now) priced per provider (price_table()), on the
+ * limits it was given. Providers without a price are listed as unpriced.
+ */
 static json_t *
 usage_json(struct swarm *sw)
 {
-	const struct config *c = *sw->m->cfg;
 	int64_t ms_total = 0, amount = 0, now = clock_wall_ms();
 	double cpu_s = 0, gib_s = 0;
-	struct pricing *prices = NULL;
+	struct pricing *prices = price_table(sw->m);
 	json_t *unpriced = json_array();
 	struct sandbox_row row;
-	char err[256], text[64];
+	char text[64];
 
-	if (c->prices != NULL)
-		(void)config_prices(c->prices, &prices, err, sizeof(err));
 	for (size_t i = 0; i < sw->nagents; i++) {
 		struct pricing_price price;
 		int64_t end, ms, ncpu, mem, cost;
@@ -1834,8 +1844,7 @@ usage_json(struct swarm *sw)
 		ms_total += ms;
 		cpu_s += (double)ncpu / 1e9 * (double)ms / 1000;
 		gib_s += (double)mem / (1024.0 * 1024 * 1024) * (double)ms / 1000;
-		if (((prices != NULL && pricing_get(prices, row.provider, &price) == 0) ||
-		     provider_price(sw->m, row.provider, &price) == 0) &&
+		if (pricing_get(prices, row.provider, &price) == 0 &&
 		    pricing_cost(&price, ncpu, mem, ms, &cost) == 0) {
 			(void)pricing_add(&amount, cost);
 		} else {
