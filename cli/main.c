@@ -82,25 +82,6 @@ run_group(struct cli *cli, const struct cli_cmd *g, int argc, char **argv)
 	return CLI_EXIT_USAGE;
 }
 
-/* "--opt VALUE" or "--opt=VALUE" at argv[*i]; NULL when it is not this option. */
-static const char *
-opt_value(int argc, char **argv, int *i, const char *opt, bool *missing)
-{
-	size_t n = strlen(opt);
-
-	if (strncmp(argv[*i], opt, n) != 0)
-		return NULL;
-	if (argv[*i][n] == '=')
-		return argv[*i] + n + 1;
-	if (argv[*i][n] != '\0')
-		return NULL;
-	if (*i + 1 >= argc) {
-		*missing = true;
-		return NULL;
-	}
-	return argv[++*i];
-}
-
 int
 main(int argc, char **argv)
 {
@@ -111,9 +92,9 @@ main(int argc, char **argv)
 	int i, r = CLI_EXIT_USAGE;
 
 	for (i = 1; i < argc && argv[i][0] == '-'; i++) {
-		if ((v = opt_value(argc, argv, &i, "--socket", &missing)) != NULL)
+		if ((v = cli_opt(argc, argv, &i, "--socket", &missing)) != NULL)
 			cli.socket = v;
-		else if ((v = opt_value(argc, argv, &i, "--tenant", &missing)) != NULL)
+		else if ((v = cli_opt(argc, argv, &i, "--tenant", &missing)) != NULL)
 			cli.tenant = v;
 		else if (missing) {
 			fprintf(stderr, "sandpit: %s needs a value\n", argv[i]);
