@@ -1391,24 +1391,37 @@ rm_dir(const char *dir)
 	rmdir(dir);
 }
 
+/*
+ * Revoke every unexpired token issued for sandbox id (its "<id>.jti" list,
+ * whose path goes into path). The list itself stays: the caller removes or
+ * restarts it.
+ */
+static void
+tokens_revoke(struct workers *w, const char *id, char *path, size_t len)
+{
+	char jti[AUTH_JTI_LEN + 2];
+	long long exp;
+	FILE *f;
+
+	snprintf(path, len, "%s/%s.jti", w->files_root, id);
+	if ((f = fopen(path, "re")) == NULL)
+		return;
+	while (fscanf(f, "%33s %lld", jti, &exp) == 2)
+		if (exp > (long long)time(NULL) && auth_revoke(w->auth, jti, exp) == 0)
+			revoked_append(w, jti, exp);
+	fclose(f);
+}
+
 static void
 hook_released(void *arg, const char *id)
 {
 	struct workers *w = arg;
-	char path[PATH_MAX], jti[AUTH_JTI_LEN + 2];
+	char path[PATH_MAX];
 	struct workers_exec *e, *next;
 	struct wsb *s;
-	long long exp;
-	FILE *f;
 
-	snprintf(path, sizeof(path), "%s/%s.jti", w->files_root, id);
-	if ((f = fopen(path, "re")) != NULL) {
-		while (fscanf(f, "%33s %lld", jti, &exp) == 2)
-			if (exp > (long long)time(NULL) && auth_revoke(w->auth, jti, exp) == 0)
-				revoked_append(w, jti, exp);
-		fclose(f);
-		unlink(path);
-	}
+	tokens_revoke(w, id, path, sizeof(path));
+	unlink(path);
 	snprintf(path, sizeof(path), "%s/%s", w->files_root, id);
 	rm_dir(path);
 	queue_cancel_swarm(w->queue, id, NULL);
@@ -1849,19 +1862,12 @@ workers_connected(struct workers *w, const char *id)
 int
 workers_rebind(struct workers *w, const char *id, const char *tenant)
 {
-	char path[PATH_MAX], jti[AUTH_JTI_LEN + 2];
+	char path[PATH_MAX];
 	struct wsb *s;
-	long long exp;
 	FILE *f;
 
 	/* Every token issued so far names the old tenant: revoke them all first. */
-	snprintf(path, sizeof(path), "%s/%s.jti", w->files_root, id);
-	if ((f = fopen(path, "re")) != NULL) {
-		while (fscanf(f, "%33s %lld", jti, &exp) == 2)
-			if (exp > (long long)time(NULL) && auth_revoke(w->auth, jti, exp) == 0)
-				revoked_append(w, jti, exp);
-		fclose(f);
-	}
+	tokens_revoke(w, id, path, sizeof(path));
 	if ((f = fopen(path, "we")) == NULL)
 		return -errno;
 	fclose(f);
