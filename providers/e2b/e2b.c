@@ -1203,13 +1203,23 @@ destroy_done(struct e2b_call *c, int status, const struct sp_http_resp *resp)
 	free(dc);
 }
 
+/* A body-less control-plane call on /sandboxes/{ref}; ctx is the caller's to free on failure. */
+static int
+sbx_call(struct e2b *e, const char *method, const char *ref, e2b_call_cb done, void *ctx)
+{
+	char *url = e2b_xasprintf("%s/sandboxes/%s", e->api_url, ref);
+	struct e2b_call *c = e2b_call_new(e, method, url, e2b_api_headers(e, false), NULL, 0,
+					  done, ctx);
+
+	free(url);
+	return e2b_call_start(c);
+}
+
 static int
 e2b_destroy(struct sp_provider *p, const char *ref, sp_done_cb cb, void *arg)
 {
 	struct e2b *e = e2b_of(p);
 	struct done_ctx *dc;
-	struct e2b_call *c;
-	char *url;
 	int r;
 
 	if (e->closing)
@@ -1220,10 +1230,7 @@ e2b_destroy(struct sp_provider *p, const char *ref, sp_done_cb cb, void *arg)
 	dc->cb = cb;
 	dc->arg = arg;
 	dc->ref = e2b_xstrdup(ref);
-	url = e2b_xasprintf("%s/sandboxes/%s", e->api_url, ref);
-	c = e2b_call_new(e, "DELETE", url, e2b_api_headers(e, false), NULL, 0, destroy_done, dc);
-	free(url);
-	if ((r = e2b_call_start(c)) < 0) {
+	if ((r = sbx_call(e, "DELETE", ref, destroy_done, dc)) < 0) {
 		free(dc->ref);
 		free(dc);
 	}
@@ -1409,8 +1416,6 @@ e2b_status(struct sp_provider *p, const char *ref, sp_status_cb cb, void *arg)
 {
 	struct e2b *e = e2b_of(p);
 	struct status_ctx *sc;
-	struct e2b_call *c;
-	char *url;
 	int r;
 
 	if (e->closing)
@@ -1421,10 +1426,7 @@ e2b_status(struct sp_provider *p, const char *ref, sp_status_cb cb, void *arg)
 	sc->cb = cb;
 	sc->arg = arg;
 	sc->ref = e2b_xstrdup(ref);
-	url = e2b_xasprintf("%s/sandboxes/%s", e->api_url, ref);
-	c = e2b_call_new(e, "GET", url, e2b_api_headers(e, false), NULL, 0, status_done, sc);
-	free(url);
-	if ((r = e2b_call_start(c)) < 0) {
+	if ((r = sbx_call(e, "GET", ref, status_done, sc)) < 0) {
 		free(sc->ref);
 		free(sc);
 	}
